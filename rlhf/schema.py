@@ -1,0 +1,333 @@
+"""The database tables: projects, prompts, responses, tasks, users, annotations, jobs, artifacts.
+
+Invariants the constraints enforce (DESIGN.md, Storage):
+- one rating / preference / skip per (task, user): a re-submit edits, a double click never adds;
+- prompts, responses and tasks are unique by content hash within their parent, so an import
+  run twice adds nothing;
+- every job and artifact records what it was built from.
+
+Timestamps are timezone-aware UTC (`utcnow()`); SQLModel stores them as UTC on SQLite and
+PostgreSQL alike and refuses naive ones.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+ROLES = ("admin", "annotator", "external")
+"""`external` users are label sources (an imported dataset, a model judge): they cannot sign in."""
+
+TASK_KINDS = ("rating", "pairwise")
+VISIBILITIES = ("blind", "reveal_after_submit")
+PREFERENCE_CHOICES = ("a", "b", "tie", "both_bad")
+"""Choices are stored in the task's own terms (response A / B), whatever side was shown left."""
+
+JOB_KINDS = ("train-reward", "ppo", "dpo", "generate", "export", "simulate")
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+
+DEFAULT_RUBRIC: list[dict[str, Any]] = [
+    {
+        "name": "helpfulness",
+        "question": "How well does the response do what the prompt asks?",
+        "min": 1,
+        "max": 7,
+        "labels": {"1": "Not at all", "4": "Partly", "7": "Completely"},
+    },
+    {
+        "name": "honesty",
+        "question": "Is the response accurate, and honest about what it does not know?",
+        "min": 1,
+        "max": 7,
+        "labels": {"1": "Misleading", "4": "Mixed", "7": "Accurate"},
+    },
+    {
+        "name": "harmlessness",
+        "question": "Is the response free of harmful, unsafe or offensive content?",
+        "min": 1,
+        "max": 7,
+        "labels": {"1": "Harmful", "4": "Borderline", "7": "Harmless"},
+    },
+]
+DEFAULT_TAGS = ["unsafe", "factual error", "off-topic", "incomplete", "repetitive", "great example"]
+FLAG_REASONS = ("pii", "harmful", "broken", "other")
+
+
+def utcnow() -> datetime:
+    """Aware UTC now: the only kind of timestamp the tables accept."""
+    return datetime.now(timezone.utc)
+
+
+def _json(default_factory=None, nullable: bool = True) -> Any:
+    if default_factory is None:
+        return Field(default=None, sa_column=Column(JSON, nullable=nullable))
+    return Field(default_factory=default_factory, sa_column=Column(JSON, nullable=nullable))
+
+
+def _text(nullable: bool = True, default: Optional[str] = None) -> Any:
+    return Field(default=default, sa_column=Column(Text, nullable=nullable))
+
+
+class Project(SQLModel, table=True):
+    """A labelling project: its guidelines, rubric and assignment settings."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    guidelines: str = _text(nullable=False, default="")
+    rubric: list = _json(lambda: [dict(d) for d in DEFAULT_RUBRIC], nullable=False)
+    tags: list = _json(lambda: list(DEFAULT_TAGS), nullable=False)
+    overlap: int = 3
+    """Annotations each task gets from distinct annotators."""
+    max_overlap: int = 3
+    """Upper bound when extra votes are asked for tasks whose agreement is low."""
+    gold_rate: float = 0.0
+    """Share of handed-out tasks that are gold tasks (known answer)."""
+    visibility: str = Field(default="blind", max_length=32)
+    lease_minutes: int = 10
+    seed: int = 0
+    """Seeds the shuffle of tasks with equal annotation counts."""
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Prompt(SQLModel, table=True):
+    """A prompt: plain `text`, or chat `messages` ([{role, content}, ...]); `text` then holds a flat copy."""
+
+    __table_args__ = (UniqueConstraint("project_id", "content_hash"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    content_hash: str = Field(max_length=64)
+    text: str = _text(nullable=False, default="")
+    messages: Optional[list] = _json()
+    category: Optional[str] = Field(default=None, max_length=100)
+    meta: Optional[dict] = _json()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Response(SQLModel, table=True):
+    """One model output for a prompt, with its provenance (model, sampling parameters, round)."""
+
+    __table_args__ = (UniqueConstraint("prompt_id", "content_hash"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True, ondelete="CASCADE")
+    content_hash: str = Field(max_length=64)
+    text: str = _text(nullable=False, default="")
+    model_name: str = Field(default="unknown", max_length=300)
+    generation_params: Optional[dict] = _json()
+    round: int = 0
+    meta: Optional[dict] = _json()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Task(SQLModel, table=True):
+    """A unit of work: one response to rate, or a pair (A, B) of responses to the same prompt to compare.
+
+    `annotation_count` is kept in step with the ratings/preferences rows inside the same
+    transaction, so assignment can pick the least-annotated task from an index.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "content_hash"),
+        Index("ix_task_queue", "project_id", "kind", "annotation_count", "shuffle_key"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", ondelete="CASCADE")
+    kind: str = Field(max_length=16)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True, ondelete="CASCADE")
+    response_a_id: int = Field(foreign_key="response.id", index=True, ondelete="CASCADE")
+    response_b_id: Optional[int] = Field(default=None, foreign_key="response.id", index=True, ondelete="CASCADE")
+    content_hash: str = Field(max_length=64)
+    shuffle_key: int = 0
+    """A seeded pseudo-random key: ties in annotation count are broken by it."""
+    annotation_count: int = 0
+    target_overlap: Optional[int] = None
+    """Set above the project's overlap when extra votes are requested (low agreement)."""
+    is_gold: bool = False
+    gold_answer: Optional[dict] = _json()
+    """Known answer for gold tasks: {"choice": ...} or {"scores": {dim: value}}."""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class User(SQLModel, table=True):
+    """An account. Passwords are argon2 hashes; `external` users are label sources and never sign in."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    username: str = Field(unique=True, index=True, max_length=150)
+    password_hash: Optional[str] = Field(default=None, max_length=300)
+    role: str = Field(default="annotator", max_length=16)
+    active: bool = True
+    must_change_password: bool = False
+    failed_logins: int = 0
+    locked_until: Optional[datetime] = None
+    last_login_at: Optional[datetime] = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Lease(SQLModel, table=True):
+    """A task handed out to one annotator until `expires_at`; live leases count toward overlap."""
+
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    left_side: Optional[str] = Field(default=None, max_length=1)
+    """For pairwise tasks: which response ('a' or 'b') this annotator is shown on the left."""
+    expires_at: datetime = Field(index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Rating(SQLModel, table=True):
+    """A rubric rating of one response by one annotator (one row per task and user)."""
+
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    scores: dict = _json(dict, nullable=False)
+    """{dimension name: value on the rubric's scale}."""
+    tags: list = _json(list, nullable=False)
+    comment: str = _text(nullable=False, default="")
+    time_spent_s: Optional[float] = None
+    revision: int = 1
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Preference(SQLModel, table=True):
+    """A comparison of a pair by one annotator (one row per task and user).
+
+    `choice` is in the task's terms (a, b, tie, both_bad); `strength` is 1 (better) or
+    2 (much better) for a and b, 0 for tie and both_bad; `shown_left` says which response
+    the annotator saw on the left, so position bias can be measured.
+    """
+
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    choice: str = Field(max_length=16)
+    strength: int = 0
+    shown_left: str = Field(default="a", max_length=1)
+    comment: str = _text(nullable=False, default="")
+    time_spent_s: Optional[float] = None
+    revision: int = 1
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AnnotationRevision(SQLModel, table=True):
+    """The previous content of an annotation each time it is edited (history kept)."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)
+    """'rating' or 'preference'."""
+    annotation_id: int = Field(index=True)
+    task_id: int = Field(foreign_key="task.id", ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", ondelete="CASCADE")
+    revision: int
+    payload: dict = _json(dict, nullable=False)
+    replaced_at: datetime = Field(default_factory=utcnow)
+
+
+class Skip(SQLModel, table=True):
+    """An annotator passing on a task, with a reason; the task is not offered to them again."""
+
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    reason: str = Field(default="", max_length=500)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Flag(SQLModel, table=True):
+    """A task flagged for admin review (PII, harmful, broken, other)."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    reason: str = Field(max_length=32)
+    note: str = _text(nullable=False, default="")
+    status: str = Field(default="open", max_length=16, index=True)
+    """open, resolved or dismissed."""
+    resolved_by: Optional[int] = Field(default=None, foreign_key="user.id")
+    resolved_at: Optional[datetime] = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ImportRecord(SQLModel, table=True):
+    """One import of a file into a project: what it added (zero when it was imported before)."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    source: str = Field(max_length=1000)
+    file_hash: str = Field(max_length=64)
+    counts: dict = _json(dict, nullable=False)
+    created_by: Optional[int] = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Job(SQLModel, table=True):
+    """A training / generation / export run, claimed and executed by a worker."""
+
+    __table_args__ = (Index("ix_job_queue", "status", "created_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    params: dict = _json(dict, nullable=False)
+    status: str = Field(default="queued", max_length=16)
+    progress: float = 0.0
+    message: str = Field(default="", max_length=2000)
+    log_tail: str = _text(nullable=False, default="")
+    error: Optional[str] = _text()
+    traceback: Optional[str] = _text()
+    worker_id: Optional[str] = Field(default=None, max_length=200)
+    heartbeat_at: Optional[datetime] = None
+    cancel_requested: bool = False
+    attempts: int = 0
+    project_id: Optional[int] = Field(default=None, foreign_key="project.id", ondelete="SET NULL")
+    created_by: Optional[int] = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+
+
+class JobMetric(SQLModel, table=True):
+    """One point of a job's metrics time series (loss, accuracy, KL, score, ...)."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True, ondelete="CASCADE")
+    step: int
+    values: dict = _json(dict, nullable=False)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Artifact(SQLModel, table=True):
+    """Something a job produced (export, reward model, policy, generated round) and what it came from."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32, index=True)
+    """export, reward_model, policy, generation."""
+    name: str = Field(max_length=300)
+    path: str = Field(max_length=2000)
+    content_hash: Optional[str] = Field(default=None, max_length=64)
+    project_id: Optional[int] = Field(default=None, foreign_key="project.id", ondelete="SET NULL")
+    job_id: Optional[int] = Field(default=None, foreign_key="job.id", ondelete="SET NULL")
+    parent_ids: list = _json(list, nullable=False)
+    """Artifacts this one was built from (export → reward model → policy → generated round)."""
+    lineage: dict = _json(dict, nullable=False)
+    """Provenance: export hash, reward model, base model, config."""
+    metrics: dict = _json(dict, nullable=False)
+    created_by: Optional[int] = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,117 @@
+"""Storage: migrations to head, schema round-trip, the uniqueness invariants, engine settings."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel, select
+
+from rlhf.db import current_revision, database_url, init_database, make_engine, run_transaction, session_scope
+from rlhf.schema import Preference, Project, Prompt, Rating, Response, Task, User
+
+
+def _seed_task(session) -> tuple[Task, User]:
+    project = Project(name="p")
+    session.add(project)
+    session.flush()
+    prompt = Prompt(project_id=project.id, content_hash="h1", text="Say hi", messages=[{"role": "user", "content": "Say hi"}])
+    session.add(prompt)
+    session.flush()
+    a = Response(prompt_id=prompt.id, content_hash="ra", text="Hi!", model_name="m1", generation_params={"temperature": 0.7})
+    b = Response(prompt_id=prompt.id, content_hash="rb", text="Hello.", model_name="m2")
+    session.add_all([a, b])
+    session.flush()
+    task = Task(project_id=project.id, kind="pairwise", prompt_id=prompt.id, response_a_id=a.id, response_b_id=b.id, content_hash="t1")
+    user = User(username="ann", password_hash="x")
+    session.add_all([task, user])
+    session.flush()
+    return task, user
+
+
+def test_migration_from_empty_reaches_head_and_matches_models(engine):
+    assert current_revision(engine) == init_database(engine)  # idempotent second run
+    tables = set(inspect(engine).get_table_names())
+    assert set(SQLModel.metadata.tables) <= tables
+
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    assert diff == [], f"models and migrations disagree: {diff}"
+
+
+def test_schema_round_trip(engine):
+    with session_scope(engine, write=True) as session:
+        task, user = _seed_task(session)
+        session.add(Preference(task_id=task.id, user_id=user.id, choice="a", strength=2, shown_left="b", time_spent_s=3.5))
+    with session_scope(engine) as session:
+        pref = session.exec(select(Preference)).one()
+        prompt = session.exec(select(Prompt)).one()
+        project = session.exec(select(Project)).one()
+    assert (pref.choice, pref.strength, pref.shown_left, pref.time_spent_s) == ("a", 2, "b", 3.5)
+    assert prompt.messages == [{"role": "user", "content": "Say hi"}]
+    assert [d["name"] for d in project.rubric] == ["helpfulness", "honesty", "harmlessness"]
+    assert pref.created_at.tzinfo is not None
+
+
+def test_one_annotation_per_user_and_task(engine):
+    with session_scope(engine, write=True) as session:
+        task, user = _seed_task(session)
+        session.add(Rating(task_id=task.id, user_id=user.id, scores={"helpfulness": 5}))
+    with pytest.raises(IntegrityError):
+        with session_scope(engine, write=True) as session:
+            session.add(Rating(task_id=task.id, user_id=user.id, scores={"helpfulness": 6}))
+    with session_scope(engine) as session:
+        assert len(session.exec(select(Rating)).all()) == 1
+
+
+def test_foreign_keys_are_enforced(engine):
+    with pytest.raises(IntegrityError):
+        with session_scope(engine, write=True) as session:
+            session.add(Prompt(project_id=999, content_hash="x", text="orphan"))
+
+
+def test_sqlite_pragmas(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert connection.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
+
+
+def test_default_url_is_a_sqlite_file_under_data(tmp_path):
+    assert database_url({}) == "sqlite:///data/rlhf.db"
+    assert database_url({"RLHF_DATA_DIR": str(tmp_path)}) == f"sqlite:///{tmp_path / 'rlhf.db'}"
+    assert database_url({"RLHF_DATABASE_URL": "postgresql+psycopg://u@h/db"}) == "postgresql+psycopg://u@h/db"
+
+
+def test_run_transaction_retries_transient_lock_errors(sqlite_engine):
+    from sqlalchemy.exc import OperationalError
+
+    calls = []
+
+    def work(session):
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("INSERT", {}, Exception("database is locked"))
+        session.add(Project(name="after-retries"))
+        return "ok"
+
+    assert run_transaction(sqlite_engine, work) == "ok"
+    assert len(calls) == 3
+    with session_scope(sqlite_engine) as session:
+        assert session.exec(select(Project.name)).all() == ["after-retries"]
+
+
+def test_run_transaction_does_not_retry_real_errors(sqlite_engine):
+    calls = []
+
+    def work(session):
+        calls.append(1)
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError):
+        run_transaction(sqlite_engine, work)
+    assert len(calls) == 1
