@@ -134,7 +134,11 @@ class Task(SQLModel, table=True):
 
     __table_args__ = (
         UniqueConstraint("project_id", "content_hash"),
-        Index("ix_task_queue", "project_id", "kind", "annotation_count", "shuffle_key"),
+        # Assignment walks this index: regular and gold tasks are separate prefixes, each
+        # ordered least-annotated first, ties broken by the seeded shuffle key.
+        Index("ix_task_queue", "project_id", "kind", "is_gold", "annotation_count", "shuffle_key"),
+        # The few tasks asked for extra votes (low agreement), found without scanning full ones.
+        Index("ix_task_extra_votes", "project_id", "kind", "target_overlap"),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -164,10 +168,19 @@ class User(SQLModel, table=True):
     role: str = Field(default="annotator", max_length=16)
     active: bool = True
     must_change_password: bool = False
-    failed_logins: int = 0
-    locked_until: Optional[datetime] = None
     last_login_at: Optional[datetime] = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class LoginThrottle(SQLModel, table=True):
+    """Recent failed sign-ins per username, known or not, so throttling never reveals which accounts exist."""
+
+    username: str = Field(primary_key=True, max_length=150)
+    """The name as typed, lower-cased."""
+    failures: int = 0
+    """Consecutive failures since the last success (reset when a quiet window passes)."""
+    last_failure_at: datetime = Field(default_factory=utcnow)
+    locked_until: Optional[datetime] = None
 
 
 class Lease(SQLModel, table=True):

@@ -44,8 +44,6 @@ def upgrade() -> None:
     sa.Column('role', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('must_change_password', sa.Boolean(), nullable=False),
-    sa.Column('failed_logins', sa.Integer(), nullable=False),
-    sa.Column('locked_until', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('last_login_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id')
@@ -53,6 +51,13 @@ def upgrade() -> None:
     with op.batch_alter_table('user', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_user_username'), ['username'], unique=True)
 
+    op.create_table('loginthrottle',
+    sa.Column('username', sqlmodel.sql.sqltypes.AutoString(length=150), nullable=False),
+    sa.Column('failures', sa.Integer(), nullable=False),
+    sa.Column('last_failure_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('locked_until', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('username')
+    )
     op.create_table('importrecord',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('project_id', sa.Integer(), nullable=False),
@@ -183,7 +188,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('task', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_task_prompt_id'), ['prompt_id'], unique=False)
-        batch_op.create_index('ix_task_queue', ['project_id', 'kind', 'annotation_count', 'shuffle_key'], unique=False)
+        batch_op.create_index('ix_task_extra_votes', ['project_id', 'kind', 'target_overlap'], unique=False)
+        batch_op.create_index('ix_task_queue', ['project_id', 'kind', 'is_gold', 'annotation_count', 'shuffle_key'], unique=False)
         batch_op.create_index(batch_op.f('ix_task_response_a_id'), ['response_a_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_task_response_b_id'), ['response_b_id'], unique=False)
 
@@ -340,6 +346,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_task_response_b_id'))
         batch_op.drop_index(batch_op.f('ix_task_response_a_id'))
         batch_op.drop_index('ix_task_queue')
+        batch_op.drop_index('ix_task_extra_votes')
         batch_op.drop_index(batch_op.f('ix_task_prompt_id'))
 
     op.drop_table('task')
@@ -367,6 +374,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_importrecord_project_id'))
 
     op.drop_table('importrecord')
+    op.drop_table('loginthrottle')
     with op.batch_alter_table('user', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_user_username'))
 
