@@ -1,0 +1,95 @@
+"""Task identity and seeded choices: task hashes, shuffle keys, which side is A, which pairs to compare.
+
+Everything here is a pure function of content hashes and the project seed, so importing the
+same data twice makes the same choices (and the unique task hash then makes the second import
+add nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+from collections import Counter
+from collections.abc import Collection, Sequence
+
+from rlhf.hashing import content_hash
+
+SHUFFLE_KEY_MASK = 0x7FFFFFFF
+"""Shuffle keys are 31-bit: `task.shuffle_key` is a 32-bit signed INTEGER on PostgreSQL."""
+
+
+def rating_task_hash(prompt_hash: str, response_hash: str) -> str:
+    """Identity of the task "rate this response" (unique within a project)."""
+    return content_hash(["rating", prompt_hash, response_hash])
+
+
+def pairwise_task_hash(prompt_hash: str, response_hash_1: str, response_hash_2: str) -> str:
+    """Identity of the task "compare these two responses": the same whichever order they come in."""
+    low, high = sorted((response_hash_1, response_hash_2))
+    return content_hash(["pairwise", prompt_hash, low, high])
+
+
+def task_draw(seed: int, task_hash: str) -> tuple[int, bool]:
+    """(shuffle_key, swap) for a task: a 31-bit pseudo-random key and a coin, both from sha256(seed, hash).
+
+    The key orders tasks with equal annotation counts; the coin decides, for a pair in
+    canonical (sorted-hash) order, whether the second response becomes A.
+    """
+    digest = hashlib.sha256(f"{seed}:{task_hash}".encode("ascii")).digest()
+    return int.from_bytes(digest[:4], "big") & SHUFFLE_KEY_MASK, bool(digest[4] & 1)
+
+
+def orient_pair(seed: int, task_hash: str, response_hash_1: str, response_hash_2: str) -> tuple[str, str]:
+    """(A, B) for a pair: the canonical order, swapped by the task's seeded coin."""
+    low, high = sorted((response_hash_1, response_hash_2))
+    _, swap = task_draw(seed, task_hash)
+    return (high, low) if swap else (low, high)
+
+
+def within_pairs(response_hashes: Sequence[str]) -> list[tuple[str, str]]:
+    """Every unordered pair of distinct responses, each pair in sorted order, the list sorted."""
+    unique = sorted(set(response_hashes))
+    return list(itertools.combinations(unique, 2))
+
+
+def cross_pairs(new_hashes: Sequence[str], old_hashes: Sequence[str]) -> list[tuple[str, str]]:
+    """Every pair (new, old) of distinct responses, each pair in sorted order, the list sorted."""
+    pairs = {tuple(sorted((n, o))) for n in set(new_hashes) for o in set(old_hashes) if n != o}
+    return sorted(pairs)  # type: ignore[arg-type]
+
+
+def select_pairs(
+    candidates: Sequence[tuple[str, str]],
+    budget: int,
+    rng_key: str,
+    *,
+    preferred: Collection[tuple[str, str]] = (),
+    usage: Counter | None = None,
+) -> list[tuple[str, str]]:
+    """Choose up to `budget` pairs from `candidates`, deterministically for a given `rng_key`.
+
+    Pairs in `preferred` (compared in the source, e.g. chosen/rejected) come first; then the
+    choice is greedy on balance: each step takes the pair whose responses appear least so far
+    (sum, then max, of `usage`), breaking ties by a seeded shuffle. So with 4 responses and
+    a budget of 2, every response is compared once. Pairs must be in sorted order.
+    """
+    if budget <= 0 or not candidates:
+        return []
+    order = list(candidates)
+    random.Random(rng_key).shuffle(order)
+    rank = {pair: index for index, pair in enumerate(order)}
+    preferred_set = {tuple(sorted(p)) for p in preferred}
+    counts: Counter = Counter(usage or {})
+    remaining = set(order)
+    chosen: list[tuple[str, str]] = []
+    while remaining and len(chosen) < budget:
+        best = min(
+            remaining,
+            key=lambda p: (p not in preferred_set, counts[p[0]] + counts[p[1]], max(counts[p[0]], counts[p[1]]), rank[p]),
+        )
+        remaining.discard(best)
+        chosen.append(best)
+        counts[best[0]] += 1
+        counts[best[1]] += 1
+    return chosen

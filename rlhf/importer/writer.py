@@ -1,0 +1,433 @@
+"""Writing validated prompts into a project: Core bulk inserts in chunks, inside one transaction.
+
+Each chunk (a few thousand prompts) goes through the same numbered steps:
+1. prompts: look up the chunk's hashes, insert the new ones (ON CONFLICT DO NOTHING), read ids back;
+2. responses: the same, per prompt;
+3. tasks: one rating task per response; pairwise tasks chosen per prompt (seeded, capped);
+   labelled pairs (`--as-labels`) always get their task;
+4. labels: one Preference per labelled pair from the external source user.
+
+Idempotence: every row is unique by content hash within its parent, so running an import
+again finds everything present and inserts nothing. The caller owns the transaction, so an
+error anywhere leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, select
+from sqlalchemy.engine import Connection
+
+from rlhf.importer.errors import ImportFormatError
+from rlhf.importer.pairing import (
+    cross_pairs,
+    orient_pair,
+    pairwise_task_hash,
+    rating_task_hash,
+    select_pairs,
+    task_draw,
+    within_pairs,
+)
+from rlhf.importer.shapes import PromptIn, ResponseIn
+from rlhf.schema import Preference, Prompt, Response, Task
+
+PROMPT_T: Table = Prompt.__table__  # type: ignore[attr-defined]
+RESPONSE_T: Table = Response.__table__  # type: ignore[attr-defined]
+TASK_T: Table = Task.__table__  # type: ignore[attr-defined]
+PREFERENCE_T: Table = Preference.__table__  # type: ignore[attr-defined]
+
+DEFAULT_CHUNK_PROMPTS = 2000
+IN_LIST_BATCH = 5000
+"""Bound parameters per IN (...) list: far below SQLite's 32,766 variable limit."""
+LABEL_STRENGTH = 1
+"""An imported preference says which response won, not by how much: strength 1 ("better")."""
+
+
+@dataclass
+class ImportOptions:
+    """How an import turns responses into tasks and labels."""
+
+    round: int = 0
+    """Round stored on the new responses (0 for imported data; N for the policy's Nth round)."""
+    pair_against_round: int | None = None
+    """When set, pairwise tasks pair this round's responses with that round's (same prompt)
+    instead of pairing responses within this round."""
+    max_pairs_per_prompt: int = 6
+    """Cap on pairwise tasks per prompt (in the pairing scheme above); 0 = no pairwise tasks
+    except those carrying an imported label."""
+    make_rating_tasks: bool = True
+    """One rating task per imported response."""
+    as_labels: str | None = None
+    """Name of the external user that imported preference rows are stored as labels from;
+    None = import the responses only."""
+    chunk_prompts: int = DEFAULT_CHUNK_PROMPTS
+    """Prompts written per batch of bulk inserts (memory is bounded by a chunk)."""
+
+    def validate(self) -> None:
+        """Raise ImportFormatError naming the option when a value is out of range."""
+        checks = (
+            ("round", isinstance(self.round, int) and self.round >= 0, "must be an integer ≥ 0"),
+            (
+                "pair_against_round",
+                self.pair_against_round is None
+                or (isinstance(self.pair_against_round, int) and self.pair_against_round >= 0 and self.pair_against_round != self.round),
+                "must be an integer ≥ 0 other than round",
+            ),
+            ("max_pairs_per_prompt", isinstance(self.max_pairs_per_prompt, int) and self.max_pairs_per_prompt >= 0, "must be an integer ≥ 0"),
+            ("chunk_prompts", isinstance(self.chunk_prompts, int) and self.chunk_prompts >= 1, "must be an integer ≥ 1"),
+        )
+        for name, ok, message in checks:
+            if not ok or isinstance(getattr(self, name), bool):
+                raise ImportFormatError(message, field=name)
+
+
+@dataclass
+class ImportSummary:
+    """What one import did. `*_skipped` count rows that were already present (a re-import skips all).
+
+    `tasks_skipped` counts rating tasks and labelled pairwise tasks already present;
+    `identical_pairs` counts source comparisons whose two sides were the same response (no task).
+    """
+
+    project: str
+    project_id: int
+    source: str
+    file_hash: str = ""
+    project_created: bool = False
+    records: int = 0
+    prompts_added: int = 0
+    prompts_skipped: int = 0
+    responses_added: int = 0
+    responses_skipped: int = 0
+    rating_tasks_added: int = 0
+    pairwise_tasks_added: int = 0
+    tasks_skipped: int = 0
+    labels_added: int = 0
+    labels_skipped: int = 0
+    identical_pairs: int = 0
+    import_id: int | None = None
+
+    @property
+    def tasks_added(self) -> int:
+        return self.rating_tasks_added + self.pairwise_tasks_added
+
+    @property
+    def rows_added(self) -> int:
+        return self.prompts_added + self.responses_added + self.tasks_added + self.labels_added
+
+    def counts(self) -> dict[str, int]:
+        """The counters alone (what ImportRecord.counts stores)."""
+        skip = {"project", "project_id", "source", "file_hash", "project_created", "import_id"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+    def line(self) -> str:
+        """A one-line human summary."""
+        text = (
+            f"{self.source} → project {self.project!r}: {self.records} records; added {self.prompts_added} prompts, "
+            f"{self.responses_added} responses, {self.rating_tasks_added} rating + {self.pairwise_tasks_added} pairwise tasks"
+        )
+        if self.labels_added or self.labels_skipped:
+            text += f", {self.labels_added} labels"
+        already = self.prompts_skipped + self.responses_skipped + self.tasks_skipped + self.labels_skipped
+        if already:
+            text += f"; {already} rows already present"
+        return text
+
+
+@dataclass
+class _PromptState:
+    """What the database holds for one prompt of the chunk: response hash → (id, round), pairs."""
+
+    prompt_id: int
+    responses: dict[str, tuple[int, int]] = field(default_factory=dict)
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    """(response A id, response B id) of every pairwise task, present or added in this chunk."""
+
+
+class ChunkWriter:
+    """Writes chunks of PromptIn into one project through `connection` (the caller's transaction)."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        project_id: int,
+        project_seed: int,
+        options: ImportOptions,
+        label_user_id: int | None,
+        summary: ImportSummary,
+        now: datetime,
+    ) -> None:
+        self.connection = connection
+        self.project_id = project_id
+        self.seed = project_seed
+        self.options = options
+        self.label_user_id = label_user_id
+        self.summary = summary
+        self.now = now
+        if connection.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        self._insert = insert
+
+    # ------------------------------------------------------------ helpers
+
+    def _insert_ignoring_duplicates(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.connection.execute(self._insert(table).on_conflict_do_nothing(), rows)
+
+    def _select_in(self, columns: Sequence, in_column, values: Sequence, *where) -> list:
+        """Rows of `select(*columns).where(in_column IN values, *where)`, in bounded IN lists."""
+        out: list = []
+        values = list(values)
+        for start in range(0, len(values), IN_LIST_BATCH):
+            batch = values[start : start + IN_LIST_BATCH]
+            out.extend(self.connection.execute(select(*columns).where(in_column.in_(batch), *where)).all())
+        return out
+
+    def _in_scheme(self, round_a: int, round_b: int) -> bool:
+        """Whether a pair of responses with these rounds belongs to this import's pairing scheme."""
+        current, against = self.options.round, self.options.pair_against_round
+        if against is None:
+            return round_a == current and round_b == current
+        return {round_a, round_b} == {current, against}
+
+    # ------------------------------------------------------------ the chunk
+
+    def write(self, chunk: Iterable[PromptIn]) -> None:
+        """Write one chunk of prompts (unique hashes) with their responses, tasks and labels."""
+        groups = list(chunk)
+        states, previously_present = self._write_prompts(groups)
+        self._write_responses(groups, states, previously_present)
+        labels = self._write_tasks(groups, states, previously_present)
+        if labels:
+            self._write_labels(labels, states)
+
+    def _write_prompts(self, groups: list[PromptIn]) -> tuple[dict[str, _PromptState], set[int]]:
+        """Step 1. Returns the state per prompt hash and the ids of prompts present before."""
+        ids: dict[str, int] = dict(
+            self._select_in(
+                (PROMPT_T.c.content_hash, PROMPT_T.c.id), PROMPT_T.c.content_hash, [g.content_hash for g in groups], PROMPT_T.c.project_id == self.project_id
+            )
+        )
+        previously_present = set(ids.values())
+        new = [g for g in groups if g.content_hash not in ids]
+        self._insert_ignoring_duplicates(
+            PROMPT_T,
+            [
+                {
+                    "project_id": self.project_id,
+                    "content_hash": g.content_hash,
+                    "text": g.text,
+                    "messages": g.messages,
+                    "category": g.category,
+                    "meta": g.meta,
+                    "created_at": self.now,
+                }
+                for g in new
+            ],
+        )
+        if new:
+            ids.update(
+                self._select_in(
+                    (PROMPT_T.c.content_hash, PROMPT_T.c.id), PROMPT_T.c.content_hash, [g.content_hash for g in new], PROMPT_T.c.project_id == self.project_id
+                )
+            )
+        self.summary.prompts_added += len(new)
+        self.summary.prompts_skipped += len(groups) - len(new)
+        return {h: _PromptState(prompt_id=i) for h, i in ids.items()}, previously_present
+
+    def _load_responses(self, states_by_id: dict[int, _PromptState], prompt_ids: Iterable[int]) -> None:
+        rows = self._select_in(
+            (RESPONSE_T.c.id, RESPONSE_T.c.prompt_id, RESPONSE_T.c.content_hash, RESPONSE_T.c.round), RESPONSE_T.c.prompt_id, list(prompt_ids)
+        )
+        for response_id, prompt_id, digest, round_ in rows:
+            states_by_id[prompt_id].responses[digest] = (response_id, round_)
+
+    def _write_responses(self, groups: list[PromptIn], states: dict[str, _PromptState], previously_present: set[int]) -> None:
+        """Step 2. Afterwards every state knows all responses of its prompt (any round)."""
+        states_by_id = {s.prompt_id: s for s in states.values()}
+        if previously_present:
+            self._load_responses(states_by_id, previously_present)
+        rows = []
+        touched: set[int] = set()
+        for group in groups:
+            state = states[group.content_hash]
+            pending: set[str] = set()
+            for response in group.responses:
+                if response.content_hash in state.responses or response.content_hash in pending:
+                    self.summary.responses_skipped += 1
+                    continue
+                pending.add(response.content_hash)
+                touched.add(state.prompt_id)
+                rows.append(self._response_row(state.prompt_id, response))
+        self._insert_ignoring_duplicates(RESPONSE_T, rows)
+        self.summary.responses_added += len(rows)
+        if touched:
+            self._load_responses(states_by_id, touched)
+
+    def _response_row(self, prompt_id: int, response: ResponseIn) -> dict[str, Any]:
+        return {
+            "prompt_id": prompt_id,
+            "content_hash": response.content_hash,
+            "text": response.text,
+            "model_name": response.model_name,
+            "generation_params": response.generation_params,
+            "round": self.options.round,
+            "meta": response.meta,
+            "created_at": self.now,
+        }
+
+    def _task_row(self, kind: str, prompt_id: int, digest: str, a_id: int, b_id: int | None) -> dict[str, Any]:
+        shuffle_key, _ = task_draw(self.seed, digest)
+        return {
+            "project_id": self.project_id,
+            "kind": kind,
+            "prompt_id": prompt_id,
+            "response_a_id": a_id,
+            "response_b_id": b_id,
+            "content_hash": digest,
+            "shuffle_key": shuffle_key,
+            "annotation_count": 0,
+            "target_overlap": None,
+            "is_gold": False,
+            "gold_answer": None,
+            "created_at": self.now,
+        }
+
+    def _write_tasks(
+        self, groups: list[PromptIn], states: dict[str, _PromptState], previously_present: set[int]
+    ) -> list[tuple[str, str, str]]:
+        """Step 3. Returns the labels to store: (prompt hash, pairwise task hash, chosen response hash)."""
+        present: set[str] = set()
+        if previously_present:
+            states_by_id = {s.prompt_id: s for s in states.values()}
+            rows = self._select_in(
+                (TASK_T.c.content_hash, TASK_T.c.kind, TASK_T.c.prompt_id, TASK_T.c.response_a_id, TASK_T.c.response_b_id),
+                TASK_T.c.prompt_id,
+                list(previously_present),
+                TASK_T.c.project_id == self.project_id,
+            )
+            for digest, kind, prompt_id, a_id, b_id in rows:
+                present.add(digest)
+                if kind == "pairwise" and b_id is not None:
+                    states_by_id[prompt_id].pairs.append((a_id, b_id))
+        new_rows: list[dict[str, Any]] = []
+        labels: list[tuple[str, str, str]] = []
+        for group in groups:
+            state = states[group.content_hash]
+            if self.options.make_rating_tasks:
+                self._add_rating_tasks(group, state, present, new_rows)
+            labels.extend(self._add_pairwise_tasks(group, state, present, new_rows))
+        self._insert_ignoring_duplicates(TASK_T, new_rows)
+        return labels
+
+    def _add_rating_tasks(self, group: PromptIn, state: _PromptState, present: set[str], new_rows: list) -> None:
+        for response in group.responses:
+            digest = rating_task_hash(group.content_hash, response.content_hash)
+            if digest in present:
+                self.summary.tasks_skipped += 1
+                continue
+            present.add(digest)
+            new_rows.append(self._task_row("rating", state.prompt_id, digest, state.responses[response.content_hash][0], None))
+            self.summary.rating_tasks_added += 1
+
+    def _add_pair(self, group: PromptIn, state: _PromptState, pair: tuple[str, str], digest: str, new_rows: list) -> None:
+        a_hash, b_hash = orient_pair(self.seed, digest, *pair)
+        a_id, b_id = state.responses[a_hash][0], state.responses[b_hash][0]
+        new_rows.append(self._task_row("pairwise", state.prompt_id, digest, a_id, b_id))
+        state.pairs.append((a_id, b_id))
+        self.summary.pairwise_tasks_added += 1
+
+    def _add_pairwise_tasks(self, group: PromptIn, state: _PromptState, present: set[str], new_rows: list) -> list[tuple[str, str, str]]:
+        """Labelled pairs first (always), then seeded, balanced pairs up to the per-prompt cap."""
+        labels: list[tuple[str, str, str]] = []
+        natural: list[tuple[str, str]] = []
+        for chosen, rejected in group.pairs:
+            if chosen == rejected:
+                self.summary.identical_pairs += 1
+                continue
+            digest = pairwise_task_hash(group.content_hash, chosen, rejected)
+            if self.label_user_id is None:
+                natural.append(tuple(sorted((chosen, rejected))))  # type: ignore[arg-type]
+                continue
+            labels.append((group.content_hash, digest, chosen))
+            if digest in present:
+                self.summary.tasks_skipped += 1
+                continue
+            present.add(digest)
+            self._add_pair(group, state, (chosen, rejected), digest, new_rows)
+
+        round_of_id = {i: r for i, r in state.responses.values()}
+        hash_of_id = {i: h for h, (i, _) in state.responses.items()}
+        in_scheme = [(a, b) for a, b in state.pairs if self._in_scheme(round_of_id[a], round_of_id[b])]
+        budget = self.options.max_pairs_per_prompt - len(in_scheme)
+        if budget <= 0:
+            return labels
+        candidates = [pair for pair in self._candidate_pairs(state) if pairwise_task_hash(group.content_hash, *pair) not in present]
+        if not candidates:
+            return labels
+        if budget >= len(candidates):
+            chosen_pairs = candidates  # the common case (4 responses, cap 6): every pair, no draw needed
+        else:
+            usage = Counter(hash_of_id[i] for pair in in_scheme for i in pair)
+            rng_key = f"{self.seed}:{group.content_hash}:{self.options.round}:{self.options.pair_against_round}"
+            chosen_pairs = select_pairs(candidates, budget, rng_key, preferred=natural, usage=usage)
+        for pair in chosen_pairs:
+            digest = pairwise_task_hash(group.content_hash, *pair)
+            present.add(digest)
+            self._add_pair(group, state, pair, digest, new_rows)
+        return labels
+
+    def _candidate_pairs(self, state: _PromptState) -> list[tuple[str, str]]:
+        current, against = self.options.round, self.options.pair_against_round
+        new = [h for h, (_, r) in state.responses.items() if r == current]
+        if against is None:
+            return within_pairs(new)
+        return cross_pairs(new, [h for h, (_, r) in state.responses.items() if r == against])
+
+    def _write_labels(self, labels: list[tuple[str, str, str]], states: dict[str, _PromptState]) -> None:
+        """Step 4. One Preference per labelled pair and source (the first label of a pair wins)."""
+        rows = self._select_in(
+            (TASK_T.c.content_hash, TASK_T.c.id, TASK_T.c.response_a_id),
+            TASK_T.c.content_hash,
+            sorted({digest for _, digest, _ in labels}),
+            TASK_T.c.project_id == self.project_id,
+        )
+        tasks = {digest: (task_id, a_id) for digest, task_id, a_id in rows}
+        labelled = {
+            row[0]
+            for row in self._select_in(
+                (PREFERENCE_T.c.task_id,), PREFERENCE_T.c.task_id, [t for t, _ in tasks.values()], PREFERENCE_T.c.user_id == self.label_user_id
+            )
+        }
+        new_rows = []
+        for prompt_digest, digest, chosen in labels:
+            task_id, a_id = tasks[digest]
+            if task_id in labelled:
+                self.summary.labels_skipped += 1
+                continue
+            labelled.add(task_id)
+            chosen_id = states[prompt_digest].responses[chosen][0]
+            new_rows.append(
+                {
+                    "task_id": task_id,
+                    "user_id": self.label_user_id,
+                    "choice": "a" if chosen_id == a_id else "b",
+                    "strength": LABEL_STRENGTH,
+                    "shown_left": "a",
+                    "comment": "",
+                    "time_spent_s": None,
+                    "revision": 1,
+                    "created_at": self.now,
+                    "updated_at": self.now,
+                }
+            )
+        self._insert_ignoring_duplicates(PREFERENCE_T, new_rows)
+        self.summary.labels_added += len(new_rows)
