@@ -1,0 +1,839 @@
+"""The job worker: claims queued jobs, runs each in a child process, heartbeats, honours cancel.
+
+Parent (`Worker`, `rlhf worker`):
+1. claim the oldest queued job atomically (`rlhf.jobs.claim_next_job`); idle, poll every
+   `poll_interval_s` (on PostgreSQL a LISTEN wakes it as soon as a job is submitted);
+2. make a fresh workdir under `<artifacts>/.tmp/` and start the child
+   `python -m rlhf.worker run-job ID` (through `launcher`, e.g. `accelerate launch`, for the
+   kinds that allow it) in its own process group, output to `<logs>/<job-id>.log`;
+3. heartbeat from a thread while it runs; when cancel is requested the child stops itself, and
+   after `cancel_grace_s` the parent kills its process group; a job re-queued under us is killed;
+4. when the child has gone: if it did not record an outcome (a crash, a segfault, the OOM
+   killer), mark the job failed with the exit reason and the tail of its output (faulthandler
+   prints the Python stack on a segfault); remove the workdir, so a failed job leaves nothing;
+5. every `requeue_every_s`, put back jobs whose worker stopped heartbeating.
+
+Child (`execute_job`): runs the kind's adapter with a `DatabaseReporter` (progress, metrics
+and log lines written to the job's row by a background thread at most every
+`report_interval_s`, the last state always flushed; `should_stop()` true once cancel is
+requested), then renames the artifacts into place and marks the job done in one transaction,
+or records the exception and its traceback.
+
+A crash, a segfault or an out-of-memory kill of a job takes down only its child: the worker
+goes on with the next job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback as traceback_module
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from rlhf.jobs import (
+    FINISHED_STATUSES,
+    LOG_TAIL_LINES,
+    ArtifactRecord,
+    Heartbeat,
+    append_log_lines,
+    claim_next_job,
+    fail_job,
+    finish_cancelled,
+    finish_job,
+    get_job,
+    heartbeat,
+    job_control,
+    json_safe,
+    progress_fraction,
+    release_job,
+    report_state,
+    requeue_stale_jobs,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from rlhf.job_kinds import JobKind, JobResult
+    from rlhf.schema import Job
+
+WORKER_PID_ENV = "RLHF_WORKER_PID"
+"""The child exits when this process is gone, so an orphaned job never holds a GPU."""
+EXIT_LOST = 3
+"""Child exit code: the job was no longer ours (re-queued or cancelled) when it finished."""
+EXIT_ORPHANED = 70
+OUTPUT_TAIL_CHARS = 20_000
+"""How much of a crashed child's output becomes the job's traceback."""
+
+
+def make_worker_id() -> str:
+    """`host-pid-random`: unique among all workers sharing a database."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class WorkerConfig:
+    """How a worker polls, heartbeats, launches and cleans up."""
+
+    worker_id: str = field(default_factory=make_worker_id)
+    """Recorded on every job it claims; unique per worker process."""
+    poll_interval_s: float = 0.25
+    """Idle: how often to look for a queued job (a queued job is claimed within about this)."""
+    heartbeat_interval_s: float = 2.0
+    """While a job runs: how often its row's `heartbeat_at` is refreshed."""
+    stale_after_s: float = 30.0
+    """A running job whose heartbeat is older than this lost its worker and is re-queued."""
+    requeue_every_s: float = 10.0
+    """How often this worker looks for stale jobs (any worker may re-queue any job)."""
+    max_attempts: int = 3
+    """A job started this many times whose worker died each time is marked failed."""
+    cancel_grace_s: float = 10.0
+    """After a cancel request, how long the job may take to stop itself before it is killed."""
+    kinds: tuple[str, ...] | None = None
+    """Claim only these kinds (e.g. training kinds on a GPU box); None: every kind it knows."""
+    kind_modules: tuple[str, ...] = ()
+    """Extra modules exposing `JOB_KINDS`, loaded here and in every job's child process."""
+    launcher: str | None = None
+    """Command prefix for launchable kinds, e.g. "accelerate launch --num_processes 8"."""
+    launch_kinds: tuple[str, ...] | None = None
+    """Kinds run through `launcher`; None: those whose JobKind is `launchable` (ppo)."""
+    artifacts_dir: Path | None = None
+    """Where finished artifacts go (`<kind>/<job-id>-<name>`); default `<data dir>/artifacts`."""
+    log_dir: Path | None = None
+    """Each job's full output, `<job-id>.log`; default `<data dir>/logs/jobs`."""
+    report_interval_s: float = 0.5
+    """The child writes progress / metrics / log lines to the job's row at most this often."""
+    python: str = sys.executable
+    """The interpreter that runs job children."""
+
+
+# --------------------------------------------------------------------------- child side
+
+
+class DatabaseReporter:
+    """A `rlhf.progress.Reporter` that writes a running job's state to its row.
+
+    Calls only update memory (a training step never waits on the database); a background
+    thread writes progress, message, the log tail (newest LOG_TAIL_LINES) and new metric points
+    at most every `interval_s`, and polls `cancel_requested`. `close()` writes the last state.
+    Writes are guarded by `worker_id`: once the job is no longer ours, nothing more is written
+    and `should_stop()` is true. `echo`: also print each log line there (the child's output,
+    i.e. the worker's full log file for the job).
+    """
+
+    def __init__(
+        self, engine: Engine, job_id: int, worker_id: str, *, interval_s: float = 0.5, initial_log: str = "", echo: TextIO | None = None
+    ) -> None:
+        self._engine = engine
+        self._echo = echo
+        self._job_id = job_id
+        self._worker_id = worker_id
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._lines: deque[str] = deque(initial_log.splitlines() if initial_log else [], maxlen=LOG_TAIL_LINES)
+        self._progress: float | None = None
+        self._message: str | None = None
+        self._pending_metrics: list[tuple[int, dict[str, Any]]] = []
+        self._dirty = False
+        self.cancel_requested = False
+        self.lost = False
+        self.write_errors = 0
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"job-{job_id}-reporter", daemon=True)
+
+    def start(self) -> DatabaseReporter:
+        self._thread.start()
+        return self
+
+    # Reporter protocol -------------------------------------------------------------------
+    def progress(self, done: float, total: float | None = None, message: str = "") -> None:
+        fraction = progress_fraction(done, total)
+        with self._lock:
+            if fraction is not None:
+                self._progress = fraction
+            if message or fraction is None:
+                self._message = message or f"{done:g} done"
+            self._dirty = True
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        with self._lock:
+            self._pending_metrics.append((int(step), json_safe(dict(values))))
+            self._dirty = True
+
+    def log(self, line: str) -> None:
+        tail = append_log_lines("", [line])
+        if self._echo is not None:  # the worker's log file keeps every line, the row the newest
+            print(tail, file=self._echo, flush=True)
+        with self._lock:
+            self._lines.extend(tail.splitlines() or [""])
+            self._dirty = True
+
+    def should_stop(self) -> bool:
+        return self.cancel_requested or self.lost
+
+    # ------------------------------------------------------------------------------------
+    def log_tail(self) -> str:
+        with self._lock:
+            return "\n".join(self._lines)
+
+    def flush(self) -> None:
+        """Write pending state now (and learn about cancel); DB errors are counted and retried."""
+        with self._lock:
+            dirty = self._dirty
+            progress, message = self._progress, self._message
+            points, self._pending_metrics = self._pending_metrics, []
+            tail = "\n".join(self._lines)
+            self._dirty = False
+        try:
+            if dirty:
+                state = report_state(
+                    self._engine, self._job_id, self._worker_id, progress=progress, message=message, log_tail=tail, metric_points=points
+                )
+            else:
+                state = job_control(self._engine, self._job_id, self._worker_id)
+        except Exception as exc:  # noqa: BLE001 - a DB hiccup must not kill the job; retry next tick
+            self.write_errors += 1
+            print(f"job reporter: could not write job state ({exc.__class__.__name__}: {exc}); will retry", file=sys.stderr)
+            with self._lock:
+                self._pending_metrics = points + self._pending_metrics
+                self._dirty = self._dirty or dirty
+            return
+        self.lost = self.lost or not state.owned
+        self.cancel_requested = self.cancel_requested or state.cancel_requested
+
+    def _loop(self) -> None:
+        while not self._closed.wait(self._interval_s):
+            self.flush()
+
+    def close(self) -> None:
+        """Stop the background thread and write the last state."""
+        self._closed.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.flush()
+
+
+class ControlOnlyReporter:
+    """For the non-main ranks under a launcher: reports nothing, but learns about cancel."""
+
+    def __init__(self, engine: Engine, job_id: int, worker_id: str, *, interval_s: float = 0.5) -> None:
+        self._engine, self._job_id, self._worker_id, self._interval_s = engine, job_id, worker_id, interval_s
+        self._state = Heartbeat(owned=True, cancel_requested=False)
+        self._checked_at = 0.0
+
+    def progress(self, done: float, total: float | None = None, message: str = "") -> None:
+        pass
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def log(self, line: str) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked_at >= self._interval_s:
+            self._checked_at = now
+            try:
+                self._state = job_control(self._engine, self._job_id, self._worker_id)
+            except Exception:  # noqa: BLE001 - keep the last known state
+                pass
+        return self._state.cancel_requested or not self._state.owned
+
+    def close(self) -> None:
+        pass
+
+
+def safe_name(name: str) -> str:
+    """`name` usable as one path component: letters, digits, `._-`, at most 120 characters."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "artifact"
+    return cleaned[:120]
+
+
+def artifact_destination(artifacts_dir: Path, record: ArtifactRecord, job_id: int) -> Path:
+    """`<artifacts_dir>/<artifact kind>/<job id>-<name>`, with a numeric suffix if it exists."""
+    base = artifacts_dir / safe_name(record.kind) / f"{job_id}-{safe_name(record.name)}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def place_artifacts(records: list[ArtifactRecord], workdir: Path, artifacts_dir: Path, job_id: int) -> tuple[list[ArtifactRecord], list[Path]]:
+    """Rename each artifact from `workdir` to its final place; returns the records with final paths and the placed paths.
+
+    An artifact path outside `workdir` is refused (ValueError): only what the job wrote in its
+    own directory can be moved atomically, and nothing else may be deleted on failure. On any
+    error, what was already placed is removed again before the error propagates.
+    """
+    placed: list[Path] = []
+    out: list[ArtifactRecord] = []
+    root = workdir.resolve()
+    try:
+        for record in records:
+            if not record.path:
+                out.append(record)
+                continue
+            source = Path(record.path)
+            source = (source if source.is_absolute() else root / source).resolve()
+            if root not in source.parents:
+                raise ValueError(f"artifact {record.name!r}: {source} is not inside the job's workdir {root}")
+            if not source.exists():
+                raise FileNotFoundError(f"artifact {record.name!r}: {source} was not written")
+            destination = artifact_destination(artifacts_dir, record, job_id)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, destination)
+            placed.append(destination)
+            out.append(_with_path(record, str(destination.resolve())))
+    except BaseException:
+        remove_paths(placed)
+        raise
+    return out, placed
+
+
+def _with_path(record: ArtifactRecord, path: str) -> ArtifactRecord:
+    from dataclasses import replace
+
+    return replace(record, path=path)
+
+
+def remove_paths(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _main_rank() -> bool:
+    # Under `accelerate launch` / torchrun every rank runs the job; rank 0 alone writes to the DB.
+    return os.environ.get("RANK", "0") == "0"
+
+
+def execute_job(
+    engine: Engine,
+    job_id: int,
+    worker_id: str,
+    workdir: Path,
+    artifacts_dir: Path,
+    registry: dict[str, JobKind],
+    *,
+    report_interval_s: float = 0.5,
+) -> int:
+    """Run job `job_id` here (the child process) and record its outcome; returns the exit code.
+
+    0: done or cancelled (recorded); 1: failed (error and traceback recorded);
+    EXIT_LOST: the job was no longer ours, nothing recorded.
+    """
+    from rlhf.progress import Cancelled
+
+    job = get_job(engine, job_id)
+    if job.status != "running" or job.worker_id != worker_id:
+        return EXIT_LOST
+    main_rank = _main_rank()
+    if not main_rank:
+        return _execute_on_secondary_rank(engine, job, worker_id, workdir, registry, report_interval_s)
+
+    header = f"--- attempt {job.attempts} on worker {worker_id} ---"
+    reporter = DatabaseReporter(
+        engine, job_id, worker_id, interval_s=report_interval_s, initial_log=append_log_lines(job.log_tail, [header]), echo=sys.stdout
+    )
+    reporter.start()
+    try:
+        kind = registry.get(job.kind)
+        if kind is None:
+            raise LookupError(f"this worker does not know job kind {job.kind!r}")
+        params = kind.validate(dict(job.params))
+        result = kind.run(engine, job, params, reporter, workdir)
+    except Cancelled:
+        reporter.log("cancelled")
+        reporter.close()
+        return 0 if finish_cancelled(engine, job_id, worker_id, log_tail=reporter.log_tail()) else EXIT_LOST
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt in a job are failures too
+        trace = traceback_module.format_exc()
+        reporter.log(f"failed: {exc.__class__.__name__}: {exc}")
+        reporter.close()
+        if reporter.lost:
+            return EXIT_LOST
+        fail_job(engine, job_id, worker_id, error=_describe_exception(exc), traceback=trace, log_tail=reporter.log_tail())
+        return 1
+    reporter.close()
+    if reporter.lost:
+        return EXIT_LOST
+    return _finalise(engine, job, worker_id, workdir, artifacts_dir, result, reporter)
+
+
+def _describe_exception(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+def _finalise(engine: Engine, job: Job, worker_id: str, workdir: Path, artifacts_dir: Path, result: JobResult, reporter: DatabaseReporter) -> int:
+    placed: list[Path] = []
+    try:
+        records, placed = place_artifacts(list(result.artifacts), workdir, artifacts_dir, job.id)
+        rows = finish_job(
+            engine, job.id, worker_id, artifacts=records, message=result.message, log_tail=reporter.log_tail(), final_metrics=result.metrics
+        )
+    except BaseException as exc:  # noqa: BLE001
+        remove_paths(placed)
+        fail_job(engine, job.id, worker_id, error=_describe_exception(exc), traceback=traceback_module.format_exc(), log_tail=reporter.log_tail())
+        return 1
+    if rows is None:  # re-queued or cancelled while we finished: the next attempt owns the job
+        remove_paths(placed)
+        return EXIT_LOST
+    return 0
+
+
+def _execute_on_secondary_rank(engine, job, worker_id, workdir, registry, report_interval_s) -> int:
+    from rlhf.progress import Cancelled
+
+    reporter = ControlOnlyReporter(engine, job.id, worker_id, interval_s=report_interval_s)
+    kind = registry[job.kind]
+    try:
+        kind.run(engine, job, kind.validate(dict(job.params)), reporter, workdir)
+    except Cancelled:
+        return 0
+    return 0
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def describe_exit(returncode: int) -> str:
+    """Why a child stopped, in words: `exited with code 1`, `killed by SIGSEGV (segmentation fault)`."""
+    if returncode >= 0:
+        if returncode > 128 and returncode - 128 < signal.NSIG:  # a shell or launcher reporting a signal
+            return f"exited with code {returncode} ({_signal_words(returncode - 128)})"
+        return f"exited with code {returncode}"
+    return f"killed by {_signal_words(-returncode)}"
+
+
+def _signal_words(number: int) -> str:
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+    notes = {
+        "SIGSEGV": "segmentation fault",
+        "SIGKILL": "out of memory? the kernel's OOM killer sends SIGKILL",
+        "SIGABRT": "aborted",
+        "SIGBUS": "bus error",
+        "SIGFPE": "arithmetic error",
+    }
+    return f"{name} ({notes[name]})" if name in notes else name
+
+
+def read_tail(path: Path, limit: int = OUTPUT_TAIL_CHARS) -> str:
+    """The last `limit` characters of a text file ('' if it is missing)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - limit))
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+class _HeartbeatThread(threading.Thread):
+    """Heartbeats one job every `interval_s` and remembers what it learnt."""
+
+    def __init__(self, engine: Engine, job_id: int, worker_id: str, interval_s: float) -> None:
+        super().__init__(name=f"job-{job_id}-heartbeat", daemon=True)
+        self._engine, self._job_id, self._worker_id, self._interval_s = engine, job_id, worker_id, interval_s
+        self.done = threading.Event()
+        self.lost = False
+        self.cancel_requested_at: float | None = None
+
+    def run(self) -> None:
+        while not self.done.wait(self._interval_s):
+            try:
+                state = heartbeat(self._engine, self._job_id, self._worker_id)
+            except Exception as exc:  # noqa: BLE001 - retry next beat; too long and the job is re-queued
+                print(f"worker: heartbeat of job {self._job_id} failed: {exc}", file=sys.stderr)
+                continue
+            if not state.owned:
+                self.lost = True
+                return
+            if state.cancel_requested and self.cancel_requested_at is None:
+                self.cancel_requested_at = time.monotonic()
+
+
+@dataclass
+class JobOutcome:
+    """How one claimed job ended, as this worker saw it."""
+
+    job_id: int
+    status: str
+    """done, failed, cancelled, requeued (released on shutdown) or lost (re-queued by another)."""
+    returncode: int | None = None
+
+
+class Worker:
+    """Claims and runs jobs from the database of `engine`, one at a time, each in a child process."""
+
+    def __init__(self, engine: Engine, config: WorkerConfig | None = None, *, registry: dict[str, JobKind] | None = None) -> None:
+        from rlhf.db import data_dir
+        from rlhf.job_kinds import load_registry
+
+        self.engine = engine
+        self.config = config or WorkerConfig()
+        self.registry = registry if registry is not None else load_registry(list(self.config.kind_modules) or None)
+        self.artifacts_dir = Path(self.config.artifacts_dir or data_dir() / "artifacts").resolve()
+        self.log_dir = Path(self.config.log_dir or data_dir() / "logs" / "jobs").resolve()
+        self.stop_event = threading.Event()
+        self.outcomes: list[JobOutcome] = []
+        self._last_requeue = 0.0
+        self._listener = None
+
+    @property
+    def worker_id(self) -> str:
+        return self.config.worker_id
+
+    def claimable_kinds(self) -> list[str]:
+        kinds = self.config.kinds if self.config.kinds is not None else tuple(self.registry)
+        return [k for k in kinds if k in self.registry]
+
+    def stop(self) -> None:
+        """Ask the loop to end: a running job is killed and handed back to the queue."""
+        self.stop_event.set()
+
+    # main loop ---------------------------------------------------------------------------
+    def run(self, *, once: bool = False, burst: bool = False, max_jobs: int | None = None) -> list[JobOutcome]:
+        """Claim and run jobs until stopped.
+
+        `once`: run at most one job (none queued: return at once). `burst`: run jobs until the
+        queue is empty. `max_jobs`: stop after that many. Returns the outcomes of this call.
+        """
+        start = len(self.outcomes)
+        self._listen()
+        try:
+            while not self.stop_event.is_set():
+                self._maybe_requeue()
+                job = claim_next_job(self.engine, self.worker_id, kinds=self.claimable_kinds())
+                if job is None:
+                    if once or burst:
+                        break
+                    self._wait_for_work()
+                    continue
+                self.outcomes.append(self.run_claimed(job))
+                ran = len(self.outcomes) - start
+                if once or (max_jobs is not None and ran >= max_jobs):
+                    break
+        finally:
+            self._unlisten()
+        return self.outcomes[start:]
+
+    def _maybe_requeue(self) -> None:
+        now = time.monotonic()
+        if now - self._last_requeue < self.config.requeue_every_s:
+            return
+        self._last_requeue = now
+        try:
+            summary = requeue_stale_jobs(self.engine, stale_after_s=self.config.stale_after_s, max_attempts=self.config.max_attempts)
+        except Exception as exc:  # noqa: BLE001 - try again at the next round
+            print(f"worker: re-queue of stale jobs failed: {exc}", file=sys.stderr)
+            return
+        for label, ids in (("re-queued", summary.requeued), ("failed", summary.failed), ("cancelled", summary.cancelled)):
+            if ids:
+                print(f"worker {self.worker_id}: {label} stale job(s) {ids}", file=sys.stderr)
+
+    # idle waiting: LISTEN on PostgreSQL, a plain sleep on SQLite ------------------------------
+    def _listen(self) -> None:
+        from rlhf.db import is_sqlite
+        from rlhf.jobs import NOTIFY_CHANNEL
+
+        if is_sqlite(self.engine) or self._listener is not None:
+            return
+        try:
+            import psycopg
+
+            url = self.engine.url
+            params = {"host": url.host, "port": url.port, "user": url.username, "password": url.password, "dbname": url.database}
+            self._listener = psycopg.connect(autocommit=True, **{k: v for k, v in params.items() if v is not None})
+            self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except Exception as exc:  # noqa: BLE001 - polling alone still works
+            print(f"worker: LISTEN unavailable, polling only ({exc.__class__.__name__})", file=sys.stderr)
+            self._listener = None
+
+    def _unlisten(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            finally:
+                self._listener = None
+
+    def _wait_for_work(self) -> None:
+        interval = self.config.poll_interval_s
+        if self._listener is None:
+            self.stop_event.wait(interval)
+            return
+        try:
+            for _ in self._listener.notifies(timeout=interval, stop_after=1):
+                pass
+        except Exception:  # noqa: BLE001 - the connection broke: fall back to polling
+            self._unlisten()
+            self.stop_event.wait(interval)
+
+    # one job -------------------------------------------------------------------------------
+    def child_command(self, job: Job, workdir: Path) -> list[str]:
+        """The command line that runs `job` in a child (through the launcher for launchable kinds)."""
+        args = ["-m", "rlhf.worker", "run-job", str(job.id), "--worker-id", self.worker_id, "--workdir", str(workdir)]
+        args += ["--artifacts-dir", str(self.artifacts_dir), "--report-interval", str(self.config.report_interval_s)]
+        for module in self.config.kind_modules:
+            args += ["--kind-module", module]
+        if self.config.launcher and job.kind in self._launch_kinds():
+            # `accelerate launch ... -m rlhf.worker run-job ...`: every rank runs the job, rank 0 reports.
+            return shlex.split(self.config.launcher) + args
+        return [self.config.python, "-X", "faulthandler"] + args
+
+    def _launch_kinds(self) -> set[str]:
+        if self.config.launch_kinds is not None:
+            return set(self.config.launch_kinds)
+        return {name for name, kind in self.registry.items() if kind.launchable}
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["RLHF_DATABASE_URL"] = self.engine.url.render_as_string(hide_password=False)
+        env[WORKER_PID_ENV] = str(os.getpid())
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONFAULTHANDLER"] = "1"
+        return env
+
+    def run_claimed(self, job: Job) -> JobOutcome:
+        """Run a job this worker has claimed, to its end; the workdir is always removed."""
+        tmp_root = self.artifacts_dir / ".tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        workdir = tmp_root / f"{job.id}-{uuid.uuid4().hex[:8]}"
+        workdir.mkdir()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{job.id}.log"
+        try:
+            return self._supervise(job, workdir, log_path)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _supervise(self, job: Job, workdir: Path, log_path: Path) -> JobOutcome:
+        with open(log_path, "ab") as log_file:
+            start_offset = log_file.tell()
+            log_file.write(f"=== job {job.id} attempt {job.attempts} on {self.worker_id} ===\n".encode())
+            log_file.flush()
+            try:
+                process = subprocess.Popen(
+                    self.child_command(job, workdir),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env=self.child_env(),
+                    start_new_session=True,  # its own process group: we kill launcher and ranks together
+                )
+            except OSError as exc:
+                fail_job(self.engine, job.id, self.worker_id, error=f"could not start the job process: {exc}")
+                return JobOutcome(job.id, "failed")
+        beat = _HeartbeatThread(self.engine, job.id, self.worker_id, self.config.heartbeat_interval_s)
+        beat.start()
+        killed_for = None
+        try:
+            while process.poll() is None:
+                if self.stop_event.is_set():
+                    killed_for = "shutdown"
+                elif beat.lost and not self._recorded_by_child(job.id):
+                    killed_for = "lost"
+                elif beat.cancel_requested_at is not None and time.monotonic() - beat.cancel_requested_at > self.config.cancel_grace_s:
+                    killed_for = "cancel"
+                if killed_for:
+                    self._kill(process)
+                    break
+                try:
+                    process.wait(timeout=0.1)
+                except subprocess.TimeoutExpired:
+                    pass
+                self._maybe_requeue()
+        finally:
+            beat.done.set()
+            beat.join()
+        if process.poll() is None:  # the child recorded its outcome and is exiting
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._kill(process)
+        returncode = process.wait()
+        return self._settle(job, returncode, killed_for, log_path, start_offset)
+
+    def _recorded_by_child(self, job_id: int) -> bool:
+        """True when the job finished under this worker (the child wrote its outcome)."""
+        job = get_job(self.engine, job_id)
+        return job.worker_id == self.worker_id and job.status in FINISHED_STATUSES
+
+    def _kill(self, process: subprocess.Popen) -> None:
+        """SIGTERM the child's process group, SIGKILL it if still there after 5 s."""
+        for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 30.0)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                process.wait(timeout=wait_s)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def _settle(self, job: Job, returncode: int, killed_for: str | None, log_path: Path, start_offset: int) -> JobOutcome:
+        """Record what the child could not: its crash, a kill for cancel, a release on shutdown."""
+        state = job_control(self.engine, job.id, self.worker_id)
+        if not state.owned:  # the child recorded its outcome, or another worker owns the job now
+            row = get_job(self.engine, job.id)
+            status = row.status if row.worker_id == self.worker_id and row.status in FINISHED_STATUSES else "lost"
+            return JobOutcome(job.id, status, returncode)
+        output = _read_from(log_path, start_offset)
+        if killed_for == "shutdown":
+            release_job(self.engine, job.id, self.worker_id, reason=f"worker {self.worker_id} stopped")
+            return JobOutcome(job.id, "requeued", returncode)
+        if killed_for == "cancel":
+            finish_cancelled(self.engine, job.id, self.worker_id, message=f"cancelled: killed after not stopping within {self.config.cancel_grace_s:g} s")
+            return JobOutcome(job.id, "cancelled", returncode)
+        if returncode == 0:
+            error = "the job process exited without recording a result"
+        else:
+            error = f"the job process {describe_exit(returncode)}"
+        trace = output.strip() or "(the job process printed nothing)"
+        fail_job(self.engine, job.id, self.worker_id, error=error, traceback=trace, log_tail=append_log_lines(get_job(self.engine, job.id).log_tail, [f"failed: {error}"]))
+        return JobOutcome(job.id, "failed", returncode)
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """The output written to `path` since `offset`, at most its last OUTPUT_TAIL_CHARS."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(max(offset, size - OUTPUT_TAIL_CHARS))
+        return handle.read().decode("utf-8", errors="replace")
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _watch_parent(pid: int, interval_s: float = 0.5) -> None:
+    """Exit hard when the worker `pid` is gone: an orphaned job would hold memory and a GPU."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                _REAL_EXIT(EXIT_ORPHANED)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="watch-worker", daemon=True).start()
+
+
+_REAL_EXIT = os._exit
+
+
+def _exit_printing_stack(job_pid: int):
+    """An os._exit that first prints where it was called from (nonzero code, job process only).
+
+    A library calling os._exit skips every handler; the stack makes the job's traceback show
+    where it happened. Forked helpers (data loader workers) ending with os._exit(0) print nothing.
+    """
+
+    def exit_(code: int) -> None:
+        if code != 0 and os.getpid() == job_pid:
+            print(f"os._exit({code}) called from:", file=sys.stderr)
+            traceback_module.print_stack(file=sys.stderr)
+            sys.stderr.flush()
+        _REAL_EXIT(code)
+
+    return exit_
+
+
+def run_job_main(args: argparse.Namespace) -> int:
+    """`python -m rlhf.worker run-job ID ...`: the child process of one job."""
+    from rlhf.db import make_engine
+    from rlhf.job_kinds import load_registry
+
+    faulthandler.enable()  # a segfault prints the Python stack of every thread to our output
+    os._exit = _exit_printing_stack(os.getpid())
+    parent = os.environ.get(WORKER_PID_ENV)
+    if parent:
+        _watch_parent(int(parent))
+    engine = make_engine(os.environ.get("RLHF_DATABASE_URL"), pool_size=2)
+    registry = load_registry(args.kind_module or None)
+    try:
+        return execute_job(
+            engine, args.job_id, args.worker_id, Path(args.workdir), Path(args.artifacts_dir), registry, report_interval_s=args.report_interval
+        )
+    finally:
+        engine.dispose()
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    """`python -m rlhf.worker serve`: a worker until SIGINT / SIGTERM (what `rlhf app` starts)."""
+    from rlhf.db import make_engine
+
+    config = WorkerConfig(**({"worker_id": args.worker_id} if args.worker_id else {}), poll_interval_s=args.poll_interval, kind_modules=tuple(args.kind_module or ()))
+    engine = make_engine(args.database_url)
+    worker = Worker(engine, config)
+    install_stop_signals(worker)
+    print(f"worker {worker.worker_id} polling {engine.url.render_as_string(hide_password=True)}", file=sys.stderr, flush=True)
+    try:
+        worker.run(once=args.once)
+    finally:
+        engine.dispose()
+    return 0
+
+
+def install_stop_signals(worker: Worker) -> None:
+    """SIGINT / SIGTERM stop the worker cleanly (its running job is killed and re-queued)."""
+
+    def handler(signum, _frame) -> None:
+        print(f"worker {worker.worker_id}: {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True)
+        worker.stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlhf.worker", description="RLHF Studio job worker (internal entry points).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_job = sub.add_parser("run-job", help="run one claimed job (started by the worker)")
+    run_job.add_argument("job_id", type=int)
+    run_job.add_argument("--worker-id", required=True)
+    run_job.add_argument("--workdir", required=True)
+    run_job.add_argument("--artifacts-dir", required=True)
+    run_job.add_argument("--report-interval", type=float, default=0.5)
+    run_job.add_argument("--kind-module", action="append")
+    serve = sub.add_parser("serve", help="claim and run jobs until stopped")
+    serve.add_argument("--database-url", default=None)
+    serve.add_argument("--worker-id", default=None)
+    serve.add_argument("--poll-interval", type=float, default=0.25)
+    serve.add_argument("--kind-module", action="append")
+    serve.add_argument("--once", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "run-job":
+        return run_job_main(args)
+    return serve_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
