@@ -1,0 +1,485 @@
+"""What every page shares: the engine, the signed-in user, role guards, the selected project, safe rendering.
+
+Conventions for page authors (the Dashboard and Training pages follow them too)
+-------------------------------------------------------------------------------
+1. A page is a file in `labeling_app/pages/`; the router (`labeling_app/app.py`) lists it for the
+   roles that may use it. The page still guards itself on its first line, because a page is a
+   URL too:
+
+       from labeling_app import common as c
+       user = c.require_role("admin")          # or "annotator" (admins pass that check too)
+       project_id = c.require_project()        # the sidebar's selection; stops with a notice if none
+       engine = c.get_engine()
+
+2. The engine comes from `get_engine()`: one per process and database URL, cached with
+   `st.cache_resource`, built from `rlhf.db.database_url()` (`$RLHF_DATABASE_URL`, else the SQLite
+   file in `$RLHF_DATA_DIR`). Tests choose the database the same way: they set
+   `RLHF_DATABASE_URL` (monkeypatch.setenv) before `AppTest.from_file("labeling_app/app.py")`.
+   There is no other way to inject an engine, on purpose: one path, tested.
+
+3. No SQL in pages: `labeling_app/` never imports sqlalchemy or sqlmodel query APIs. A page reads
+   state, calls one backend function (`rlhf.*`, passing `user` as the actor), renders.
+   Writes happen in widget callbacks (`on_click=`), which report back with `flash(...)`; errors
+   the backend raises for bad input are shown with `show_error(exc)`, never as tracebacks.
+
+4. Text that came from outside (prompts, model outputs, comments, file names) is rendered with
+   `render_markdown` / `render_prompt` / `render_response` (HTML neutralised, no remote images,
+   `$` not taken for LaTeX). Never `unsafe_allow_html=True`, never `st.html` on such text.
+
+5. Session-state keys are namespaced by page: `"<page>.<name>"` (e.g. `"dashboard.metric"`).
+   The `auth.*` and `project_id` keys below belong to this module; read them through its
+   functions.
+
+6. Pages do not call `st.set_page_config`; the router does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import streamlit as st
+
+from rlhf.db import database_url
+
+if TYPE_CHECKING:  # type names only: pages never touch the database directly
+    from sqlalchemy.engine import Engine
+
+    from rlhf.assign import Message, ResponseView, TaskView
+    from rlhf.schema import Project, User
+
+APP_DIR = Path(__file__).resolve().parent
+PAGES_DIR = APP_DIR / "pages"
+
+SESSION_IDLE_ENV = "RLHF_SESSION_IDLE_MINUTES"
+DEFAULT_SESSION_IDLE_MINUTES = 12 * 60.0
+"""A signed-in browser session idle this long must sign in again (a pending submit is kept)."""
+
+# Session-state keys owned by this module.
+USER_ID = "auth.user_id"
+LAST_ACTIVE = "auth.last_active"
+VIA = "auth.via"
+"""How the session signed in: "password" or "oidc"."""
+NOTICE = "auth.notice"
+"""A message for the sign-in page (session expired, account deactivated)."""
+PENDING = "auth.pending"
+"""A submission that met an expired session, sent once the same user signs in again."""
+PROJECT_ID = "project_id"
+FLASH = "common.flash"
+
+ROLE_ANNOTATOR = "annotator"
+ROLE_ADMIN = "admin"
+SIGN_IN_ROLES = (ROLE_ADMIN, ROLE_ANNOTATOR)
+
+
+# ---------------------------------------------------------------------------------- engine
+
+
+class DatabaseNotReady(RuntimeError):
+    """The database has never been initialised (no migration applied)."""
+
+
+@st.cache_resource(show_spinner=False)
+def _engine_for(url: str) -> "Engine":
+    """One engine per URL for the whole server process (connection pools are shared by sessions)."""
+    from rlhf.db import current_revision, make_engine
+
+    engine = make_engine(url)
+    if current_revision(engine) is None:
+        engine.dispose()
+        # Raised, not returned: st.cache_resource does not cache exceptions, so the next run
+        # tries again (after `rlhf init`) instead of remembering a broken engine.
+        raise DatabaseNotReady(f"the database {engine.url.render_as_string(hide_password=True)} is not initialised: run `rlhf init`")
+    return engine
+
+
+def get_engine() -> "Engine":
+    """The engine for `rlhf.db.database_url()` (raises DatabaseNotReady before `rlhf init`)."""
+    return _engine_for(database_url())
+
+
+def require_database() -> "Engine":
+    """`get_engine()`, or an error on the page and a stop when the database is not ready."""
+    try:
+        return get_engine()
+    except DatabaseNotReady as exc:
+        st.error(str(exc))
+        st.stop()
+        raise  # unreachable: st.stop raises
+
+
+# ----------------------------------------------------------------------------- sign-in state
+
+
+def idle_timeout_s(env: Optional[dict[str, str]] = None) -> float:
+    """Seconds of inactivity after which a session must sign in again (`$RLHF_SESSION_IDLE_MINUTES`)."""
+    env = os.environ if env is None else env
+    raw = env.get(SESSION_IDLE_ENV)
+    try:
+        minutes = float(raw) if raw else DEFAULT_SESSION_IDLE_MINUTES
+    except ValueError:
+        minutes = DEFAULT_SESSION_IDLE_MINUTES
+    return max(minutes, 0.0) * 60.0
+
+
+def session_expired(last_active: Optional[float], now: float, timeout_s: float) -> bool:
+    """True when a session last active at `last_active` (epoch seconds) has been idle too long."""
+    return last_active is None or now - last_active > timeout_s
+
+
+def start_session(user: "User", *, via: str = "password") -> None:
+    """Record a successful sign-in in this browser session."""
+    st.session_state[USER_ID] = user.id
+    st.session_state[LAST_ACTIVE] = time.time()
+    st.session_state[VIA] = via
+    st.session_state.pop(NOTICE, None)
+
+
+def sign_out(notice: Optional[str] = None, *, keep_pending: bool = True) -> None:
+    """Forget the signed-in user and every page's state (a pending submission is kept unless told)."""
+    pending = st.session_state.get(PENDING) if keep_pending else None
+    for key in list(st.session_state.keys()):
+        del st.session_state[key]
+    if pending is not None:
+        st.session_state[PENDING] = pending
+    if notice:
+        st.session_state[NOTICE] = notice
+
+
+def signed_in_user(*, touch: bool = True) -> Optional["User"]:
+    """The signed-in account as stored now, or None.
+
+    Re-read from the database on every call, so a deactivated or demoted account loses access
+    at its next click. An idle session expires (see `idle_timeout_s`); then this signs out,
+    keeps any pending submission, leaves a notice for the sign-in page and returns None.
+    `touch` marks the session active (False for a read that must not extend it).
+    """
+    user_id = st.session_state.get(USER_ID)
+    if user_id is None:
+        return None
+    now = time.time()
+    if session_expired(st.session_state.get(LAST_ACTIVE), now, idle_timeout_s()):
+        sign_out("Your session expired. Sign in again to continue.")
+        return None
+    from rlhf.auth import load_user
+
+    user = load_user(get_engine(), user_id)
+    if user is None or not user.active or user.role not in SIGN_IN_ROLES:
+        sign_out("This account can no longer sign in. Ask an admin.")
+        return None
+    if touch:
+        st.session_state[LAST_ACTIVE] = now
+    return user
+
+
+def is_admin(user: Optional["User"]) -> bool:
+    return user is not None and user.active and user.role == ROLE_ADMIN
+
+
+def has_role(user: Optional["User"], role: str) -> bool:
+    """Admins hold every role; annotators only `annotator`."""
+    if user is None or not user.active:
+        return False
+    return user.role == ROLE_ADMIN or user.role == role
+
+
+def require_role(role: str) -> "User":
+    """The signed-in user when they hold `role`; otherwise a message on the page and a stop.
+
+    Pages call this first: navigation hides pages a role cannot use, and this stops a page
+    reached some other way. The backend checks the role again on every write.
+    """
+    user = signed_in_user()
+    if user is None:
+        st.warning("Sign in to continue.")
+        st.stop()
+    if not has_role(user, role):
+        st.error(f"This page needs the {role} role.")
+        st.stop()
+    return user
+
+
+def needs_password_change(user: "User") -> bool:
+    """Password accounts flagged must-change go to the change-password page first (not OIDC ones)."""
+    return bool(user.must_change_password) and st.session_state.get(VIA, "password") == "password"
+
+
+# ------------------------------------------------------------------------------------ OIDC
+
+
+def oidc_configured() -> bool:
+    """True when `.streamlit/secrets.toml` has an `[auth]` section (then `st.login` is offered)."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # noqa: BLE001 - no secrets file at all is the common case
+        return False
+
+
+def oidc_identity_names() -> list[str]:
+    """Names the OIDC provider vouches for, in the order they are tried: email, then preferred_username."""
+    names = []
+    for claim in ("email", "preferred_username"):
+        value = st.user.get(claim) if st.user.is_logged_in else None
+        if isinstance(value, str) and value.strip():
+            names.append(value.strip())
+    return names
+
+
+def match_identity(names: Iterable[str], accounts: Iterable[Any]) -> Optional[Any]:
+    """The account whose username equals one of `names` (case-insensitively), trying names in order.
+
+    Only active accounts that may sign in (admin, annotator) match. `accounts` carry
+    `username`, `role` and `active` (e.g. `rlhf.auth.UserInfo`).
+    """
+    usable = {a.username.casefold(): a for a in accounts if a.active and a.role in SIGN_IN_ROLES}
+    for name in names:
+        found = usable.get(name.casefold())
+        if found is not None:
+            return found
+    return None
+
+
+def sign_in_with_oidc() -> Optional[str]:
+    """Map the OIDC identity to an account and start a session; None on success, else why not.
+
+    The provider vouches for the identity, so the app looks the account up as the trusted local
+    operator (`rlhf.roles.SYSTEM`); accounts are never created here: an admin creates a user
+    named after the person's email (or preferred username) first.
+    """
+    from rlhf.auth import list_users, load_user
+    from rlhf.roles import SYSTEM
+
+    names = oidc_identity_names()
+    if not names:
+        return "The identity provider did not share an email or username."
+    engine = get_engine()
+    account = match_identity(names, list_users(engine, SYSTEM))
+    if account is None:
+        return f"No active account is named {names[0]!r}. Ask an admin to create one with that username."
+    user = load_user(engine, account.id)
+    if user is None:
+        return "That account was just removed."
+    start_session(user, via="oidc")
+    return None
+
+
+# ---------------------------------------------------------------------------------- projects
+
+
+def visible_projects(user: "User") -> list["Project"]:
+    """Projects the user may pick: all for admins, active ones for annotators, oldest first."""
+    from rlhf.projects import list_projects
+
+    projects = list_projects(get_engine())
+    return projects if is_admin(user) else [p for p in projects if p.active]
+
+
+def project_selector(user: "User", projects: Optional[list["Project"]] = None) -> Optional[int]:
+    """The sidebar's project picker; stores and returns the chosen project id (None: no project)."""
+    projects = visible_projects(user) if projects is None else projects
+    if not projects:
+        st.session_state.pop(PROJECT_ID, None)
+        st.sidebar.info("No project yet." + (" Create one on the Projects page." if is_admin(user) else ""))
+        return None
+    ids = [p.id for p in projects]
+    names = {p.id: p.name + ("" if p.active else " (closed)") for p in projects}
+    if st.session_state.get(PROJECT_ID) not in ids:
+        st.session_state[PROJECT_ID] = ids[0]
+    st.sidebar.selectbox("Project", ids, format_func=lambda pid: names[pid], key=PROJECT_ID)
+    return st.session_state[PROJECT_ID]
+
+
+def current_project_id() -> Optional[int]:
+    """The project chosen in the sidebar this session, or None."""
+    return st.session_state.get(PROJECT_ID)
+
+
+def require_project() -> int:
+    """`current_project_id()`, or a notice on the page and a stop."""
+    project_id = current_project_id()
+    if project_id is None:
+        st.info("No project is selected. Pick one in the sidebar (admins create projects on the Projects page).")
+        st.stop()
+    return project_id
+
+
+# ------------------------------------------------------------------------------ messages
+
+
+def flash(text: str, kind: str = "success") -> None:
+    """Queue a message (success, info, warning, error) for the next render: callbacks use this."""
+    st.session_state.setdefault(FLASH, []).append((kind, text))
+
+
+def show_flash() -> None:
+    """Render and clear queued messages (the router calls this once per run)."""
+    for kind, text in st.session_state.pop(FLASH, []):
+        getattr(st, kind if kind in ("success", "info", "warning", "error") else "info")(safe_markdown(text))
+
+
+def show_error(exc: BaseException) -> None:
+    """A backend error (validation, permission, not found) as a message naming what went wrong."""
+    st.error(safe_markdown(str(exc) or exc.__class__.__name__))
+
+
+# ---------------------------------------------------------------------------- safe rendering
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_IMAGE = re.compile(r"!\[")
+_ESCAPED_IN_TEXT = {"<": "&lt;", "$": "\\$"}
+
+
+def _neutralise_text(text: str) -> str:
+    """Outside code: `<` as an entity (never a tag), `$` escaped (not LaTeX), images as plain text."""
+    text = "".join(_ESCAPED_IN_TEXT.get(ch, ch) for ch in text)
+    # A remote image would load from the model's chosen URL (a tracking pixel); show the syntax instead.
+    return _IMAGE.sub("!\\\\[", text)
+
+
+def _neutralise_inline(line: str) -> str:
+    """Neutralise one line's text, leaving code spans (backtick runs of equal length) untouched."""
+    out: list[str] = []
+    i = 0
+    while i < len(line):
+        tick = line.find("`", i)
+        if tick < 0:
+            out.append(_neutralise_text(line[i:]))
+            break
+        out.append(_neutralise_text(line[i:tick]))
+        run_end = tick
+        while run_end < len(line) and line[run_end] == "`":
+            run_end += 1
+        run = line[tick:run_end]
+        close = line.find(run, run_end)
+        # The closing run must be exactly as long (not part of a longer run).
+        while close >= 0 and close + len(run) < len(line) and line[close + len(run)] == "`":
+            close = line.find(run, close + len(run) + 1)
+        if close < 0:
+            out.append(run)  # an unmatched run is literal backticks
+            i = run_end
+            continue
+        out.append(line[tick : close + len(run)])
+        i = close + len(run)
+    return "".join(out)
+
+
+def safe_markdown(text: str) -> str:
+    """Markdown that renders `text` as written, with no raw HTML, remote images or stray LaTeX.
+
+    Outside code, `<` becomes `&lt;` (so no tag, comment or script can form), `$` is escaped and
+    `![` is shown literally. Fenced code blocks and inline code spans are left exactly as they
+    are: code is rendered as text anyway, and escaping there would show the escapes. Streamlit's
+    own markdown (without `unsafe_allow_html`) also refuses raw HTML; this is the second lock.
+    """
+    if not text:
+        return ""
+    lines = text.split("\n")
+    out: list[str] = []
+    fence: Optional[str] = None
+    for line in lines:
+        opener = _FENCE.match(line)
+        if fence is not None:
+            out.append(line)
+            if opener and opener.group(1)[0] == fence[0] and len(opener.group(1)) >= len(fence) and not line.strip().strip(fence[0]):
+                fence = None
+            continue
+        if opener:
+            fence = opener.group(1)
+            out.append(line)
+            continue
+        out.append(_neutralise_inline(line))
+    return "\n".join(out)
+
+
+def render_markdown(text: str, *, plain: bool = False, container: Any = None) -> None:
+    """Show outside text: as safe markdown, or with `plain` exactly as stored (monospace, wrapped)."""
+    target = st if container is None else container
+    if plain:
+        target.code(text or "", language=None, wrap_lines=True)
+    else:
+        target.markdown(safe_markdown(text or ""), anchors=False)
+
+
+CHAT_AVATARS = {"system": ":material/settings:", "user": "user", "assistant": "assistant"}
+
+
+def chat_name(role: str) -> str:
+    """A short display name for a chat role (imports may carry any string)."""
+    role = (role or "").strip() or "user"
+    return role[:30]
+
+
+def render_prompt(text: str, messages: Optional[Iterable["Message"]] = None, *, plain: bool = False) -> None:
+    """A prompt: a conversation (one `st.chat_message` per turn) when it has messages, else its text."""
+    turns = list(messages or ())
+    if not turns:
+        with st.chat_message("user"):
+            render_markdown(text, plain=plain)
+        return
+    for turn in turns:
+        name = chat_name(turn.role)
+        with st.chat_message(name, avatar=CHAT_AVATARS.get(name.lower())):
+            render_markdown(turn.content, plain=plain)
+
+
+def render_task_prompt(view: "TaskView", *, plain: bool = False) -> None:
+    render_prompt(view.prompt_text, view.prompt_messages, plain=plain)
+
+
+def render_response(response: "ResponseView", *, heading: str, plain: bool = False) -> None:
+    """One response under `heading` (with the model's name when the engine reveals it)."""
+    with st.container(border=True):
+        st.markdown(f"**{heading}**" + (f" · `{response.model_name}`" if response.model_name else ""))
+        render_markdown(response.text, plain=plain)
+
+
+def plain_text_toggle(key: str) -> bool:
+    """A toggle to show texts exactly as stored instead of rendered markdown."""
+    return st.toggle("Show plain text", key=key, help="Show prompt and responses exactly as stored, without markdown formatting.")
+
+
+# ------------------------------------------------------------------------------- pages
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    """One page of the app: its file under `pages/`, title, icon, URL and who may see it."""
+
+    file: str
+    title: str
+    icon: str
+    url_path: str
+    role: str
+    section: str
+    optional: bool = False
+    """Listed only when the file exists (pages colleagues add later)."""
+
+
+PAGE_SPECS: tuple[PageSpec, ...] = (
+    PageSpec("rate.py", "Rate", ":material/star_rate:", "rate", ROLE_ANNOTATOR, "Annotate"),
+    PageSpec("compare.py", "Compare", ":material/compare_arrows:", "compare", ROLE_ANNOTATOR, "Annotate"),
+    PageSpec("progress.py", "My progress", ":material/history:", "progress", ROLE_ANNOTATOR, "Annotate"),
+    PageSpec("projects.py", "Projects", ":material/folder:", "projects", ROLE_ADMIN, "Admin"),
+    PageSpec("users.py", "Users", ":material/group:", "users", ROLE_ADMIN, "Admin"),
+    PageSpec("import_data.py", "Import", ":material/upload_file:", "import", ROLE_ADMIN, "Admin"),
+    PageSpec("flagged.py", "Flagged", ":material/flag:", "flagged", ROLE_ADMIN, "Admin"),
+    PageSpec("dashboard.py", "Dashboard", ":material/monitoring:", "dashboard", ROLE_ADMIN, "Admin", optional=True),
+    PageSpec("export.py", "Export", ":material/download:", "export", ROLE_ADMIN, "Admin"),
+    PageSpec("training.py", "Training", ":material/model_training:", "training", ROLE_ADMIN, "Admin", optional=True),
+    PageSpec("account.py", "Account", ":material/key:", "account", ROLE_ANNOTATOR, "Account"),
+)
+
+
+def page_specs_for(role: str, exists: Callable[[str], bool] = lambda f: (PAGES_DIR / f).is_file()) -> list[PageSpec]:
+    """The pages a role sees, in menu order; optional pages only when their file exists."""
+    holder = type("Role", (), {"role": role, "active": True})()
+    return [spec for spec in PAGE_SPECS if has_role(holder, spec.role) and (not spec.optional or exists(spec.file))]
+
+
+def page_path(file: str) -> Path:
+    return PAGES_DIR / file
