@@ -64,3 +64,121 @@ def export_command(
     splits = ", ".join(f"{name} {count}" for name, count in manifest.split_counts.items())
     typer.echo(f"exported {manifest.rows} rows ({splits}) to {out}")
     typer.echo(f"content hash {manifest.content_hash}")
+
+
+@app.command("train-reward")
+def train_reward_command(
+    out: Path = typer.Option(..., "--out", help="Reward model directory to write."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A TRL preference export (.jsonl, .parquet or dataset directory)."),
+    project: Optional[str] = typer.Option(None, "--project", help="Train on this project, exported on the fly (instead of --data)."),
+    base: str = typer.Option("smollm2-135m-instruct", "--base", help="Base model: HF id, local directory, .gguf file, or smollm2-135m-instruct (packaged)."),
+    load_in_4bit: bool = typer.Option(False, "--4bit", help="Quantise the frozen base to NF4 (QLoRA)."),
+    lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank."),
+    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA alpha (default 2r)."),
+    max_length: int = typer.Option(512, "--max-length", help="Tokens per sequence; longer pairs are truncated (prompt from the left), never dropped."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Pairs per step."),
+    gradient_accumulation: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimiser step."),
+    learning_rate: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training pairs."),
+    max_steps: int = typer.Option(-1, "--max-steps", help="Stop after this many steps (-1: run --epochs)."),
+    eval_fraction: float = typer.Option(0.1, "--eval-fraction", help="Prompts held out when the data has no test split."),
+    no_margin: bool = typer.Option(False, "--no-margin", help="Ignore the export's margin column."),
+    save_steps: int = typer.Option(50, "--save-steps", help="Checkpoint every N steps (for --resume)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: CUDA when present)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint of an interrupted run into the same --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+    aggregate: str = typer.Option("majority", "--aggregate", help="With --project: majority or dawid-skene."),
+    min_votes: int = typer.Option(1, "--min-votes", help="With --project: drop pairs with fewer votes."),
+    min_agreement: float = typer.Option(0.0, "--min-agreement", help="With --project: drop pairs with lower agreement."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="RLHF_DATABASE_URL", help="Database URL (with --project)."),
+) -> None:
+    """Train a reward model (TRL RewardTrainer + LoRA, optionally on a 4-bit base) on an export or a project."""
+    if (data is None) == (project is None):
+        raise fail("give either --data EXPORT or --project NAME")
+    from rlhf.export import ExportError, ExportOptions
+    from rlhf.frames import ProjectNotFound
+    from rlhf.models import ModelNotFoundError
+    from rlhf.progress import Cancelled, ConsoleReporter
+    from rlhf.reward import RewardConfig, RewardDataError, RewardTrainingError, train_reward_model
+
+    config = RewardConfig(
+        base_model=base,
+        load_in_4bit=load_in_4bit,
+        max_length=max_length,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        learning_rate=learning_rate,
+        num_epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation,
+        use_margin=not no_margin,
+        eval_fraction=eval_fraction,
+        save_steps=save_steps,
+        seed=seed,
+        device=device,
+    )
+    engine = _engine(database_url) if project is not None else None
+    export_options = ExportOptions(aggregate=aggregate, min_votes=min_votes, min_agreement=min_agreement, test_size=eval_fraction, seed=seed)
+    reporter = ConsoleReporter("reward model", unit="step")
+    try:
+        result = train_reward_model(
+            config, out, data=data, engine=engine, project=project, export_options=export_options,
+            resume=resume, overwrite=overwrite, reporter=reporter,
+        )
+    except (ExportError, ProjectNotFound, ModelNotFoundError, RewardDataError, RewardTrainingError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    except Cancelled as exc:
+        raise fail(str(exc), code=1) from None
+    finally:
+        reporter.close()
+    held_out = result.metrics["held_out"]
+    typer.echo(f"saved reward model to {out} after {result.global_step} steps")
+    typer.echo(
+        f"held-out pairs {held_out['pairs']}: accuracy {held_out['accuracy']:.3f}, "
+        f"human agreement {held_out['human_agreement']:.3f}, ECE {held_out['ece']:.3f}"
+    )
+
+
+@app.command("score")
+def score_command(
+    reward: Path = typer.Option(..., "--reward", help="Reward model directory (from train-reward)."),
+    data: Path = typer.Option(..., "--data", help="JSONL/Parquet with prompt and response, or an export with prompt/chosen/rejected."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write rows with their scores here (.jsonl); default: print them."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per forward pass."),
+    raw: bool = typer.Option(False, "--raw", help="Raw scores instead of normalised ones."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, ... (default: CUDA when present)."),
+) -> None:
+    """Score prompt/response pairs with a reward model (normalised: mean 0, std 1 over its training responses)."""
+    import json
+
+    from rlhf.models import ModelNotFoundError
+    from rlhf.reward import IncompleteRewardModel, RewardDataError, RewardModel
+    from rlhf.reward.data import read_scoring_rows
+
+    try:
+        rows = read_scoring_rows(data)
+        model = RewardModel.load(reward, device=device)
+    except (RewardDataError, IncompleteRewardModel, ModelNotFoundError) as exc:
+        raise fail(str(exc)) from None
+    scores = model.score(rows["prompt"].tolist(), rows["response"].tolist(), batch_size=batch_size, normalize=not raw)
+    rows["score"] = scores.tolist()
+    lines = [json.dumps(record, ensure_ascii=False) for record in rows.to_dict("records")]
+    if out is None:
+        for line in lines:
+            typer.echo(line)
+        return
+    import os
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write("\n".join(lines) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    typer.echo(f"scored {len(rows)} responses (mean {scores.mean().item():.3f}) → {out}")

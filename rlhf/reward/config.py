@@ -1,0 +1,137 @@
+"""Reward-model settings: `RewardConfig` (how to train) and `RewardModelConfig` (what a trained model is, saved as reward_config.json)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlhf.models import DEFAULT_REWARD_BASE
+
+REWARD_CONFIG_FILE = "reward_config.json"
+METRICS_FILE = "metrics.json"
+LINEAGE_FILE = "lineage.json"
+SCORE_HEAD_FILE = "score_head.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class RewardConfig:
+    """How a reward model is trained: base, LoRA, optimisation, data handling. One field, one meaning."""
+
+    base_model: str = DEFAULT_REWARD_BASE
+    """Base model as the user typed it: an HF id, a local directory, a .gguf file, or the packaged SmolLM2 alias."""
+    load_in_4bit: bool = False
+    """Quantise the frozen base to NF4 with double quantisation (QLoRA); the adapter and head stay in the compute dtype."""
+    max_length: int = 512
+    """Tokens per sequence (prompt + response + EOS). Longer pairs are truncated, never dropped: the prompt loses
+    tokens from the left first; a response longer than the rest of the budget is cut on the right, keeping its EOS."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int | None = None
+    """LoRA scaling numerator; None means 2 × r."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA path."""
+    lora_target_modules: str | list[str] = "all-linear"
+    """Which linear layers get adapters; "all-linear" is every linear layer of the backbone."""
+    learning_rate: float = 1e-4
+    """AdamW peak learning rate."""
+    num_epochs: float = 1.0
+    """Passes over the training pairs (ignored when `max_steps` > 0)."""
+    max_steps: int = -1
+    """Stop after this many optimiser steps; -1 runs `num_epochs`."""
+    batch_size: int = 8
+    """Preference pairs per step and device (each pair is two sequences)."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches accumulated per optimiser step."""
+    warmup_ratio: float = 0.0
+    """Share of the steps spent warming the learning rate up linearly."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    lr_scheduler_type: str = "linear"
+    """Transformers scheduler name (linear, cosine, constant, ...)."""
+    seed: int = 0
+    """Seeds the score head's initialisation, batch order and the held-out split."""
+    use_margin: bool = True
+    """Use the export's `margin` column in the loss, −log σ(r_c − r_r − margin), when it is present."""
+    center_rewards_coefficient: float | None = None
+    """Optional penalty on the mean reward squared (Eisenstein et al. 2023); normalisation is done after training anyway."""
+    group_by_length: bool = True
+    """Batch pairs of similar length together (less padding, faster); the order is still seeded and shuffled."""
+    gradient_checkpointing: bool | None = None
+    """Recompute activations in the backward pass to save memory; None means on for CUDA, off on CPU (pure cost there)."""
+    eval_fraction: float = 0.1
+    """Share of prompts held out for evaluation when the data has no test split of its own."""
+    eval_batch_size: int = 16
+    """Sequences per forward pass when scoring held-out pairs and normalisation responses."""
+    normalization_samples: int = 2048
+    """At most this many training responses are scored to compute the normalisation mean and std."""
+    calibration_bins: int = 10
+    """Reliability-diagram bins for the held-out calibration (ECE)."""
+    save_steps: int = 50
+    """Checkpoint every this many steps (resume restarts from the last one)."""
+    logging_steps: int = 5
+    """Report loss / accuracy every this many steps."""
+    device: str | None = None
+    """"cpu", "cuda", "cuda:1", ...; None picks CUDA when present."""
+
+    def validate(self) -> None:
+        problems = []
+        if self.max_length < 8:
+            problems.append(f"max_length {self.max_length}: must be at least 8")
+        if self.lora_r < 1:
+            problems.append(f"lora_r {self.lora_r}: must be at least 1")
+        if self.batch_size < 1:
+            problems.append(f"batch_size {self.batch_size}: must be at least 1")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            problems.append(f"eval_fraction {self.eval_fraction}: must be in [0, 1)")
+        if self.learning_rate <= 0:
+            problems.append(f"learning_rate {self.learning_rate}: must be positive")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass
+class RewardModelConfig:
+    """A trained reward model, as saved in `reward_config.json`: enough to rebuild it and score like training did."""
+
+    base_model: str
+    """The base as the user typed it."""
+    base_model_resolved: str
+    """The local directory or hub id it resolved to at training time."""
+    load_in_4bit: bool
+    """Whether training used an NF4 base (scoring uses the same unless told otherwise)."""
+    max_length: int
+    """Token budget per sequence; scoring truncates exactly like training did."""
+    score_mean: float
+    """Mean raw score over training responses; `score()` subtracts it."""
+    score_std: float
+    """Std of raw scores over training responses; `score()` divides by it."""
+    lora: dict[str, Any]
+    """r, alpha, dropout, target_modules of the adapter."""
+    head_name: str = "score"
+    """Name of the linear score head module (saved with the adapter and as score_head.safetensors)."""
+    pooling: str = "last_token"
+    """Where the score is read: `last_token` = the last position whose attention mask is 1 (the response's EOS)."""
+    use_chat_template: bool = True
+    """Whether prompts were rendered with the tokenizer's chat template (see `rlhf.reward.data.format_pair`)."""
+    export_hash: str | None = None
+    """Content hash of the export the model was trained on (from its manifest)."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """The RewardConfig used, as a dict."""
+    format_version: int = FORMAT_VERSION
+    """Layout version of the reward directory."""
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / REWARD_CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: Path) -> "RewardModelConfig":
+        values = json.loads((Path(directory) / REWARD_CONFIG_FILE).read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in values]
+        if missing:
+            raise ValueError(f"{Path(directory) / REWARD_CONFIG_FILE}: missing fields {', '.join(missing)}")
+        return cls(**{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,551 @@
+"""Reward-model training: TRL's RewardTrainer with a LoRA adapter (optionally on a 4-bit NF4 base).
+
+The recipe, in order:
+1. data: an export (any format) or a project exported on the fly; ties skipped and counted;
+   held-out pairs from the export's test split (else prompts held out by `grouped_split`);
+2. tokens: `rlhf.reward.data.encode_pairs` (the one formatting rule scoring also uses),
+   truncating explicitly — TRL would silently drop pairs longer than `max_length`;
+3. model: sequence classifier on the base (NF4 with double quantisation when asked), LoRA on
+   every linear layer, the score head trained in full (`modules_to_save`);
+4. train: RewardTrainer, with the reward read at each sequence's last real token (its EOS; the
+   model's own pooling would skip it because pad == EOS), length-grouped batches, no gradient
+   checkpointing on CPU, fp32 trainable parameters on CPU; checkpoints for `resume`;
+5. evaluate: held-out accuracy and calibration next to the human agreement ceiling;
+6. normalise: mean and std of raw scores over training responses, stored for `score()`;
+7. save: adapter, score head, tokenizer, reward_config.json, metrics.json, lineage.json into a
+   temporary directory renamed into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlhf import __version__
+from rlhf.models import default_device, load_sequence_classifier, load_tokenizer, lora_config, resolve_model, trainable_to_fp32
+from rlhf.progress import Cancelled, NullReporter, Reporter
+from rlhf.reward.config import LINEAGE_FILE, METRICS_FILE, SCORE_HEAD_FILE, RewardConfig, RewardModelConfig
+from rlhf.reward.data import PreferenceData, encode_pairs, load_preference_data, uses_chat_template
+from rlhf.reward.evaluate import preference_metrics
+from rlhf.reward.scorer import head_name_of, pooled_rewards, raw_scores, score_head_module
+from rlhf.roles import SYSTEM, Actor
+
+RUN_FILE = "run.json"
+"""Inside the checkpoint directory: what the run trains on, so a resume with other data is refused."""
+
+
+class RewardTrainingError(ValueError):
+    """Training cannot start or finish as asked (bad options, output exists, resume mismatch, NaN loss)."""
+
+
+@dataclass
+class RewardTrainingResult:
+    """What `train_reward_model` produced."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    model_config: RewardModelConfig
+    global_step: int
+    artifact_id: int | None = None
+    resumed_from_step: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def checkpoint_dir_for(out_dir: Path) -> Path:
+    """Where checkpoints of a run writing `out_dir` live until it finishes: `<out_dir>.checkpoints` beside it."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".checkpoints")
+
+
+# --------------------------------------------------------------------------- trainer pieces
+
+
+def length_grouped_indices(lengths: list[int], batch_size: int, generator: torch.Generator, mega_factor: int = 8) -> list[int]:
+    """A shuffled order in which each batch holds pairs of similar length.
+
+    Shuffle, cut into megabatches of `mega_factor × batch_size`, sort each by length
+    (descending), then shuffle the order of the batches (so long and short steps mix).
+    Deterministic for a given generator state (resume replays the same order).
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    mega = max(batch_size, mega_factor * batch_size)
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    batch_order = torch.randperm(len(batches), generator=generator).tolist()
+    return [index for b in batch_order for index in batches[b]]
+
+
+class LengthGroupedPairSampler(torch.utils.data.Sampler):
+    """`length_grouped_indices` as a sampler; a new order each epoch, seeded."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(length_grouped_indices(self.lengths, self.batch_size, generator))
+
+
+def _make_trainer_class():
+    """RewardTrainer reading the reward at the last real token, with length-grouped batches (built lazily: TRL is heavy)."""
+    from trl import RewardTrainer
+
+    class LastTokenRewardTrainer(RewardTrainer):
+        """TRL's RewardTrainer; only the pooling of the reward and the batch order differ."""
+
+        def __init__(self, *args, group_by_length: bool = True, **kwargs) -> None:
+            self._group_by_length = group_by_length
+            super().__init__(*args, **kwargs)
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if not self._group_by_length or "length" not in dataset.column_names:
+                return super()._get_train_sampler(train_dataset)
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthGroupedPairSampler(list(dataset["length"]), batch, self.args.seed)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # Same loss as RewardTrainer (−log σ(r_c − r_r − margin), optional centring term),
+            # with rewards read at each sequence's EOS by the attention mask.
+            mode = "train" if self.model.training else "eval"
+            rewards = pooled_rewards(model, inputs["input_ids"], inputs["attention_mask"])  # (2B,)
+            rewards_chosen, rewards_rejected = torch.chunk(rewards, chunks=2)  # (B,), (B,)
+            difference = rewards_chosen - rewards_rejected
+            if "margin" in inputs:
+                difference = difference - inputs["margin"].to(difference.dtype)
+            loss = -nn.functional.logsigmoid(difference).mean()
+            if self.args.center_rewards_coefficient is not None:
+                loss = loss + self.args.center_rewards_coefficient * torch.mean((rewards_chosen + rewards_rejected) ** 2)
+            if not torch.isfinite(loss):
+                raise RewardTrainingError(f"the loss became {loss.item()} at step {self.state.global_step} (lower the learning rate?)")
+            with torch.no_grad():
+                self._metrics[mode]["accuracy"].append((rewards_chosen > rewards_rejected).float().mean().item())
+                self._metrics[mode]["margin"].append((rewards_chosen - rewards_rejected).mean().item())
+                self._metrics[mode]["mean_reward"].append(rewards.mean().item())
+            return (loss, {"rewards": rewards}) if return_outputs else loss
+
+    return LastTokenRewardTrainer
+
+
+def _reporter_callback(reporter: Reporter):
+    from transformers import TrainerCallback
+
+    class ReporterCallback(TrainerCallback):
+        """Progress and metrics to a `Reporter`; a stop request saves a checkpoint and ends training."""
+
+        def __init__(self) -> None:
+            self.cancelled = False
+            self.first_step: int | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.first_step = state.global_step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            reporter.progress(state.global_step, state.max_steps, f"step {state.global_step}/{state.max_steps}")
+            if reporter.should_stop():
+                self.cancelled = True
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if values:
+                reporter.metrics(state.global_step, values)
+
+    return ReporterCallback()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _pairs_dataset(data_frame, tokenizer, config: RewardConfig, use_template: bool) -> tuple[Any, dict[str, int]]:
+    """Tokenised pairs as a `datasets.Dataset` (chosen_ids, rejected_ids, length[, margin]) and truncation counts."""
+    from datasets import Dataset
+
+    prompts = data_frame["prompt"].tolist()
+    chosen = encode_pairs(tokenizer, prompts, data_frame["chosen"].tolist(), max_length=config.max_length, use_chat_template=use_template)
+    rejected = encode_pairs(tokenizer, prompts, data_frame["rejected"].tolist(), max_length=config.max_length, use_chat_template=use_template)
+    columns: dict[str, Any] = {
+        "chosen_ids": chosen.ids,
+        "rejected_ids": rejected.ids,
+        "length": [max(len(a), len(b)) for a, b in zip(chosen.ids, rejected.ids)],
+    }
+    margins = data_frame["margin"].to_numpy(dtype=float)
+    if config.use_margin and not np.isnan(margins).all():
+        columns["margin"] = np.nan_to_num(margins, nan=0.0).tolist()
+    counts = {
+        "pairs": len(chosen.ids),
+        "prompts_truncated": max(chosen.prompts_truncated, rejected.prompts_truncated),
+        "responses_truncated": chosen.responses_truncated + rejected.responses_truncated,
+    }
+    return Dataset.from_dict(columns), counts
+
+
+def _trl_args(config: RewardConfig, checkpoints: Path, device: torch.device):
+    from trl import RewardConfig as TRLRewardConfig
+
+    on_cuda = device.type == "cuda"
+    checkpointing = on_cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
+    # Newer Transformers renamed gradient checkpointing to activation checkpointing (the old name warns).
+    names = {f.name for f in dataclasses.fields(TRLRewardConfig)}
+    checkpointing_arg = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return TRLRewardConfig(
+        **{checkpointing_arg: checkpointing},
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type=config.lr_scheduler_type,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=on_cuda,  # CPU bf16 matmuls are ~20x slower: fp32 there (DESIGN.md)
+        max_length=None,  # already truncated explicitly; TRL would silently drop longer pairs
+        center_rewards_coefficient=config.center_rewards_coefficient,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=True,  # progress goes to our reporter
+        remove_unused_columns=False,  # keep `length` for the sampler; the collator ignores it
+        use_cpu=not on_cuda,
+        dataloader_pin_memory=on_cuda,
+    )
+
+
+def _last_checkpoint(checkpoints: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+
+def _run_fingerprint(config: RewardConfig, data: PreferenceData) -> dict[str, Any]:
+    from rlhf.hashing import content_hash
+
+    training = {k: v for k, v in asdict(config).items() if k not in ("save_steps", "logging_steps", "device", "max_steps", "num_epochs")}
+    data_hash = data.manifest.content_hash if data.manifest else content_hash(data.train[["chosen", "rejected"]].to_dict("list"))
+    return {"config": training, "data": data_hash}
+
+
+def _prepare_checkpoints(checkpoints: Path, fingerprint: dict[str, Any], resume: bool, reporter: Reporter) -> str | None:
+    """The checkpoint to resume from (None: start fresh); refuses to resume a run on other data or settings."""
+    run_file = checkpoints / RUN_FILE
+    last = _last_checkpoint(checkpoints)
+    if resume and last is not None:
+        recorded = json.loads(run_file.read_text()) if run_file.is_file() else None
+        if recorded != json.loads(json.dumps(fingerprint, default=str)):
+            raise RewardTrainingError(
+                f"cannot resume from {last}: it was trained on other data or settings (start again without resume)"
+            )
+        reporter.log(f"resuming from {last}")
+        return last
+    if resume:
+        reporter.log("no checkpoint to resume from: starting from step 0")
+    if checkpoints.exists():
+        shutil.rmtree(checkpoints)
+    checkpoints.mkdir(parents=True)
+    run_file.write_text(json.dumps(fingerprint, default=str, sort_keys=True))
+    return None
+
+
+def train_reward_model(
+    config: RewardConfig,
+    out_dir: str | os.PathLike,
+    *,
+    data: str | os.PathLike | None = None,
+    engine=None,
+    project: str | int | None = None,
+    actor: Actor = SYSTEM,
+    export_options=None,
+    resume: bool = False,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
+    job_id: int | None = None,
+) -> RewardTrainingResult:
+    """Train a reward model on `data` (an export path) or on `project` (exported on the fly from `engine`).
+
+    Writes the reward directory `out_dir` (see module docstring) and, with an engine, an
+    `Artifact(kind="reward_model")`. `reporter` receives progress (optimizer steps), metrics
+    and log lines; when `reporter.should_stop()` turns true, a checkpoint is saved and
+    `Cancelled` is raised — `resume=True` later continues from it. Raises RewardDataError /
+    ExportError for unusable data, ModelNotFoundError for an unknown base, RewardTrainingError
+    for bad options or an existing `out_dir` (unless `overwrite`); nothing is written to
+    `out_dir` unless training finished.
+    """
+    reporter = reporter or NullReporter()
+    config.validate()
+    out_dir = Path(out_dir)
+    if (data is None) == (project is None):
+        raise RewardTrainingError("give either data (an export path) or project (with an engine), not both or neither")
+    if out_dir.exists() and not overwrite:
+        raise RewardTrainingError(f"output {str(out_dir)!r} exists (pass overwrite to replace it)")
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    checkpoints = checkpoint_dir_for(out_dir)
+    checkpoints.parent.mkdir(parents=True, exist_ok=True)
+
+    # 1. data
+    export_scratch = None
+    try:
+        if project is not None:
+            if engine is None:
+                raise RewardTrainingError("training from a project needs a database engine")
+            from rlhf.export import ExportOptions, export_project
+
+            export_scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
+            reporter.log(f"exporting project {project!r}")
+            export_project(
+                engine, actor, project, format="trl", out=export_scratch / "pairs", record_artifact=False,
+                options=export_options or ExportOptions(test_size=config.eval_fraction, seed=config.seed),
+            )
+            data = export_scratch / "pairs"
+        return _train(config, out_dir, Path(data), checkpoints, engine=engine, actor=actor, resume=resume, overwrite=overwrite,
+                      reporter=reporter, job_id=job_id, timings=timings, started=started, exported_on_the_fly=project is not None)
+    except Cancelled:
+        raise
+    except BaseException:
+        # A run that failed before its first checkpoint leaves nothing to resume: leave nothing at all.
+        if checkpoints.is_dir() and not any(checkpoints.glob("checkpoint-*")):
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        raise
+    finally:
+        if export_scratch is not None:
+            shutil.rmtree(export_scratch, ignore_errors=True)
+
+
+def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, overwrite, reporter, job_id, timings, started, exported_on_the_fly):
+    data = load_preference_data(data_path, eval_fraction=config.eval_fraction, seed=config.seed)
+    reporter.log(f"{len(data.train)} training pairs, {len(data.test)} held out, {data.ties_skipped} ties skipped")
+
+    # 2. tokens
+    source = resolve_model(config.base_model)
+    device = torch.device(config.device) if config.device else default_device()
+    tokenizer = load_tokenizer(source, padding_side="right")
+    use_template = uses_chat_template(tokenizer)
+    train_set, truncation = _pairs_dataset(data.train, tokenizer, config, use_template)
+    if truncation["prompts_truncated"] or truncation["responses_truncated"]:
+        reporter.log(
+            f"truncated to {config.max_length} tokens: {truncation['prompts_truncated']} prompts (from the left), "
+            f"{truncation['responses_truncated']} responses (EOS kept); no pair dropped"
+        )
+
+    # 3. model
+    fingerprint = _run_fingerprint(config, data)
+    resume_from = _prepare_checkpoints(checkpoints, fingerprint, resume, reporter)
+    torch.manual_seed(config.seed)  # the score head's initialisation
+    model = load_sequence_classifier(source, load_in_4bit=config.load_in_4bit, device=device, pad_token_id=tokenizer.pad_token_id)
+    head_name = head_name_of(model)
+    from peft import get_peft_model
+
+    lora = lora_config(
+        "SEQ_CLS", r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules, modules_to_save=[head_name],
+    )
+    model = get_peft_model(model, lora)
+
+    # 4. train
+    callback = _reporter_callback(reporter)
+    trainer_class = _make_trainer_class()
+    trainer = trainer_class(
+        model=model,
+        args=_trl_args(config, checkpoints, device),
+        train_dataset=train_set,
+        processing_class=tokenizer,
+        callbacks=[callback],
+        group_by_length=config.group_by_length,
+    )
+    if device.type == "cpu":
+        # TRL casts a 4-bit model's trainable parameters to bf16, which fp32 compute cannot mix with.
+        trainable_to_fp32(trainer.model)
+    if trainer.args.world_size > 1:
+        raise RewardTrainingError("reward-model training runs in one process (one GPU or the CPU)")
+    timings["prepare_s"] = time.perf_counter() - started
+    train_started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_from)
+    timings["train_s"] = time.perf_counter() - train_started
+    if callback.cancelled:
+        raise Cancelled(f"cancelled at step {trainer.state.global_step}; checkpoint saved in {checkpoints} (resume to continue)")
+    model = trainer.model
+    model.eval()
+
+    # 5. evaluate on held-out pairs (raw scores: σ(r_c − r_r) is what the loss calibrates)
+    pad_id = tokenizer.pad_token_id
+    test_chosen = encode_pairs(tokenizer, data.test["prompt"].tolist(), data.test["chosen"].tolist(), max_length=config.max_length, use_chat_template=use_template).ids
+    test_rejected = encode_pairs(tokenizer, data.test["prompt"].tolist(), data.test["rejected"].tolist(), max_length=config.max_length, use_chat_template=use_template).ids
+    chosen_scores = raw_scores(model, test_chosen, pad_id=pad_id, batch_size=config.eval_batch_size, device=device)
+    rejected_scores = raw_scores(model, test_rejected, pad_id=pad_id, batch_size=config.eval_batch_size, device=device)
+    held_out = preference_metrics(
+        chosen_scores.numpy(), rejected_scores.numpy(), human_agreement=data.test["agreement"].to_numpy(float), n_bins=config.calibration_bins
+    )
+
+    # 6. normalisation over (a sample of) the training responses
+    responses = _normalization_sequences(train_set, config.normalization_samples, config.seed)
+    train_raw = raw_scores(model, responses, pad_id=pad_id, batch_size=config.eval_batch_size, device=device)
+    mean, std = float(train_raw.mean()), float(train_raw.std()) if len(train_raw) > 1 else 1.0
+    std = std if std > 1e-6 and math.isfinite(std) else 1.0
+
+    # 7. save
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    metrics = {
+        "held_out": held_out,
+        "train": {"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None, "steps": trainer.state.global_step},
+        "data": {"train_pairs": len(data.train), "test_pairs": len(data.test), "ties_skipped": data.ties_skipped, **truncation},
+        "normalization": {"mean": mean, "std": std, "responses": len(responses)},
+        "export_hash": data.manifest.content_hash if data.manifest else None,
+        "timings": timings,
+    }
+    model_config = RewardModelConfig(
+        base_model=config.base_model,
+        base_model_resolved=source.path,
+        load_in_4bit=config.load_in_4bit,
+        max_length=config.max_length,
+        score_mean=mean,
+        score_std=std,
+        lora={"r": config.lora_r, "alpha": lora.lora_alpha, "dropout": config.lora_dropout, "target_modules": config.lora_target_modules},
+        head_name=head_name,
+        use_chat_template=use_template,
+        export_hash=metrics["export_hash"],
+        training=asdict(config),
+    )
+    lineage = {
+        "kind": "reward_model",
+        "base_model": config.base_model,
+        "base_model_resolved": source.path,
+        "data": "exported from the project for this run" if exported_on_the_fly else str(data_path.resolve()),
+        "export_manifest": json_safe(asdict(data.manifest)) if data.manifest else None,
+        "export_hash": metrics["export_hash"],
+        "software_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "resumed_from": resume_from,
+    }
+    _save_reward_dir(model, tokenizer, model_config, metrics, lineage, out_dir, overwrite)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    artifact_id = None
+    if engine is not None:
+        project_id = data.manifest.project_id if data.manifest else None
+        artifact_id = _record_artifact(engine, actor, out_dir, model_config, metrics, lineage, job_id, project_id)
+    reporter.log(
+        f"held-out accuracy {held_out['accuracy']:.3f} (human agreement {held_out['human_agreement']:.3f}), ECE {held_out['ece']:.3f}"
+    )
+    return RewardTrainingResult(
+        out_dir=out_dir, metrics=metrics, model_config=model_config, global_step=trainer.state.global_step,
+        artifact_id=artifact_id, resumed_from_step=_step_of(resume_from), timings=timings,
+    )
+
+
+def _step_of(checkpoint: str | None) -> int:
+    return int(Path(checkpoint).name.rsplit("-", 1)[-1]) if checkpoint else 0
+
+
+def _normalization_sequences(train_set, limit: int, seed: int) -> list[list[int]]:
+    """Distinct training responses (chosen and rejected), a seeded sample of at most `limit`."""
+    unique = {tuple(ids) for column in ("chosen_ids", "rejected_ids") for ids in train_set[column]}
+    sequences = sorted(unique)
+    if len(sequences) > limit:
+        sequences = random.Random(seed).sample(sequences, limit)
+    return [list(s) for s in sequences]
+
+
+def _save_reward_dir(model, tokenizer, model_config: RewardModelConfig, metrics, lineage, out_dir: Path, overwrite: bool) -> None:
+    """Write everything into a temporary sibling directory, then rename it onto `out_dir`."""
+    from safetensors.torch import save_file
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        head = score_head_module(model)
+        save_file({"weight": head.weight.detach().float().cpu().contiguous()}, str(staging / SCORE_HEAD_FILE))
+        model_config.save(staging)
+        (staging / METRICS_FILE).write_text(json.dumps(json_safe(metrics), indent=2))
+        (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str))
+        if out_dir.exists():
+            if not overwrite:
+                raise RewardTrainingError(f"output {str(out_dir)!r} exists (pass overwrite to replace it)")
+            trash = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            out_dir.rename(trash)
+            staging.rename(out_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def json_safe(value):
+    """`value` with NaN / inf floats as None and numpy scalars as Python ones: strict JSON, and storable in a JSON column."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _record_artifact(engine, actor, out_dir: Path, model_config: RewardModelConfig, metrics, lineage, job_id, project_id) -> int:
+    """An Artifact(kind="reward_model") whose parent is the export it was trained on (when that export was recorded)."""
+    import sqlalchemy as sa
+
+    from rlhf.db import run_transaction
+    from rlhf.hashing import file_sha256
+    from rlhf.schema import Artifact
+
+    export_hash = model_config.export_hash
+    adapter_hash = file_sha256(out_dir / "adapter_model.safetensors")
+    held_out = {k: v for k, v in metrics["held_out"].items() if k != "bins"}
+
+    def work(session) -> int:
+        parents = []
+        if export_hash:
+            query = sa.select(Artifact.id).where(Artifact.kind == "export", Artifact.content_hash == export_hash).order_by(Artifact.id)
+            parents = list(session.execute(query).scalars())[-1:]
+        artifact = Artifact(
+            kind="reward_model",
+            name=out_dir.name,
+            path=str(out_dir.resolve()),
+            content_hash=adapter_hash,
+            project_id=project_id,
+            job_id=job_id,
+            parent_ids=parents,
+            lineage=json_safe(lineage),
+            metrics=json_safe({"held_out": held_out, "normalization": metrics["normalization"]}),
+            created_by=getattr(actor, "id", None),
+        )
+        session.add(artifact)
+        session.flush()
+        return int(artifact.id)
+
+    return run_transaction(engine, work)
