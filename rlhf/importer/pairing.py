@@ -13,21 +13,27 @@ import random
 from collections import Counter
 from collections.abc import Collection, Sequence
 
-from rlhf.hashing import content_hash
 
 SHUFFLE_KEY_MASK = 0x7FFFFFFF
 """Shuffle keys are 31-bit: `task.shuffle_key` is a 32-bit signed INTEGER on PostgreSQL."""
 
 
+def _digest(*parts: str) -> str:
+    # Task identities are built from content hashes (hex) and a kind word, all ASCII: a plain
+    # sha256 over the newline-joined parts is canonical and ~5x cheaper than canonical JSON,
+    # which matters at a million tasks per import.
+    return hashlib.sha256("\n".join(parts).encode("ascii")).hexdigest()
+
+
 def rating_task_hash(prompt_hash: str, response_hash: str) -> str:
     """Identity of the task "rate this response" (unique within a project)."""
-    return content_hash(["rating", prompt_hash, response_hash])
+    return _digest("rating", prompt_hash, response_hash)
 
 
 def pairwise_task_hash(prompt_hash: str, response_hash_1: str, response_hash_2: str) -> str:
     """Identity of the task "compare these two responses": the same whichever order they come in."""
-    low, high = sorted((response_hash_1, response_hash_2))
-    return content_hash(["pairwise", prompt_hash, low, high])
+    low, high = (response_hash_1, response_hash_2) if response_hash_1 < response_hash_2 else (response_hash_2, response_hash_1)
+    return _digest("pairwise", prompt_hash, low, high)
 
 
 def task_draw(seed: int, task_hash: str) -> tuple[int, bool]:
@@ -40,10 +46,9 @@ def task_draw(seed: int, task_hash: str) -> tuple[int, bool]:
     return int.from_bytes(digest[:4], "big") & SHUFFLE_KEY_MASK, bool(digest[4] & 1)
 
 
-def orient_pair(seed: int, task_hash: str, response_hash_1: str, response_hash_2: str) -> tuple[str, str]:
-    """(A, B) for a pair: the canonical order, swapped by the task's seeded coin."""
+def orient_pair(swap: bool, response_hash_1: str, response_hash_2: str) -> tuple[str, str]:
+    """(A, B) for a pair: the canonical (sorted) order, swapped when the task's seeded coin says so."""
     low, high = sorted((response_hash_1, response_hash_2))
-    _, swap = task_draw(seed, task_hash)
     return (high, low) if swap else (low, high)
 
 

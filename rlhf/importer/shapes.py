@@ -179,30 +179,40 @@ def json_value(value: Any, field: str, depth: int = 0) -> Any:
     """`value` made JSON-storable: finite numbers, valid strings, string keys; dates become ISO text."""
     if depth > MAX_JSON_DEPTH:
         raise ImportFormatError(f"nested deeper than {MAX_JSON_DEPTH} levels", field=field)
-    if value is None or isinstance(value, bool):
+    kind = type(value)
+    # Exact-type checks first: this runs for every metadata value of every record.
+    if kind is str:
+        return check_string(value, field)
+    if value is None or kind is bool or kind is int:
         return value
-    if isinstance(value, int):
-        return value
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ImportFormatError("object keys must be strings", field=f"{field}.{key}")
+            key_field = f"{field}.{key}"
+            out[check_string(key, key_field)] = json_value(item, key_field, depth + 1)
+        return out
+    if kind is list or kind is tuple:
+        return [json_value(item, f"{field}[{index}]", depth + 1) for index, item in enumerate(value)]
     if isinstance(value, (float, Decimal)):
         number = float(value)
         if not math.isfinite(number):
             raise ImportFormatError("not a finite number", field=field)
         return number
-    if isinstance(value, str):
-        return check_string(value, field)
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
         return value.isoformat()
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            key_field = f"{field}.{key}"
-            if not isinstance(key, str):
-                raise ImportFormatError("object keys must be strings", field=key_field)
-            out[check_string(key, field)] = json_value(item, key_field, depth + 1)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [json_value(item, f"{field}[{index}]", depth + 1) for index, item in enumerate(value)]
+    if isinstance(value, (str, int, dict, list, tuple)):  # subclasses (e.g. a bool-like int)
+        return json_value(_plain(value), field, depth)
     raise ImportFormatError(f"not a JSON value ({type(value).__name__})", field=field)
+
+
+def _plain(value: Any) -> Any:
+    """A subclass instance of a JSON type (an IntEnum, an OrderedDict...) as the plain type."""
+    for plain in (bool, int, str, dict, list):
+        if isinstance(value, plain):
+            return plain(value)
+    return list(value)
 
 
 def parse_json_cell(value: Any, field: str) -> Any:

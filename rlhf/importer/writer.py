@@ -10,6 +10,11 @@ Each chunk (a few thousand prompts) goes through the same numbered steps:
 Idempotence: every row is unique by content hash within its parent, so running an import
 again finds everything present and inserts nothing. The caller owns the transaction, so an
 error anywhere leaves the database as it was.
+
+Speed: rows go to the DBAPI's executemany as tuples, with the column types' own bind
+processors applied by hand (JSON once per value, the timestamp once per import), because
+SQLAlchemy's per-row parameter processing cost more than the database's own work (profiled:
+~40% of an import).
 """
 
 from __future__ import annotations
@@ -40,6 +45,16 @@ PROMPT_T: Table = Prompt.__table__  # type: ignore[attr-defined]
 RESPONSE_T: Table = Response.__table__  # type: ignore[attr-defined]
 TASK_T: Table = Task.__table__  # type: ignore[attr-defined]
 PREFERENCE_T: Table = Preference.__table__  # type: ignore[attr-defined]
+
+PROMPT_COLUMNS = ("project_id", "content_hash", "text", "messages", "category", "meta", "created_at")
+RESPONSE_COLUMNS = ("prompt_id", "content_hash", "text", "model_name", "generation_params", "round", "meta", "created_at")
+TASK_COLUMNS = (
+    "project_id", "kind", "prompt_id", "response_a_id", "response_b_id", "content_hash",
+    "shuffle_key", "annotation_count", "target_overlap", "is_gold", "gold_answer", "created_at",
+)  # fmt: skip
+PREFERENCE_COLUMNS = (
+    "task_id", "user_id", "choice", "strength", "shown_left", "comment", "time_spent_s", "revision", "created_at", "updated_at",
+)  # fmt: skip
 
 DEFAULT_CHUNK_PROMPTS = 2000
 IN_LIST_BATCH = 5000
@@ -149,6 +164,12 @@ class _PromptState:
     """(response A id, response B id) of every pairwise task, present or added in this chunk."""
 
 
+def _bind_processor(column, dialect):
+    """The column type's own parameter conversion for `dialect` (identity when it has none)."""
+    processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return processor if processor is not None else (lambda value: value)
+
+
 class ChunkWriter:
     """Writes chunks of PromptIn into one project through `connection` (the caller's transaction)."""
 
@@ -169,18 +190,31 @@ class ChunkWriter:
         self.options = options
         self.label_user_id = label_user_id
         self.summary = summary
-        self.now = now
-        if connection.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        self._insert = insert
+        dialect = connection.dialect
+        to_json = _bind_processor(PROMPT_T.c.meta, dialect)
+        json_null = to_json(None)  # most JSON cells are empty: encode "null" once, not per row
+        self._json = lambda value: json_null if value is None else to_json(value)
+        self._json_null = json_null
+        self._now = _bind_processor(TASK_T.c.created_at, dialect)(now)
+        self._false = _bind_processor(TASK_T.c.is_gold, dialect)(False)
+        self._insert_sql = {
+            table.name: self._insert_statement(table, columns)
+            for table, columns in ((PROMPT_T, PROMPT_COLUMNS), (RESPONSE_T, RESPONSE_COLUMNS), (TASK_T, TASK_COLUMNS), (PREFERENCE_T, PREFERENCE_COLUMNS))
+        }
 
     # ------------------------------------------------------------ helpers
 
-    def _insert_ignoring_duplicates(self, table: Table, rows: list[dict[str, Any]]) -> None:
+    def _insert_statement(self, table: Table, columns: Sequence[str]) -> str:
+        """`INSERT ... ON CONFLICT DO NOTHING` with positional markers (SQLite and PostgreSQL both)."""
+        dialect = self.connection.dialect
+        quote = dialect.identifier_preparer
+        marker = "?" if dialect.paramstyle == "qmark" else "%s"
+        names = ", ".join(quote.quote(c) for c in columns)
+        return f"INSERT INTO {quote.format_table(table)} ({names}) VALUES ({', '.join([marker] * len(columns))}) ON CONFLICT DO NOTHING"
+
+    def _insert_ignoring_duplicates(self, table: Table, rows: list[tuple]) -> None:
         if rows:
-            self.connection.execute(self._insert(table).on_conflict_do_nothing(), rows)
+            self.connection.exec_driver_sql(self._insert_sql[table.name], rows)
 
     def _select_in(self, columns: Sequence, in_column, values: Sequence, *where) -> list:
         """Rows of `select(*columns).where(in_column IN values, *where)`, in bounded IN lists."""
@@ -209,36 +243,22 @@ class ChunkWriter:
         if labels:
             self._write_labels(labels, states)
 
+    def _prompt_ids(self, hashes: list[str]) -> dict[str, int]:
+        rows = self._select_in((PROMPT_T.c.content_hash, PROMPT_T.c.id), PROMPT_T.c.content_hash, hashes, PROMPT_T.c.project_id == self.project_id)
+        return dict(rows)  # type: ignore[arg-type]
+
     def _write_prompts(self, groups: list[PromptIn]) -> tuple[dict[str, _PromptState], set[int]]:
         """Step 1. Returns the state per prompt hash and the ids of prompts present before."""
-        ids: dict[str, int] = dict(
-            self._select_in(
-                (PROMPT_T.c.content_hash, PROMPT_T.c.id), PROMPT_T.c.content_hash, [g.content_hash for g in groups], PROMPT_T.c.project_id == self.project_id
-            )
-        )
+        ids = self._prompt_ids([g.content_hash for g in groups])
         previously_present = set(ids.values())
         new = [g for g in groups if g.content_hash not in ids]
+        json = self._json
         self._insert_ignoring_duplicates(
             PROMPT_T,
-            [
-                {
-                    "project_id": self.project_id,
-                    "content_hash": g.content_hash,
-                    "text": g.text,
-                    "messages": g.messages,
-                    "category": g.category,
-                    "meta": g.meta,
-                    "created_at": self.now,
-                }
-                for g in new
-            ],
+            [(self.project_id, g.content_hash, g.text, json(g.messages), g.category, json(g.meta), self._now) for g in new],
         )
         if new:
-            ids.update(
-                self._select_in(
-                    (PROMPT_T.c.content_hash, PROMPT_T.c.id), PROMPT_T.c.content_hash, [g.content_hash for g in new], PROMPT_T.c.project_id == self.project_id
-                )
-            )
+            ids.update(self._prompt_ids([g.content_hash for g in new]))
         self.summary.prompts_added += len(new)
         self.summary.prompts_skipped += len(groups) - len(new)
         return {h: _PromptState(prompt_id=i) for h, i in ids.items()}, previously_present
@@ -272,34 +292,20 @@ class ChunkWriter:
         if touched:
             self._load_responses(states_by_id, touched)
 
-    def _response_row(self, prompt_id: int, response: ResponseIn) -> dict[str, Any]:
-        return {
-            "prompt_id": prompt_id,
-            "content_hash": response.content_hash,
-            "text": response.text,
-            "model_name": response.model_name,
-            "generation_params": response.generation_params,
-            "round": self.options.round,
-            "meta": response.meta,
-            "created_at": self.now,
-        }
+    def _response_row(self, prompt_id: int, response: ResponseIn) -> tuple:
+        return (
+            prompt_id,
+            response.content_hash,
+            response.text,
+            response.model_name,
+            self._json(response.generation_params),
+            self.options.round,
+            self._json(response.meta),
+            self._now,
+        )
 
-    def _task_row(self, kind: str, prompt_id: int, digest: str, a_id: int, b_id: int | None) -> dict[str, Any]:
-        shuffle_key, _ = task_draw(self.seed, digest)
-        return {
-            "project_id": self.project_id,
-            "kind": kind,
-            "prompt_id": prompt_id,
-            "response_a_id": a_id,
-            "response_b_id": b_id,
-            "content_hash": digest,
-            "shuffle_key": shuffle_key,
-            "annotation_count": 0,
-            "target_overlap": None,
-            "is_gold": False,
-            "gold_answer": None,
-            "created_at": self.now,
-        }
+    def _task_row(self, kind: str, prompt_id: int, digest: str, shuffle_key: int, a_id: int, b_id: int | None) -> tuple:
+        return (self.project_id, kind, prompt_id, a_id, b_id, digest, shuffle_key, 0, None, self._false, self._json_null, self._now)
 
     def _write_tasks(
         self, groups: list[PromptIn], states: dict[str, _PromptState], previously_present: set[int]
@@ -318,7 +324,7 @@ class ChunkWriter:
                 present.add(digest)
                 if kind == "pairwise" and b_id is not None:
                     states_by_id[prompt_id].pairs.append((a_id, b_id))
-        new_rows: list[dict[str, Any]] = []
+        new_rows: list[tuple] = []
         labels: list[tuple[str, str, str]] = []
         for group in groups:
             state = states[group.content_hash]
@@ -335,13 +341,16 @@ class ChunkWriter:
                 self.summary.tasks_skipped += 1
                 continue
             present.add(digest)
-            new_rows.append(self._task_row("rating", state.prompt_id, digest, state.responses[response.content_hash][0], None))
+            shuffle_key, _ = task_draw(self.seed, digest)
+            new_rows.append(self._task_row("rating", state.prompt_id, digest, shuffle_key, state.responses[response.content_hash][0], None))
             self.summary.rating_tasks_added += 1
 
-    def _add_pair(self, group: PromptIn, state: _PromptState, pair: tuple[str, str], digest: str, new_rows: list) -> None:
-        a_hash, b_hash = orient_pair(self.seed, digest, *pair)
+    def _add_pair(self, state: _PromptState, pair: tuple[str, str], digest: str, present: set[str], new_rows: list) -> None:
+        present.add(digest)
+        shuffle_key, swap = task_draw(self.seed, digest)
+        a_hash, b_hash = orient_pair(swap, *pair)
         a_id, b_id = state.responses[a_hash][0], state.responses[b_hash][0]
-        new_rows.append(self._task_row("pairwise", state.prompt_id, digest, a_id, b_id))
+        new_rows.append(self._task_row("pairwise", state.prompt_id, digest, shuffle_key, a_id, b_id))
         state.pairs.append((a_id, b_id))
         self.summary.pairwise_tasks_added += 1
 
@@ -353,36 +362,34 @@ class ChunkWriter:
             if chosen == rejected:
                 self.summary.identical_pairs += 1
                 continue
-            digest = pairwise_task_hash(group.content_hash, chosen, rejected)
             if self.label_user_id is None:
                 natural.append(tuple(sorted((chosen, rejected))))  # type: ignore[arg-type]
                 continue
+            digest = pairwise_task_hash(group.content_hash, chosen, rejected)
             labels.append((group.content_hash, digest, chosen))
             if digest in present:
                 self.summary.tasks_skipped += 1
                 continue
-            present.add(digest)
-            self._add_pair(group, state, (chosen, rejected), digest, new_rows)
+            self._add_pair(state, (chosen, rejected), digest, present, new_rows)
 
+        if len(state.responses) < 2:
+            return labels
         round_of_id = {i: r for i, r in state.responses.values()}
-        hash_of_id = {i: h for h, (i, _) in state.responses.items()}
         in_scheme = [(a, b) for a, b in state.pairs if self._in_scheme(round_of_id[a], round_of_id[b])]
         budget = self.options.max_pairs_per_prompt - len(in_scheme)
         if budget <= 0:
             return labels
-        candidates = [pair for pair in self._candidate_pairs(state) if pairwise_task_hash(group.content_hash, *pair) not in present]
-        if not candidates:
-            return labels
+        digests = {pair: pairwise_task_hash(group.content_hash, *pair) for pair in self._candidate_pairs(state)}
+        candidates = [pair for pair, digest in digests.items() if digest not in present]
         if budget >= len(candidates):
             chosen_pairs = candidates  # the common case (4 responses, cap 6): every pair, no draw needed
         else:
+            hash_of_id = {i: h for h, (i, _) in state.responses.items()}
             usage = Counter(hash_of_id[i] for pair in in_scheme for i in pair)
             rng_key = f"{self.seed}:{group.content_hash}:{self.options.round}:{self.options.pair_against_round}"
             chosen_pairs = select_pairs(candidates, budget, rng_key, preferred=natural, usage=usage)
         for pair in chosen_pairs:
-            digest = pairwise_task_hash(group.content_hash, *pair)
-            present.add(digest)
-            self._add_pair(group, state, pair, digest, new_rows)
+            self._add_pair(state, pair, digests[pair], present, new_rows)
         return labels
 
     def _candidate_pairs(self, state: _PromptState) -> list[tuple[str, str]]:
@@ -415,19 +422,7 @@ class ChunkWriter:
                 continue
             labelled.add(task_id)
             chosen_id = states[prompt_digest].responses[chosen][0]
-            new_rows.append(
-                {
-                    "task_id": task_id,
-                    "user_id": self.label_user_id,
-                    "choice": "a" if chosen_id == a_id else "b",
-                    "strength": LABEL_STRENGTH,
-                    "shown_left": "a",
-                    "comment": "",
-                    "time_spent_s": None,
-                    "revision": 1,
-                    "created_at": self.now,
-                    "updated_at": self.now,
-                }
-            )
+            choice = "a" if chosen_id == a_id else "b"
+            new_rows.append((task_id, self.label_user_id, choice, LABEL_STRENGTH, "a", "", None, 1, self._now, self._now))
         self._insert_ignoring_duplicates(PREFERENCE_T, new_rows)
         self.summary.labels_added += len(new_rows)
