@@ -1,8 +1,8 @@
-"""The job kinds a worker can run: for each, a params validator and a thin adapter to its backend.
+"""The job kinds a worker can run: for each, its params (checked at submit) and a thin adapter to its backend.
 
 `KINDS` maps every kind of `rlhf.schema.JOB_KINDS` to a `JobKind`. An adapter imports its
 backend (torch, TRL, ...) inside `run`, so the worker itself stays light; a kind whose backend
-module is not installed stays registered, and its `validate` says so clearly.
+module is not installed yet stays registered, and its `validate` says so clearly.
 
 More kinds (a site's own, or the test suite's) come from modules named in
 `$RLHF_JOB_KIND_MODULES` (comma-separated) or passed to `load_registry`: each module exposes a
@@ -11,7 +11,13 @@ More kinds (a site's own, or the test suite's) come from modules named in
 A kind's `run(engine, job, params, reporter, workdir) -> JobResult` writes what it produces
 under `workdir` (a fresh directory on the artifacts' filesystem) and names it in
 `JobResult.artifacts`; the worker renames each into `artifacts/<kind>/<job-id>-<name>` only
-after `run` returns, and deletes `workdir` whatever happened, so a failed job leaves nothing.
+after `run` returns and records them with the job's `done` in one transaction; it deletes
+`workdir` whatever happened, so a failed job leaves nothing behind.
+
+Params: each kind's fields are `ParamSpec`s (name, type, default, help), most of them read
+from the backend's own config dataclass (`RewardConfig`, `PPOConfig`, `ExportOptions`), so a
+form, `rlhf job kinds` and the validator show one text. Fields a job decides itself (output
+directories, secrets) are left out.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import textwrap
 import types
@@ -28,7 +35,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from rlhf.jobs import ArtifactRecord, InvalidJobParams
 
@@ -39,6 +46,13 @@ if TYPE_CHECKING:
     from rlhf.schema import Job
 
 KIND_MODULES_ENV = "RLHF_JOB_KIND_MODULES"
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+"""The default of a param that must be given."""
 
 
 @dataclass
@@ -46,7 +60,7 @@ class JobResult:
     """What a finished job hands back to the worker."""
 
     artifacts: list[ArtifactRecord] = field(default_factory=list)
-    """Each with `path` inside the job's workdir (or "" for a database-only artifact)."""
+    """Each with `path` (and `root`) inside the job's workdir, or "" for a database-only artifact."""
     metrics: dict[str, Any] = field(default_factory=dict)
     """Final figures (held-out accuracy, mean reward, ...): the last point of the job's series."""
     message: str = "done"
@@ -55,14 +69,36 @@ class JobResult:
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One field of a kind's params, as a form or `rlhf job kinds` shows it."""
+    """One field of a kind's params: what a form shows and what the validator checks."""
 
     name: str
-    type: str
-    required: bool
-    default: Any = None
+    annotation: Any
+    """A Python type: int, float, str, bool, Path, `X | None`, `list[X]`, `Literal[...]`, dict."""
+    default: Any = REQUIRED
     help: str = ""
-    choices: tuple[Any, ...] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def type(self) -> str:
+        return type_name(self.annotation)
+
+    @property
+    def choices(self) -> tuple[Any, ...] | None:
+        return typing.get_args(self.annotation) if typing.get_origin(self.annotation) is Literal else None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-plain: name, type, required, default, help, choices."""
+        return {
+            "name": self.name,
+            "type": self.type,
+            "required": self.required,
+            "default": None if self.required else _plain(self.default),
+            "help": self.help,
+            "choices": list(self.choices) if self.choices else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -72,95 +108,97 @@ class JobKind:
     name: str
     summary: str
     validate: Callable[[dict[str, Any]], dict[str, Any]]
-    """params → normalised params; raises InvalidJobParams (or ValueError) naming the field."""
+    """params → normalised params (every field, defaults filled); raises InvalidJobParams or ValueError naming the field."""
     run: Callable[[Engine, Job, dict[str, Any], Reporter, Path], JobResult]
-    needs_project: bool = False
-    """The job works on a project: `submit_job(..., project=...)` is required."""
+    needs_project: bool | Callable[[dict[str, Any]], bool] = False
+    """The job works on a project, so `submit_job(..., project=...)` is required (a callable decides from the params)."""
     launchable: bool = False
     """May run under the worker's launcher (`accelerate launch ...`) on several GPUs."""
-    params: Callable[[], list[ParamSpec]] = lambda: []
-    """The params' fields (empty when the backend is not installed yet)."""
+    params: Callable[[], list[ParamSpec]] = list
+    """The params' fields; raises InvalidJobParams when the backend is not installed yet."""
+
+    def project_required(self, params: dict[str, Any]) -> bool:
+        return self.needs_project(params) if callable(self.needs_project) else bool(self.needs_project)
 
 
 # --------------------------------------------------------------------------- params helpers
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Docstrings written under the fields of a dataclass (`x: int = 1` then `\"\"\"doc\"\"\"`).
+    """Docstrings written under the fields of a dataclass (`x: int = 1` then `\"\"\"doc\"\"\"`), base classes included.
 
-    Read from the class source with `ast`; {} when the source is not available.
+    Read from the class source with `ast`; a class whose source is not available adds nothing.
     """
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return {}
-    tree = ast.parse(source)
-    body = next((node.body for node in tree.body if isinstance(node, ast.ClassDef)), [])
     docs: dict[str, str] = {}
-    for current, following in zip(body, body[1:]):
-        if (
-            isinstance(current, ast.AnnAssign)
-            and isinstance(current.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[current.target.id] = inspect.cleandoc(following.value.value)
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = next((node.body for node in tree.body if isinstance(node, ast.ClassDef)), [])
+        for current, following in zip(body, body[1:]):
+            if (
+                isinstance(current, ast.AnnAssign)
+                and isinstance(current.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
+                docs[current.target.id] = " ".join(following.value.value.split())
     return docs
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """A type annotation in words for forms and errors: `integer | None`, `list of text`, `one of 'a', 'b'`."""
     origin = typing.get_origin(tp)
-    if origin is typing.Literal:
+    if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
-        names = [_type_name(a) for a in typing.get_args(tp) if a is not type(None)]
-        return " | ".join(names) + (" | None" if type(None) in typing.get_args(tp) else "")
-    if origin in (list, tuple, Sequence):
+        args = typing.get_args(tp)
+        names = [type_name(a) for a in args if a is not type(None)]
+        return " | ".join(names) + (" | None" if type(None) in args else "")
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        return f"list of {_type_name(args[0])}" if args else "list"
-    if origin in (dict, Mapping):
+        return f"list of {type_name(args[0])}" if args else "list"
+    if origin in (dict, Mapping) or tp is dict:
         return "mapping"
-    return {int: "integer", float: "number", str: "text", bool: "true/false", Path: "path"}.get(tp, getattr(tp, "__name__", str(tp)))
+    names = {int: "integer", float: "number", str: "text", bool: "true/false", Path: "path"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def coerce_value(tp: Any, value: Any, where: str) -> Any:
     """`value` checked against the annotation `tp` and made JSON-plain; ValueError names `where`.
 
-    int accepts integral floats; float accepts ints; Path accepts text (kept as text); tuples
-    and lists accept lists; Literal checks membership; Optional accepts None.
+    int accepts integral floats (JSON has one number type); float accepts ints; a path is kept
+    as text; lists check each item; Literal checks membership; `X | None` accepts None.
     """
     origin = typing.get_origin(tp)
-    if tp is Any or tp is typing.Any:
+    if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
         if value is None and type(None) in options:
             return None
-        errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
                 return coerce_value(option, value, where)
-            except ValueError as exc:
-                errors.append(str(exc))
-        raise ValueError(f"{where} must be {_type_name(tp)}, got {value!r}")
-    if origin is typing.Literal:
+            except ValueError:
+                continue
+        raise ValueError(f"{where} must be {type_name(tp)}, got {value!r}")
+    if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ValueError(f"{where} must be {_type_name(tp)}, got {value!r}")
+            raise ValueError(f"{where} must be {type_name(tp)}, got {value!r}")
         return value
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where} must be a list, got {value!r}")
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        if not args:
-            return list(value)
-        if origin is tuple and len(args) > 1 and Ellipsis not in typing.get_args(tp):
-            if len(value) != len(args):
-                raise ValueError(f"{where} must have {len(args)} items, got {len(value)}")
-            return [coerce_value(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
-        return [coerce_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+        item_type = args[0] if args else Any
+        return [coerce_value(item_type, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin in (dict, Mapping) or tp is dict:
         if not isinstance(value, dict):
             raise ValueError(f"{where} must be a mapping, got {value!r}")
@@ -181,32 +219,11 @@ def coerce_value(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise ValueError(f"{where} must be text, got {value!r}")
         return value
-    if tp is Path or (isinstance(tp, type) and issubclass(tp, os.PathLike)):
+    if tp is Path:
         if not isinstance(value, (str, os.PathLike)):
             raise ValueError(f"{where} must be a path, got {value!r}")
         return str(value)
     return value
-
-
-def dataclass_params(cls: type, *, exclude: Sequence[str] = ()) -> list[ParamSpec]:
-    """The fields of config dataclass `cls` (less `exclude`) as ParamSpecs, with their docstrings."""
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
-    specs = []
-    for f in dataclasses.fields(cls):
-        if f.name in exclude or not f.init:
-            continue
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = None
-        tp = hints.get(f.name, Any)
-        choices = typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
-        specs.append(ParamSpec(f.name, _type_name(tp), required, _plain(default), docs.get(f.name, ""), choices))
-    return specs
 
 
 def _plain(value: Any) -> Any:
@@ -217,34 +234,35 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def check_params(kind: str, specs: Sequence[tuple[str, Any, Any]], params: dict[str, Any]) -> dict[str, Any]:
-    """Params checked against `(name, type, default)` triples; `dataclasses.MISSING` = required.
+def check_params(kind: str, specs: Sequence[ParamSpec], params: dict[str, Any]) -> dict[str, Any]:
+    """`params` checked against `specs`: every field returned, defaults filled in.
 
     Unknown fields, missing required fields and wrong types raise InvalidJobParams naming the
-    kind and the field. Returns every field, defaults filled in.
+    kind and the field.
     """
-    known = {name for name, _, _ in specs}
-    unknown = sorted(set(params) - known)
+    known = [spec.name for spec in specs]
+    unknown = sorted(set(params) - set(known))
     if unknown:
         raise InvalidJobParams(f"{kind}: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
     out: dict[str, Any] = {}
-    for name, tp, default in specs:
-        if name in params:
+    for spec in specs:
+        if spec.name in params:
             try:
-                out[name] = coerce_value(tp, params[name], f"field {name!r}")
+                out[spec.name] = coerce_value(spec.annotation, params[spec.name], f"field {spec.name!r}")
             except ValueError as exc:
                 raise InvalidJobParams(f"{kind}: {exc}") from exc
-        elif default is dataclasses.MISSING:
-            raise InvalidJobParams(f"{kind}: field {name!r} is required")
+        elif spec.required:
+            raise InvalidJobParams(f"{kind}: field {spec.name!r} is required")
         else:
-            out[name] = _plain(default)
+            out[spec.name] = _plain(spec.default)
     return out
 
 
-def dataclass_specs(cls: type, *, exclude: Sequence[str] = ()) -> list[tuple[str, Any, Any]]:
-    """`(name, type, default)` triples of a config dataclass, for `check_params`."""
+def dataclass_specs(cls: type, *, exclude: Sequence[str] = ()) -> list[ParamSpec]:
+    """The init fields of config dataclass `cls` (less `exclude`) as ParamSpecs, with their docstrings as help."""
     hints = typing.get_type_hints(cls)
-    triples = []
+    docs = field_docs(cls)
+    specs = []
     for f in dataclasses.fields(cls):
         if f.name in exclude or not f.init:
             continue
@@ -253,9 +271,9 @@ def dataclass_specs(cls: type, *, exclude: Sequence[str] = ()) -> list[tuple[str
         elif f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         else:
-            default = dataclasses.MISSING
-        triples.append((f.name, hints.get(f.name, Any), default))
-    return triples
+            default = REQUIRED
+        specs.append(ParamSpec(f.name, hints.get(f.name, Any), default, docs.get(f.name, "")))
+    return specs
 
 
 def module_available(name: str) -> bool:
@@ -278,31 +296,364 @@ def require_backend(kind: str, module: str, attribute: str | None = None) -> Any
     return getattr(imported, attribute)
 
 
-def unavailable_kind(name: str, summary: str, module: str, *, needs_project: bool = False, launchable: bool = False) -> JobKind:
-    """A registered kind whose backend `module` is not written yet: validate says so."""
+def unavailable_kind(name: str, summary: str, module: str, attribute: str, **options: Any) -> JobKind:
+    """A registered kind whose backend `module.attribute` is not written yet: validate says so."""
 
     def validate(params: dict[str, Any]) -> dict[str, Any]:
-        require_backend(name, module)
-        raise InvalidJobParams(f"job kind {name!r} is not available yet: {module} exists but no adapter is wired to it")
+        require_backend(name, module, attribute)
+        raise InvalidJobParams(f"job kind {name!r} is not available yet: no adapter is wired to {module}.{attribute}")
 
     def run(engine, job, params, reporter, workdir) -> JobResult:
         validate(params)
         raise AssertionError("unreachable")
 
-    return JobKind(name, summary, validate, run, needs_project=needs_project, launchable=launchable)
+    def params() -> list[ParamSpec]:
+        validate({})
+        return []
+
+    return JobKind(name, summary, validate, run, params=params, **options)
+
+
+# --------------------------------------------------------------------------- lookups shared by the adapters
+
+
+def project_name(engine: Engine, project_id: int | None) -> str:
+    from rlhf.db import session_scope
+    from rlhf.schema import Project
+
+    with session_scope(engine) as session:
+        project = session.get(Project, project_id) if project_id is not None else None
+    if project is None:
+        raise InvalidJobParams(f"job's project {project_id!r} does not exist")
+    return project.name
+
+
+def artifact_of_kind(engine: Engine, artifact_id: int, kind: str, field_name: str):
+    """The artifact `artifact_id`, which must be of `kind`; InvalidJobParams naming `field_name` otherwise."""
+    from rlhf.jobs import JobNotFound, get_artifact
+
+    try:
+        artifact = get_artifact(engine, artifact_id)
+    except JobNotFound as exc:
+        raise InvalidJobParams(f"field {field_name!r}: {exc}") from None
+    if artifact.kind != kind:
+        raise InvalidJobParams(f"field {field_name!r}: artifact {artifact_id} is a {artifact.kind}, not a {kind}")
+    if artifact.path and not Path(artifact.path).exists():
+        raise InvalidJobParams(f"field {field_name!r}: artifact {artifact_id}'s files are gone ({artifact.path})")
+    return artifact
+
+
+def artifact_ids_where(engine: Engine, *, kind: str, path: str | None = None, content_hash: str | None = None) -> list[int]:
+    """The newest recorded artifact of `kind` at `path` or with `content_hash` (as a 0- or 1-item list of ids)."""
+    from sqlmodel import select
+
+    from rlhf.db import session_scope
+    from rlhf.schema import Artifact
+
+    if not path and not content_hash:
+        return []
+    stmt = select(Artifact.id).where(Artifact.kind == kind)
+    if path:
+        stmt = stmt.where(Artifact.path == str(Path(path).resolve()))
+    if content_hash:
+        stmt = stmt.where(Artifact.content_hash == content_hash)
+    with session_scope(engine) as session:
+        found = session.exec(stmt.order_by(Artifact.id.desc()).limit(1)).first()
+    return [int(found)] if found is not None else []
+
+
+# --------------------------------------------------------------------------- export
+
+
+EXPORT_OUTPUTS = ("jsonl", "parquet", "dataset")
+_EXPORT_EXCLUDE = ("salt",)  # a secret must not sit in the job's params; each export draws its own
+
+
+def _export_specs() -> list[ParamSpec]:
+    from rlhf.export import ExportOptions
+
+    return [
+        ParamSpec("format", Literal["trl", "ratings", "raw"], "trl", "trl: prompt/chosen/rejected pairs; ratings: per-response means; raw: every annotation (pseudonymised)."),
+        ParamSpec("output", Literal["jsonl", "parquet", "dataset"], "jsonl", "File format: JSONL, Parquet, or a `datasets` directory (save_to_disk)."),
+        *dataclass_specs(ExportOptions, exclude=_EXPORT_EXCLUDE),
+    ]
+
+
+def _export_options(params: dict[str, Any]):
+    """The ExportOptions among an export job's params (the other fields are format and output)."""
+    from rlhf.export import ExportOptions
+
+    names = {f.name for f in dataclasses.fields(ExportOptions)} - set(_EXPORT_EXCLUDE)
+    options = ExportOptions(**{k: v for k, v in params.items() if k in names})
+    options.validate()
+    return options
+
+
+def _validate_export(params: dict[str, Any]) -> dict[str, Any]:
+    require_backend("export", "rlhf.export", "export_project")
+    checked = check_params("export", _export_specs(), params)
+    try:
+        _export_options(checked)
+    except ValueError as exc:
+        raise InvalidJobParams(f"export: {exc}") from exc
+    return checked
+
+
+def export_record(manifest, path: Path, root: Path) -> ArtifactRecord:
+    """The artifact of an export written at `path` (inside `root`), from its manifest."""
+    return ArtifactRecord(
+        kind="export",
+        name=f"{manifest.project}-{manifest.format}-{manifest.content_hash[:12]}",
+        path=str(path),
+        root=str(root),
+        content_hash=manifest.content_hash,
+        lineage={"format": manifest.format, "options": manifest.options, "software_version": manifest.software_version},
+        metrics={"rows": manifest.rows, **manifest.split_counts, **manifest.counts},
+    )
+
+
+def export_into(engine: Engine, job: Job, workdir: Path, *, format: str, output: str, options, reporter: Reporter) -> ArtifactRecord:
+    """Export the job's project into `workdir/export/` and describe it as an artifact (not yet recorded)."""
+    from rlhf.export import export_project
+    from rlhf.roles import SYSTEM
+
+    root = workdir / "export"
+    root.mkdir()
+    stem = f"{format}-{safe_stem(project_name(engine, job.project_id))}"
+    path = root / (f"{stem}.{output}" if output != "dataset" else stem)
+    # SYSTEM: submit_job already checked that the job's creator is an admin.
+    manifest = export_project(
+        engine, SYSTEM, job.project_id, format=format, out=path, options=options, job_id=job.id, reporter=reporter, record_artifact=False
+    )
+    reporter.log(f"exported {manifest.rows} rows ({manifest.split_counts}), content hash {manifest.content_hash[:12]}")
+    return export_record(manifest, path, root)
+
+
+def safe_stem(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-")[:80] or "project"
+
+
+def _run_export(engine, job, params, reporter, workdir: Path) -> JobResult:
+    record = export_into(engine, job, workdir, format=params["format"], output=params["output"], options=_export_options(params), reporter=reporter)
+    return JobResult(artifacts=[record], metrics={"rows": record.metrics["rows"]}, message=f"exported {record.metrics['rows']} rows")
+
+
+# --------------------------------------------------------------------------- train-reward
+
+
+_REWARD_EXTRA = [
+    ParamSpec("export_artifact_id", Optional[int], None, "Train on this recorded export (an artifact of kind export)."),
+    ParamSpec("data", Optional[str], None, "Train on the export at this path (JSONL, Parquet or dataset directory)."),
+    ParamSpec(
+        "export_options",
+        dict,
+        {},
+        "With neither of the above, the job's project is exported first (an export artifact of this job) with these ExportOptions fields (aggregate, min_votes, from_ratings, ...).",
+    ),
+]
+
+
+def _reward_specs() -> list[ParamSpec]:
+    from rlhf.reward.config import RewardConfig
+
+    return _REWARD_EXTRA + dataclass_specs(RewardConfig)
+
+
+def _reward_config(params: dict[str, Any]):
+    from rlhf.reward.config import RewardConfig
+
+    names = {f.name for f in dataclasses.fields(RewardConfig)}
+    config = RewardConfig(**{k: v for k, v in params.items() if k in names})
+    config.validate()
+    return config
+
+
+def _validate_train_reward(params: dict[str, Any]) -> dict[str, Any]:
+    require_backend("train-reward", "rlhf.reward", "train_reward_model")
+    checked = check_params("train-reward", _reward_specs(), params)
+    if checked["export_artifact_id"] is not None and checked["data"] is not None:
+        raise InvalidJobParams("train-reward: give export_artifact_id or data, not both")
+    if checked["export_options"]:
+        try:
+            from rlhf.export import ExportOptions
+
+            check_params("train-reward export_options", dataclass_specs(ExportOptions, exclude=_EXPORT_EXCLUDE), checked["export_options"])
+            ExportOptions(**checked["export_options"]).validate()
+        except ValueError as exc:
+            raise InvalidJobParams(str(exc)) from exc
+    try:
+        _reward_config(checked)
+    except ValueError as exc:
+        raise InvalidJobParams(f"train-reward: {exc}") from exc
+    return checked
+
+
+def _reward_needs_project(params: dict[str, Any]) -> bool:
+    return params.get("export_artifact_id") is None and params.get("data") is None
+
+
+def reward_record(out_dir: Path, metrics: dict[str, Any], name: str) -> ArtifactRecord:
+    """The artifact of a reward-model directory written by `train_reward_model` (not yet recorded)."""
+    from rlhf.hashing import file_sha256
+
+    lineage_file = out_dir / "lineage.json"
+    lineage = json.loads(lineage_file.read_text()) if lineage_file.is_file() else {}
+    held_out = {k: v for k, v in metrics.get("held_out", {}).items() if k != "bins"}
+    return ArtifactRecord(
+        kind="reward_model",
+        name=name,
+        path=str(out_dir),
+        content_hash=file_sha256(out_dir / "adapter_model.safetensors"),
+        lineage=lineage,
+        metrics={"held_out": held_out, "normalization": metrics.get("normalization", {}), "train": metrics.get("train", {})},
+    )
+
+
+def _run_train_reward(engine, job, params, reporter, workdir: Path) -> JobResult:
+    from rlhf.reward import train_reward_model
+
+    config = _reward_config(params)
+    artifacts: list[ArtifactRecord] = []
+    parent_ids: list[int] = []
+    parent_refs: list[int] = []
+    # 1. the data: a recorded export, a path, or a fresh export of the project (recorded by this job)
+    if params["export_artifact_id"] is not None:
+        export = artifact_of_kind(engine, params["export_artifact_id"], "export", "export_artifact_id")
+        data, parent_ids = Path(export.path), [export.id]
+    elif params["data"] is not None:
+        data = Path(params["data"])
+        from rlhf.export import read_manifest
+
+        manifest = read_manifest(data) if data.exists() else None
+        parent_ids = artifact_ids_where(engine, kind="export", content_hash=manifest.content_hash) if manifest else []
+    else:
+        from rlhf.export import ExportOptions
+
+        options = ExportOptions(**({"test_size": config.eval_fraction, "seed": config.seed} | params["export_options"]))
+        artifacts.append(export_into(engine, job, workdir, format="trl", output="jsonl", options=options, reporter=reporter))
+        data, parent_refs = Path(artifacts[0].path), [0]
+    # 2. train (no engine: the artifact is recorded by the worker once the directory is in place)
+    name = f"reward-{safe_stem(project_name(engine, job.project_id)) if job.project_id else 'model'}"
+    result = train_reward_model(config, workdir / "reward_model", data=data, reporter=reporter, job_id=job.id)
+    record = reward_record(result.out_dir, result.metrics, name)
+    record.parent_ids, record.parent_refs = parent_ids, parent_refs
+    artifacts.append(record)
+    held_out = result.metrics.get("held_out", {})
+    summary = {f"held_out/{k}": v for k, v in held_out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    message = f"held-out accuracy {held_out.get('accuracy', float('nan')):.3f} (human agreement {held_out.get('human_agreement', float('nan')):.3f})"
+    return JobResult(artifacts=artifacts, metrics=summary, message=message)
+
+
+# --------------------------------------------------------------------------- ppo
+
+
+_PPO_EXCLUDE = ("out", "database_url", "resume")  # the job decides where it writes and which database it reads
+_PPO_EXTRA = [
+    ParamSpec("reward_artifact_id", Optional[int], None, "Use this recorded reward model (instead of a `reward` directory)."),
+    ParamSpec("policy_artifact_id", Optional[int], None, "Start from this recorded policy (instead of `policy`)."),
+]
+
+
+def _ppo_specs() -> list[ParamSpec]:
+    from rlhf.ppo.config import PPOConfig
+
+    return _PPO_EXTRA + dataclass_specs(PPOConfig, exclude=_PPO_EXCLUDE)
+
+
+def _ppo_config(params: dict[str, Any], **overrides: Any):
+    from rlhf.ppo.config import PPOConfig
+
+    names = {f.name for f in dataclasses.fields(PPOConfig)} - set(_PPO_EXCLUDE)
+    values = {k: v for k, v in params.items() if k in names} | overrides
+    return PPOConfig(**values).validate()
+
+
+def _validate_ppo(params: dict[str, Any]) -> dict[str, Any]:
+    require_backend("ppo", "rlhf.ppo.trainer", "train_ppo")
+    checked = check_params("ppo", _ppo_specs(), params)
+    if not checked["reward"] and checked["reward_artifact_id"] is None:
+        raise InvalidJobParams("ppo: field 'reward' (a reward model directory) or 'reward_artifact_id' is required")
+    if checked["reward"] and checked["reward_artifact_id"] is not None:
+        raise InvalidJobParams("ppo: give reward or reward_artifact_id, not both")
+    try:
+        _ppo_config(checked)
+    except ValueError as exc:
+        raise InvalidJobParams(f"ppo: {exc}") from exc
+    return checked
+
+
+def _run_ppo(engine, job, params, reporter, workdir: Path) -> JobResult:
+    from rlhf.ppo.trainer import train_ppo
+
+    parents: list[int] = []
+    if params["reward_artifact_id"] is not None:
+        reward = artifact_of_kind(engine, params["reward_artifact_id"], "reward_model", "reward_artifact_id")
+        reward_path, parents = reward.path, [reward.id]
+    else:
+        reward_path = params["reward"]
+        parents = artifact_ids_where(engine, kind="reward_model", path=reward_path)
+    policy = params["policy"]
+    if params["policy_artifact_id"] is not None:
+        start = artifact_of_kind(engine, params["policy_artifact_id"], "policy", "policy_artifact_id")
+        policy, parents = start.path, parents + [start.id]
+    else:
+        parents += artifact_ids_where(engine, kind="policy", path=policy) if Path(policy).exists() else []
+    prompts = params["prompts"] or (project_name(engine, job.project_id) if job.project_id else "")
+    if not prompts:
+        raise InvalidJobParams("ppo: field 'prompts' (a project or a JSONL file) is required when the job has no project")
+    out = workdir / "policy"
+    # The database is the worker's ($RLHF_DATABASE_URL in this process), never written into the config.
+    config = _ppo_config(params, out=str(out), reward=reward_path, policy=policy, prompts=prompts)
+    result = train_ppo(config, reporter=reporter)
+    final = {k: v for k, v in result.final_metrics.items() if isinstance(v, (int, float))}
+    name = f"ppo-{safe_stem(project_name(engine, job.project_id)) if job.project_id else 'policy'}"
+    record = ArtifactRecord(
+        kind="policy",
+        name=name,
+        path=str(out),
+        content_hash=result.lineage.get("adapter_sha256"),
+        parent_ids=parents,
+        lineage=result.lineage,
+        metrics=final,
+    )
+    return JobResult(artifacts=[record], metrics=final, message=f"{result.iterations} PPO iterations")
 
 
 # --------------------------------------------------------------------------- the registry
 
 
+def _kind(name, summary, validate, run, specs, module: str, attribute: str, **options) -> JobKind:
+    """A wired kind, or a `not available yet` one when `module.attribute` is not there."""
+    if not module_available(module):
+        return unavailable_kind(name, summary, module, attribute, **options)
+
+    def params() -> list[ParamSpec]:
+        require_backend(name, module, attribute)
+        return specs()
+
+    return JobKind(name, summary, validate, run, params=params, **options)
+
+
 def _product_kinds() -> dict[str, JobKind]:
     return {
-        "export": unavailable_kind("export", "Export a project's annotations (TRL preference format, ratings, raw).", "rlhf.export", needs_project=True),
-        "train-reward": unavailable_kind("train-reward", "Train a reward model on exported preferences (TRL RewardTrainer, LoRA).", "rlhf.reward", needs_project=True),
-        "ppo": unavailable_kind("ppo", "Improve a policy against a reward model with PPO (QLoRA).", "rlhf.ppo", launchable=True),
-        "dpo": unavailable_kind("dpo", "Train a policy directly on preferences (TRL DPOTrainer).", "rlhf.dpo", needs_project=True),
-        "generate": unavailable_kind("generate", "Generate a round of responses with a policy into a project.", "rlhf.generate", needs_project=True),
-        "simulate": unavailable_kind("simulate", "Simulate annotators labelling a project.", "rlhf.simulation", needs_project=True),
+        "export": _kind(
+            "export", "Export the project's annotations (TRL preference pairs, ratings, raw).", _validate_export, _run_export, _export_specs,
+            "rlhf.export", "export_project", needs_project=True,
+        ),
+        "train-reward": _kind(
+            "train-reward", "Train a reward model (TRL RewardTrainer, LoRA, optional 4-bit base) on an export or the project.",
+            _validate_train_reward, _run_train_reward, _reward_specs, "rlhf.reward", "train_reward_model", needs_project=_reward_needs_project,
+        ),
+        "ppo": _kind(
+            "ppo", "Improve a policy against a reward model with PPO (LoRA / QLoRA); multi-GPU through the worker's launcher.",
+            _validate_ppo, _run_ppo, _ppo_specs, "rlhf.ppo.trainer", "train_ppo", launchable=True,
+            needs_project=lambda params: not params.get("prompts"),
+        ),
+        "dpo": unavailable_kind("dpo", "Train a policy directly on preferences (TRL DPOTrainer).", "rlhf.dpo", "train_dpo", needs_project=True),
+        "generate": unavailable_kind("generate", "Generate a round of responses with a policy into the project.", "rlhf.generate", "generate_round", needs_project=True),
+        "simulate": unavailable_kind("simulate", "Simulate annotators labelling the project.", "rlhf.simulation", "simulate_project", needs_project=True),
     }
 
 
@@ -325,3 +676,17 @@ def load_registry(modules: Sequence[str] | None = None) -> dict[str, JobKind]:
             raise ValueError(f"job kind module {name} has no JOB_KINDS mapping")
         registry.update(extra)
     return registry
+
+
+def describe_kinds(registry: dict[str, JobKind] | None = None) -> dict[str, dict[str, Any]]:
+    """For a form: each kind's summary, whether it needs a project, and its params (or why it is unavailable)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, kind in sorted((registry if registry is not None else load_registry()).items()):
+        entry: dict[str, Any] = {"summary": kind.summary, "launchable": kind.launchable}
+        try:
+            entry["params"] = [spec.describe() for spec in kind.params()]
+            entry["available"] = True
+        except InvalidJobParams as exc:
+            entry["params"], entry["available"], entry["unavailable_reason"] = [], False, str(exc)
+        out[name] = entry
+    return out

@@ -85,17 +85,24 @@ class RequeueSummary:
 class ArtifactRecord:
     """An artifact a finished job produced, to be written with `finish_job`.
 
-    `path` is where it lies once complete (already renamed into place), or "" for an artifact
-    that lives in the database only (a generated round).
+    A job's `run` names paths inside its workdir; the worker renames them into place and
+    records the final paths. `path` is "" for an artifact that lives in the database only
+    (a generated round).
     """
 
     kind: str
     """export, reward_model, policy, generation."""
     name: str
     path: str = ""
+    """The artifact: a directory or a file."""
+    root: str = ""
+    """The directory moved into place when it is not `path` itself (a file plus its manifest)."""
     content_hash: str | None = None
     parent_ids: list[int] = field(default_factory=list)
-    """Ids of the artifacts this one was built from."""
+    """Ids of the (already recorded) artifacts this one was built from."""
+    parent_refs: list[int] = field(default_factory=list)
+    """Positions of earlier artifacts of the same job it was built from (an export made by the
+    job that then trains on it); resolved to ids when the job's artifacts are recorded."""
     lineage: dict[str, Any] = field(default_factory=dict)
     """Provenance: export hash, base model, config."""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -238,7 +245,7 @@ def submit_job(
 
     def work(session: Session) -> Job:
         project_id = _resolve_project_id(session, project)
-        if kinds[kind].needs_project and project_id is None:
+        if kinds[kind].project_required(checked) and project_id is None:
             raise InvalidJobParams(f"{kind}: a project is required (--project)")
         job = Job(kind=kind, params=checked, project_id=project_id, created_by=getattr(actor, "id", None))
         session.add(job)
@@ -555,8 +562,12 @@ def finish_job(
         if final_metrics:
             last = session.exec(select(JobMetric.step).where(JobMetric.job_id == job_id).order_by(JobMetric.step.desc()).limit(1)).first()
             session.add(JobMetric(job_id=job_id, step=int(last or 0), values=json_safe(final_metrics)))
-        rows = []
-        for record in artifacts:
+        rows: list[Artifact] = []
+        for position, record in enumerate(artifacts):
+            bad_refs = [r for r in record.parent_refs if not 0 <= r < position]
+            if bad_refs:
+                raise ValueError(f"artifact {record.name!r}: parent_refs {bad_refs} must name earlier artifacts of the job")
+            parents = [int(i) for i in record.parent_ids] + [rows[r].id for r in record.parent_refs]
             row = Artifact(
                 kind=record.kind,
                 name=record.name,
@@ -564,14 +575,14 @@ def finish_job(
                 content_hash=record.content_hash,
                 project_id=job.project_id,
                 job_id=job_id,
-                parent_ids=[int(i) for i in record.parent_ids],
+                parent_ids=list(dict.fromkeys(parents)),
                 lineage=json_safe(record.lineage),
                 metrics=json_safe(record.metrics),
                 created_by=job.created_by,
             )
             session.add(row)
+            session.flush()  # its id, for the artifacts after it that name it in parent_refs
             rows.append(row)
-        session.flush()
         return rows
 
     return run_transaction(engine, work)

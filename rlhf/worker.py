@@ -273,42 +273,48 @@ def artifact_destination(artifacts_dir: Path, record: ArtifactRecord, job_id: in
     return candidate
 
 
+def _inside(workdir: Path, path: str, record: ArtifactRecord) -> Path:
+    resolved = Path(path) if Path(path).is_absolute() else workdir / path
+    resolved = resolved.resolve()
+    if workdir not in resolved.parents:
+        raise ValueError(f"artifact {record.name!r}: {resolved} is not inside the job's workdir {workdir}")
+    if not resolved.exists():
+        raise FileNotFoundError(f"artifact {record.name!r}: {resolved} was not written")
+    return resolved
+
+
 def place_artifacts(records: list[ArtifactRecord], workdir: Path, artifacts_dir: Path, job_id: int) -> tuple[list[ArtifactRecord], list[Path]]:
     """Rename each artifact from `workdir` to its final place; returns the records with final paths and the placed paths.
 
-    An artifact path outside `workdir` is refused (ValueError): only what the job wrote in its
-    own directory can be moved atomically, and nothing else may be deleted on failure. On any
+    What moves is `record.root` when set (and `path` must lie inside it), else `record.path`.
+    A path outside `workdir` is refused (ValueError): only what the job wrote in its own
+    directory can be moved atomically, and nothing else may be deleted on failure. On any
     error, what was already placed is removed again before the error propagates.
     """
+    from dataclasses import replace
+
     placed: list[Path] = []
     out: list[ArtifactRecord] = []
-    root = workdir.resolve()
+    workdir = workdir.resolve()
     try:
         for record in records:
             if not record.path:
                 out.append(record)
                 continue
-            source = Path(record.path)
-            source = (source if source.is_absolute() else root / source).resolve()
-            if root not in source.parents:
-                raise ValueError(f"artifact {record.name!r}: {source} is not inside the job's workdir {root}")
-            if not source.exists():
-                raise FileNotFoundError(f"artifact {record.name!r}: {source} was not written")
+            path = _inside(workdir, record.path, record)
+            moved = _inside(workdir, record.root, record) if record.root else path
+            if moved != path and moved not in path.parents:
+                raise ValueError(f"artifact {record.name!r}: {path} is not inside its root {moved}")
             destination = artifact_destination(artifacts_dir, record, job_id)
             destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, destination)
+            os.replace(moved, destination)
             placed.append(destination)
-            out.append(_with_path(record, str(destination.resolve())))
+            final = destination / path.relative_to(moved) if moved != path else destination
+            out.append(replace(record, path=str(final.resolve()), root=str(destination.resolve()) if record.root else ""))
     except BaseException:
         remove_paths(placed)
         raise
     return out, placed
-
-
-def _with_path(record: ArtifactRecord, path: str) -> ArtifactRecord:
-    from dataclasses import replace
-
-    return replace(record, path=path)
 
 
 def remove_paths(paths: list[Path]) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from rlhf.db import session_scope
-from rlhf.job_kinds import JobKind, JobResult, check_params
+from rlhf.job_kinds import JobKind, JobResult, ParamSpec, check_params
 from rlhf.jobs import (
     ArtifactRecord,
     InvalidJobParams,
@@ -48,7 +48,7 @@ def _noop_run(engine, job, params, reporter, workdir):
 
 
 KINDS = {
-    "echo": JobKind("echo", "test kind", lambda p: check_params("echo", [("n", int, 1), ("name", str, "x")], p), _noop_run),
+    "echo": JobKind("echo", "test kind", lambda p: check_params("echo", [ParamSpec("n", int, 1), ParamSpec("name", str, "x")], p), _noop_run),
     "needs-project": JobKind("needs-project", "test kind", lambda p: dict(p), _noop_run, needs_project=True),
     "other": JobKind("other", "test kind", lambda p: dict(p), _noop_run),
 }

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import update
 
 from rlhf.db import session_scope
-from rlhf.job_kinds import JobKind, JobResult, check_params
+from rlhf.job_kinds import JobKind, JobResult, ParamSpec, check_params
 from rlhf.jobs import ArtifactRecord, cancel_job, claim_next_job, get_job, job_artifacts, job_metrics, submit_job
 from rlhf.progress import check_stop
 from rlhf.roles import SYSTEM
@@ -34,11 +34,11 @@ TESTS_DIR = Path(__file__).resolve().parent
 # --------------------------------------------------------------------------- test-only kinds
 
 SLEEP_FIELDS = [
-    ("steps", int, 5),
-    ("step_s", float, 0.05),
-    ("ignore_cancel", bool, False),
-    ("parents", list[int], []),
-    ("fail_at", int, -1),
+    ParamSpec("steps", int, 5),
+    ParamSpec("step_s", float, 0.05),
+    ParamSpec("ignore_cancel", bool, False),
+    ParamSpec("parents", list[int], []),
+    ParamSpec("fail_at", int, -1),
 ]
 
 
@@ -68,7 +68,7 @@ def _sleep_run(engine, job, params, reporter, workdir: Path) -> JobResult:
 
 
 def _crash_validate(params):
-    return check_params("test-crash", [("mode", str, "exception")], params)
+    return check_params("test-crash", [ParamSpec("mode", str, "exception")], params)
 
 
 def _crash_run(engine, job, params, reporter, workdir: Path) -> JobResult:

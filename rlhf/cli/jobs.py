@@ -354,17 +354,18 @@ def job_logs(
 
 
 @job_app.command("kinds")
-def job_kinds() -> None:
+def job_kinds(as_json: bool = typer.Option(False, "--json", help="Print the kinds and params schema as JSON.")) -> None:
     """The job kinds and their params (name, type, default, help)."""
-    from rlhf.job_kinds import load_registry
+    from rlhf.job_kinds import describe_kinds
 
-    for name, kind in sorted(load_registry().items()):
-        typer.echo(f"{name}: {kind.summary}")
-        try:
-            specs = kind.params()
-        except Exception as exc:  # noqa: BLE001 - a kind whose backend is not installed
-            typer.echo(f"    (params unavailable: {exc})")
-            continue
-        for spec in specs:
-            default = "required" if spec.required else f"default {json.dumps(spec.default)}"
-            typer.echo(f"    {spec.name} ({spec.type}; {default}) {spec.help.splitlines()[0] if spec.help else ''}".rstrip())
+    described = describe_kinds()
+    if as_json:
+        typer.echo(json.dumps(described, indent=2, default=str))
+        return
+    for name, kind in described.items():
+        typer.echo(f"{name}: {kind['summary']}")
+        if not kind["available"]:
+            typer.echo(f"    ({kind['unavailable_reason']})")
+        for spec in kind["params"]:
+            default = "required" if spec["required"] else f"default {json.dumps(spec['default'], default=str)}"
+            typer.echo(f"    {spec['name']} ({spec['type']}; {default}) {spec['help']}".rstrip())
