@@ -166,47 +166,32 @@ def grouped_split(group_keys: pd.Series | list[str], test_size: float, seed: int
     return keys.isin(held_out).to_numpy()
 
 
-def majority_labels(votes: pd.DataFrame) -> pd.DataFrame:
-    """Majority vote over long-format votes (columns `item`, `annotator`, `value`).
+def vote_labels(votes: pd.DataFrame, method: str) -> pd.DataFrame:
+    """One label per item from long-format votes (columns `item`, `annotator`, `value`).
 
-    Returns one row per item (index `item`): `label` (the most frequent value), `votes`
-    (number of votes), `agreement` (share of votes for the label), `split_vote` (True when
-    several values share the top count; the label is then the first of them in sorted order
-    and the pair has no majority).
+    `method` is `majority` (rlhf.aggregation.MajorityVote) or `dawid-skene`
+    (rlhf.aggregation.DawidSkene, which weighs annotators by their estimated confusion).
+    Returns one row per item (index `item`): `label`; `votes` (number of votes); `agreement`
+    (share of the votes equal to the label: what people said, whatever the method);
+    `split_vote` (majority only: several values share the top count, so there is no majority).
     """
-    counts = votes.groupby(["item", "value"], sort=True).size().rename("count").reset_index()
-    totals = counts.groupby("item")["count"].sum()
-    top = counts.groupby("item")["count"].transform("max")
-    leaders = counts[counts["count"] == top]
-    first = leaders.drop_duplicates("item").set_index("item")
-    n_leaders = leaders.groupby("item").size()
+    from rlhf.aggregation import DawidSkene, MajorityVote
+
+    majority = MajorityVote().fit(votes[["item", "annotator", "value"]])
+    shares = majority.probas_
+    if method == "majority":
+        labels = majority.labels_
+        top = shares.max(axis=1)
+        # Shares are count / votes with one denominator per item: equal counts are equal floats.
+        split_vote = shares.eq(top, axis=0).sum(axis=1) > 1
+    else:
+        labels = DawidSkene().fit(votes[["item", "annotator", "value"]]).labels_.reindex(shares.index)
+        split_vote = pd.Series(False, index=shares.index)
+    columns = shares.columns.get_indexer(labels.to_numpy())
+    agreement = shares.to_numpy()[np.arange(len(shares)), columns]
     return pd.DataFrame(
-        {
-            "label": first["value"],
-            "votes": totals,
-            "agreement": first["count"] / totals,
-            "split_vote": n_leaders > 1,
-        }
+        {"label": labels, "votes": majority.n_votes_, "agreement": agreement, "split_vote": split_vote}, index=shares.index
     )
-
-
-def dawid_skene_labels(votes: pd.DataFrame) -> pd.DataFrame:
-    """Dawid–Skene labels for long-format votes, in `majority_labels`' output shape.
-
-    `agreement` stays the share of raw votes for the chosen label (what people said), so the
-    two methods' rows are comparable; `split_vote` is False (the model resolves splits).
-    """
-    try:
-        from rlhf.aggregation.dawid_skene import DawidSkene
-    except ImportError as exc:
-        raise ExportError("aggregate 'dawid-skene' needs rlhf.aggregation.dawid_skene, which is not installed") from exc
-    labels = DawidSkene().fit(votes[["item", "annotator", "value"]]).labels_
-    labels = pd.Series(labels, name="label")
-    per_item = votes.groupby("item")
-    totals = per_item.size()
-    agreeing = votes.assign(label=votes["item"].map(labels)).pipe(lambda v: v[v["value"] == v["label"]])
-    agreement = agreeing.groupby("item").size().reindex(totals.index, fill_value=0) / totals
-    return pd.DataFrame({"label": labels.reindex(totals.index), "votes": totals, "agreement": agreement, "split_vote": False})
 
 
 def strength_margin(prefs: pd.DataFrame, labels: pd.Series, per_strength: float) -> pd.Series:
@@ -252,7 +237,7 @@ def pairs_from_preferences(prefs: pd.DataFrame, options: ExportOptions) -> PairT
     if prefs.empty:
         return PairTable(empty, counts | {"tasks": 0})
     votes = pd.DataFrame({"item": prefs["task_id"], "annotator": prefs["annotator_id"], "value": prefs["choice"]})
-    labelled = majority_labels(votes) if options.aggregate == "majority" else dawid_skene_labels(votes)
+    labelled = vote_labels(votes, options.aggregate)
     labelled["margin"] = strength_margin(prefs, labelled["label"], options.margin_per_strength)
     counts["tasks"] = int(len(labelled))
 

@@ -16,10 +16,10 @@ from rlhf.export import (
     ExportOptions,
     export_project,
     grouped_split,
-    majority_labels,
     manifest_path_for,
     read_export_rows,
     read_manifest,
+    vote_labels,
 )
 from rlhf.roles import SYSTEM, PermissionDenied
 from rlhf.schema import Artifact, User
@@ -114,16 +114,15 @@ def test_min_votes_and_min_agreement_filters(engine, tmp_path):
     assert manifest.counts["dropped_min_agreement"] == 1
 
 
-def test_majority_labels_on_a_three_row_frame():
+def test_vote_labels_on_a_small_frame():
     votes = pd.DataFrame({"item": [1, 1, 1, 2, 2], "annotator": [1, 2, 3, 1, 2], "value": ["a", "a", "b", "a", "b"]})
-    labels = majority_labels(votes)
+    labels = vote_labels(votes, "majority")
     assert labels.loc[1, "label"] == "a" and labels.loc[1, "agreement"] == pytest.approx(2 / 3)
     assert not labels.loc[1, "split_vote"] and labels.loc[2, "split_vote"]
     assert labels["votes"].tolist() == [3, 2]
 
 
 def test_dawid_skene_option_outvotes_an_unreliable_majority(engine, tmp_path):
-    pytest.importorskip("rlhf.aggregation.dawid_skene")
     # ann1..ann3 always agree with each other on the first 8 tasks; on the last task two
     # unreliable annotators (who disagree with them everywhere else) outvote ann1.
     prompts = {f"p{i}": (f"prompt {i}", {f"p{i}a": f"good {i}", f"p{i}b": f"bad {i}"}) for i in range(9)}
