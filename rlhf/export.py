@@ -53,6 +53,7 @@ from rlhf import __version__
 from rlhf.frames import HUMAN_ROLES, preference_frame, project_id_of, rating_frame, response_frame
 from rlhf.hashing import content_hash
 from rlhf.progress import Reporter, check_stop
+from rlhf.projects import get_project
 from rlhf.roles import Actor, require_admin
 
 ExportFormat = Literal["trl", "ratings", "raw"]
@@ -707,7 +708,7 @@ def export_project(
     rows = rows.drop(columns=["prompt_hash"])
     manifest = ExportManifest(
         format=format,
-        project=_project_name(engine, project_id),
+        project=get_project(engine, project_id).name,
         project_id=project_id,
         path=str(out.resolve()),
         files=[],
@@ -732,15 +733,6 @@ def export_project(
             raise
     say(3, 3, f"{manifest.rows} rows")
     return manifest
-
-
-def _project_name(engine: Engine, project_id: int) -> str:
-    import sqlalchemy as sa
-
-    from rlhf.schema import Project
-
-    with engine.connect() as connection:
-        return str(connection.execute(sa.select(Project.__table__.c.name).where(Project.__table__.c.id == project_id)).scalar())
 
 
 def _record_artifact(engine: Engine, actor: Actor, manifest: ExportManifest, job_id: int | None) -> int:

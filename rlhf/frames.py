@@ -20,7 +20,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from rlhf.schema import Preference, Project, Prompt, Rating, Response, Task, User
+from rlhf.projects import ProjectNotFound, get_project  # noqa: F401 - ProjectNotFound is what project_id_of raises
+from rlhf.schema import Preference, Prompt, Rating, Response, Task, User
 
 HUMAN_ROLES = ("annotator", "admin")
 """Roles whose labels come from people; `external` labels come from datasets or model judges."""
@@ -71,23 +72,9 @@ RESPONSE_COLUMNS = [
 ]
 
 
-class ProjectNotFound(LookupError):
-    """No project has the given name or id."""
-
-
 def project_id_of(engine: Engine, project: str | int) -> int:
-    """The id of `project` (a name, an id, or a string of digits naming neither → tried as id)."""
-    table = Project.__table__
-    with engine.connect() as connection:
-        if isinstance(project, int):
-            found = connection.execute(sa.select(table.c.id).where(table.c.id == project)).scalar()
-        else:
-            found = connection.execute(sa.select(table.c.id).where(table.c.name == project)).scalar()
-            if found is None and str(project).isdigit():
-                found = connection.execute(sa.select(table.c.id).where(table.c.id == int(project))).scalar()
-    if found is None:
-        raise ProjectNotFound(f"project {project!r}: no such project")
-    return int(found)
+    """The id of `project` (a name or an id); raises `rlhf.projects.ProjectNotFound` when there is none."""
+    return int(get_project(engine, project).id)
 
 
 def humans_only(frame: pd.DataFrame) -> pd.DataFrame:

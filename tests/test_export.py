@@ -343,4 +343,4 @@ def test_cli_export(engine, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["export", "--project", "proj", "--format", "trl", "--out", str(tmp_path / "y.jsonl"), "--min-votes", "9"])
     assert result.exit_code == 2 and "no usable preference pairs" in result.output
     result = CliRunner().invoke(app, ["export", "--project", "nope", "--out", str(tmp_path / "z.jsonl")])
-    assert result.exit_code == 2 and "no such project" in result.output
+    assert result.exit_code == 2 and "no project 'nope'" in result.output

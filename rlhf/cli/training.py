@@ -41,7 +41,7 @@ def export_command(
 ) -> None:
     """Export a project's judgments as TRL preference pairs, per-response ratings, or raw annotations."""
     from rlhf.export import ExportError, ExportOptions, export_project
-    from rlhf.frames import ProjectNotFound
+    from rlhf.projects import ProjectNotFound
     from rlhf.roles import SYSTEM
 
     options = ExportOptions(
@@ -97,7 +97,7 @@ def train_reward_command(
     if (data is None) == (project is None):
         raise fail("give either --data EXPORT or --project NAME")
     from rlhf.export import ExportError, ExportOptions
-    from rlhf.frames import ProjectNotFound
+    from rlhf.projects import ProjectNotFound
     from rlhf.models import ModelNotFoundError
     from rlhf.progress import Cancelled, ConsoleReporter
     from rlhf.reward import RewardConfig, RewardDataError, RewardTrainingError, train_reward_model
