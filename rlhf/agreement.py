@@ -298,7 +298,7 @@ def value_cells(item: np.ndarray, value: np.ndarray, n_items: int, n_values: int
         count = counts.astype(np.float64)
     cell_item = keys // n_values
     cell_value = keys % n_values
-    per_item = np.bincount(cell_item, weights=count, minlength=n_items)
+    per_item = np.bincount(cell_item, weights=count, minlength=n_items).astype(np.float64)
     return ValueCells(cell_item, cell_value, count, per_item, n_values, row_cell)
 
 
@@ -466,7 +466,7 @@ def _pairable(cells: ValueCells) -> tuple[ValueCells, np.ndarray, np.ndarray]:
     pairable_items = per_item >= 2
     sub = cells.subset(pairable_items[cells.item])
     pooled = np.bincount(sub.value, weights=sub.count, minlength=cells.n_values)
-    weight = np.zeros_like(per_item)
+    weight = np.zeros(per_item.shape, dtype=np.float64)
     np.divide(1.0, per_item - 1, out=weight, where=pairable_items)
     return sub, pooled, weight
 

@@ -435,7 +435,7 @@ def annotator_table(inputs: QualityInputs) -> pd.DataFrame:
         # A spammer in either kind of task is a spammer: the flag looks at each part alone.
         enough = inputs.thresholds.min_annotations
         spamming = [(part["ds_n"] >= enough) & (part["ds_skill"] < inputs.thresholds.spammer_skill) for part in ds_parts]
-        combined["spam_evidence"] = pd.concat(spamming, axis=1).reindex(combined.index).fillna(False).any(axis=1)
+        combined["spam_evidence"] = pd.concat(spamming, axis=1).reindex(combined.index).eq(True).any(axis=1)
         parts.append(combined)
     if inputs.gold is not None and len(inputs.gold):
         labelled = [frame[["item", "annotator", "value"]] for frame in (inputs.ratings, inputs.preferences) if frame is not None and len(frame)]
@@ -501,7 +501,7 @@ def _flag(table: pd.DataFrame, thresholds: QualityThresholds) -> pd.DataFrame:
     """Add is_spammer and the comma-separated flags column (see QualityThresholds)."""
     enough = thresholds.min_annotations
     rules = {
-        "spammer": table["spam_evidence"].fillna(False).astype(bool),
+        "spammer": table["spam_evidence"].eq(True),
         "position_bias": (table["position_n"] >= enough) & (table["position_p_value"] < thresholds.position_p_value),
         "length_bias": (table["length_n"] >= enough) & (table["length_p_value"] < thresholds.length_p_value),
         "low_gold_accuracy": (table["gold_n"] >= min(enough, 5)) & (table["gold_accuracy"] < thresholds.min_gold_accuracy),
@@ -509,8 +509,8 @@ def _flag(table: pd.DataFrame, thresholds: QualityThresholds) -> pd.DataFrame:
         "too_fast": (table["n_annotations"] >= enough) & (table["median_time_s"] < thresholds.min_median_time_s),
     }
     table = table.copy()
-    table["is_spammer"] = rules["spammer"].fillna(False).astype(bool)
-    raised = pd.DataFrame({name: rule.fillna(False).astype(bool) for name, rule in rules.items()}, index=table.index)
+    table["is_spammer"] = rules["spammer"].eq(True)
+    raised = pd.DataFrame({name: rule.eq(True) for name, rule in rules.items()}, index=table.index)
     names = np.array(list(rules))
     table["flags"] = [",".join(names[row]) for row in raised.to_numpy()]
     return table
