@@ -1,7 +1,61 @@
-"""Entry script (placeholder until the annotation app lands)."""
+"""Entry script: a router. It decides who is signed in and which pages they get, then runs the chosen page.
+
+- signed out → the sign-in page only (OIDC sign-in is mapped to an account first when configured);
+- signed in with a one-time password → the change-password page only;
+- annotators → Rate, Compare, My progress, Account; admins also get the Admin section.
+Pages a role cannot use are not in its navigation, so their URLs lead nowhere; each page also
+guards itself (`common.require_role`), and the backend checks the role on every write.
+"""
+
+from __future__ import annotations
 
 import streamlit as st
 
-st.set_page_config(page_title="RLHF Studio", layout="wide")
-st.title("RLHF Studio")
-st.write("The annotation app is being built.")
+from labeling_app import common as c
+
+st.set_page_config(page_title="RLHF Studio", page_icon=":material/rate_review:", layout="wide")
+
+
+def sign_out() -> None:
+    """Sidebar button: forget this session's sign-in (and the provider's, for OIDC sign-ins)."""
+    via = st.session_state.get(c.VIA)
+    c.sign_out(keep_pending=False)
+    if via == "oidc" and c.oidc_configured():
+        st.logout()
+
+
+def build_pages(role: str) -> dict[str, list]:
+    """`st.Page`s for the role, grouped by menu section; the first page is the default."""
+    sections: dict[str, list] = {}
+    for index, spec in enumerate(c.page_specs_for(role)):
+        page = st.Page(c.page_path(spec.file), title=spec.title, icon=spec.icon, url_path=spec.url_path, default=index == 0)
+        sections.setdefault(spec.section, []).append(page)
+    return sections
+
+
+def sidebar(user) -> None:
+    c.project_selector(user)
+    with st.sidebar:
+        st.caption(f"Signed in as **{user.username}** · {user.role}")
+        st.button("Sign out", on_click=sign_out, icon=":material/logout:", key="app.sign_out")
+
+
+def main() -> None:
+    c.require_database()
+    if st.session_state.get(c.USER_ID) is None and c.oidc_configured() and st.user.is_logged_in:
+        problem = c.sign_in_with_oidc()
+        if problem:
+            st.session_state[c.NOTICE] = problem
+    user = c.signed_in_user()
+    if user is None:
+        page = st.navigation([st.Page(c.page_path("login.py"), title="Sign in", icon=":material/login:", url_path="login", default=True)], position="hidden")
+    elif c.needs_password_change(user):
+        page = st.navigation([st.Page(c.page_path("account.py"), title="Change password", icon=":material/key:", url_path="account", default=True)], position="hidden")
+    else:
+        sidebar(user)
+        page = st.navigation(build_pages(user.role))
+    c.show_flash()
+    page.run()
+
+
+main()

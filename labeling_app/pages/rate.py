@@ -1,0 +1,149 @@
+"""Rate: score one response on the project's rubric. Keyboard first: digits score the focused dimension, Enter submits."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from labeling_app import common as c
+from labeling_app import flow
+from labeling_app.choices import next_focus, scale_keys, scale_point_label
+
+KIND = "rating"
+
+
+def _slot() -> flow.Slot | None:
+    slot = st.session_state.get(flow.slot_key(KIND))
+    return slot if slot is not None and slot.task is not None else None
+
+
+def _live(token: str | None) -> flow.Slot | None:
+    """The slot when `token` is still the form on screen (a stale key press or click does nothing)."""
+    slot = _slot()
+    return slot if slot is not None and token is not None and slot.token == token else None
+
+
+def press_digit(token: str, digit: str) -> None:
+    """A number key: score the focused dimension with the scale point that key stands for."""
+    slot = _live(token)
+    if slot is None:
+        return
+    rubric = slot.task.rubric
+    dim = rubric[min(slot.focus, len(rubric) - 1)]
+    by_key = {key: value for value, key in scale_keys(dim.min, dim.max).items()}
+    if digit in by_key:
+        slot.scores[dim.name] = by_key[digit]
+        slot.focus = next_focus([d.name for d in rubric], slot.scores, slot.focus)
+
+
+def click_point(token: str, index: int, value: int) -> None:
+    """A click on a scale point of any dimension."""
+    slot = _live(token)
+    if slot is None:
+        return
+    rubric = slot.task.rubric
+    slot.scores[rubric[index].name] = value
+    slot.focus = next_focus([d.name for d in rubric], slot.scores, index)
+
+
+def move_focus(token: str, step: int) -> None:
+    slot = _live(token)
+    if slot is not None:
+        slot.focus = max(0, min(len(slot.task.rubric) - 1, slot.focus + step))
+
+
+def widget_key(slot: flow.Slot, name: str) -> str:
+    """Per task (and per edit revision) keys, so each task starts with a clean form and edits are prefilled."""
+    revision = f"e{slot.task.own.revision}" if slot.editing and slot.task.own else "n"
+    return f"rate.{slot.task.task_id}.{revision}.{name}"
+
+
+def send(token: str) -> None:
+    """Enter / Submit: every dimension needs a score; then one backend call stores it and brings the next task."""
+    slot = _live(token)
+    if slot is None:
+        return
+    missing = [d.name for d in slot.task.rubric if d.name not in slot.scores]
+    if missing:
+        c.flash(f"Score {', '.join(missing)} first.", "warning")
+        slot.focus = [d.name for d in slot.task.rubric].index(missing[0])
+        return
+    fields = {
+        "scores": dict(slot.scores),
+        "tags": list(st.session_state.get(widget_key(slot, "tags")) or []),
+        "comment": st.session_state.get(widget_key(slot, "comment")) or "",
+    }
+    flow.submit(KIND, token, fields)
+
+
+def rubric_form(slot: flow.Slot) -> None:
+    view = slot.task
+    for index, dim in enumerate(view.rubric):
+        focused = index == slot.focus
+        keys = scale_keys(dim.min, dim.max)
+        with st.container(border=True, key=f"rate-dim-{index}"):
+            marker = ":material/keyboard: " if focused else ""
+            score = slot.scores.get(dim.name)
+            st.markdown(f"{marker}**{dim.name.capitalize()}**" + (f" — {score}" if score is not None else ""))
+            if dim.question:
+                st.caption(c.safe_markdown(dim.question))
+            with st.container(horizontal=True, gap="small"):
+                for value in range(dim.min, dim.max + 1):
+                    kind = "primary" if score == value else "secondary"
+                    label = scale_point_label(value, dim.labels)
+                    if focused and value in keys:
+                        # Generic keys: the button for digit d always scores the *focused* dimension,
+                        # decided when the press arrives, so a fast second key never hits a stale row.
+                        st.button(label, key=f"rate.key.{keys[value]}", shortcut=keys[value], type=kind, on_click=press_digit, args=(slot.token, keys[value]))
+                    else:
+                        st.button(label, key=f"rate.pt.{index}.{value}", type=kind, on_click=click_point, args=(slot.token, index, value))
+
+
+def keyboard_help(slot: flow.Slot) -> None:
+    dim = slot.task.rubric[min(slot.focus, len(slot.task.rubric) - 1)]
+    keys = scale_keys(dim.min, dim.max)
+    first, last = (keys[min(keys)], keys[max(keys)]) if keys else ("-", "-")
+    with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+        st.caption(f"Keys: {first}–{last} score the :material/keyboard: dimension · ↑ ↓ move · Enter submits · G guidelines · Backspace edits your previous rating")
+        st.button("", key="rate.focus_up", shortcut="Up", icon=":material/arrow_upward:", type="tertiary", help="Previous dimension", on_click=move_focus, args=(slot.token, -1))
+        st.button("", key="rate.focus_down", shortcut="Down", icon=":material/arrow_downward:", type="tertiary", help="Next dimension", on_click=move_focus, args=(slot.token, 1))
+
+
+def main() -> None:
+    user = c.require_role("annotator")
+    project_id = c.require_project()
+    engine = c.get_engine()
+    slot = flow.get_slot(engine, user, project_id, KIND)
+    flow.header(slot, "Rate a response")
+    if slot.task is None:
+        flow.empty_queue(slot)
+        return
+    view = slot.task
+    plain = c.plain_text_toggle("rate.plain")
+    text_col, form_col = st.columns([3, 2], gap="large")
+    with text_col:
+        st.markdown("**Prompt**")
+        c.render_task_prompt(view, plain=plain)
+        c.render_response(view.response, heading="Response", plain=plain)
+    with form_col:
+        keyboard_help(slot)
+        rubric_form(slot)
+        own = view.own if slot.editing else None
+        if view.tags:
+            st.pills("Tags", list(view.tags), selection_mode="multi", key=widget_key(slot, "tags"), default=list(own.tags) if own else None, on_change="ignore")
+        st.text_area("Comment (optional)", key=widget_key(slot, "comment"), value=own.comment if own else "", height=80, max_chars=5000, on_change="ignore")
+        with st.container(horizontal=True, vertical_alignment="center"):
+            st.button(
+                "Save edit" if slot.editing else "Submit",
+                key="rate.submit",
+                type="primary",
+                shortcut="Enter",
+                icon=":material/send:",
+                disabled=slot.token is None,
+                on_click=send,
+                args=(slot.token,),
+            )
+            flow.skip_and_flag(slot)
+        flow.reveal_last(slot)
+
+
+main()
