@@ -20,7 +20,9 @@ def summary(annotation) -> str:
 
 
 def open_annotation(kind: str, task_id: int) -> None:
-    st.session_state["progress.open"] = (kind, task_id)
+    """Edit button callback: put the annotation on its page's form (before any widget exists), then go there."""
+    if flow.open_edit(kind, task_id):
+        st.session_state["progress.go_to"] = flow.PAGE_FILE[kind]
 
 
 def main() -> None:
@@ -29,9 +31,9 @@ def main() -> None:
     engine = c.get_engine()
     from rlhf.annotate import progress, recent_annotations
 
-    opened = st.session_state.pop("progress.open", None)
-    if opened is not None and flow.open_edit(*opened):
-        st.switch_page(str(c.page_path(flow.PAGE_FILE[opened[0]])))
+    go_to = st.session_state.pop("progress.go_to", None)
+    if go_to is not None:
+        st.switch_page(str(c.page_path(go_to)))
 
     st.subheader("My progress")
     by_kind = {kind: progress(engine, user, project_id, kind=kind) for kind in ("rating", "pairwise")}

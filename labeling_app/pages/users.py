@@ -9,6 +9,8 @@ from labeling_app import common as c
 
 REVEAL = "users.reveal"
 """(username, one-time password) to show on the next render only."""
+ROLE_CHOICES = ("annotator", "admin", "external")
+"""The roles in the order the forms offer them: the least powerful first (the default)."""
 ROLE_HELP = {"annotator": "annotator: rates and compares", "admin": "admin: everything", "external": "external: a label source (dataset, model judge); never signs in"}
 
 
@@ -84,7 +86,6 @@ def main() -> None:
     user = c.require_role("admin")
     engine = c.get_engine()
     from rlhf.auth import list_users
-    from rlhf.schema import ROLES
 
     st.subheader("Users")
     reveal_once()
@@ -109,7 +110,7 @@ def main() -> None:
         st.markdown("**Add a user**")
         with st.form("users.add", clear_on_submit=False, border=False):
             st.text_input("Username", key="users.new_name", max_chars=150)
-            st.selectbox("Role", ROLES, key="users.new_role", format_func=ROLE_HELP.get)
+            st.selectbox("Role", ROLE_CHOICES, key="users.new_role", format_func=ROLE_HELP.get)
             st.text_input("Password (leave empty for a one-time password)", key="users.new_password", type="password", autocomplete="new-password")
             st.form_submit_button("Add user", type="primary", on_click=add_user, icon=":material/person_add:")
     with manage, st.container(border=True):
@@ -121,7 +122,7 @@ def main() -> None:
         target = next(u for u in users if u.username == chosen)
         st.caption(f"{target.role} · {'active' if target.active else 'deactivated'}" + (" · must change password" if target.must_change_password else ""))
         with st.container(horizontal=True, vertical_alignment="bottom"):
-            st.selectbox("Role", ROLES, index=ROLES.index(target.role), key=f"users.role.{chosen}", format_func=ROLE_HELP.get)
+            st.selectbox("Role", ROLE_CHOICES, index=ROLE_CHOICES.index(target.role), key=f"users.role.{chosen}", format_func=ROLE_HELP.get)
             st.button("Change role", key="users.set_role", on_click=act, args=("role", chosen))
         with st.container(horizontal=True):
             if target.active:
