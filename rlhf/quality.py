@@ -26,10 +26,6 @@ import pandas as pd
 
 from rlhf.agreement import EncodedRatings, encode_ratings
 
-MAX_VALUES_FOR_CONSENSUS = 64
-"""Above this many distinct values, leave-one-out majorities are not computed (a continuous
-scale has no meaningful mode); the numeric leave-one-out columns still are."""
-
 TABLE_COLUMNS = [
     "annotator",
     "n_annotations",
@@ -93,7 +89,8 @@ class QualityInputs:
     """What the annotator table is computed from; every part is optional (see module docstring).
 
     ratings: item, annotator, value — all rubric dimensions may be stacked, with item keys
-        that tell them apart (e.g. "task:dimension").
+        that tell them apart (e.g. "task:dimension"); or ratings already encoded
+        (rlhf.agreement.EncodedRatings), to share one encoding with agreement_report.
     level / value_domain: how rating values are encoded (rlhf.agreement.encode_ratings).
     preferences: item, annotator, value, shown_left[, len_a, len_b].
     gold: item, value — known answers for items of either frame.
@@ -101,7 +98,7 @@ class QualityInputs:
     times: annotator, time_spent_s.
     """
 
-    ratings: pd.DataFrame | None = None
+    ratings: pd.DataFrame | EncodedRatings | None = None
     level: str = "ordinal"
     value_domain: Sequence[Any] | None = None
     preferences: pd.DataFrame | None = None
@@ -139,11 +136,7 @@ def consensus_agreement(enc: EncodedRatings) -> pd.DataFrame:
         pair_share = np.where(shared, (n_own - 1) / np.maximum(m - 1, 1), 0.0)
         agreement = np.bincount(who, weights=pair_share, minlength=annotators) / n_shared
         loo_credit = _loo_mode_credit(enc, n_own, shared)
-        loo_agreement = (
-            np.bincount(who, weights=np.where(shared, loo_credit, 0.0), minlength=annotators) / n_shared
-            if loo_credit is not None
-            else np.full(annotators, np.nan)
-        )
+        loo_agreement = np.bincount(who, weights=loo_credit, minlength=annotators) / n_shared
     table = pd.DataFrame(
         {
             "n_annotations": n_annotations.astype(np.int64),
@@ -162,55 +155,82 @@ def consensus_agreement(enc: EncodedRatings) -> pd.DataFrame:
     return table
 
 
-def _others_counts(enc: EncodedRatings, rows: np.ndarray) -> np.ndarray:
-    """For the given rating rows, the value counts of the OTHER ratings of their item: (len(rows), V)."""
+@dataclass(frozen=True)
+class _ItemModes:
+    """Per item (arrays of length I), from its value counts: the largest count c1, how many
+    values reach it (k1), the first two such values (v1, v1b; -1 when absent), and the
+    runner-up count c2 < c1 with how many values reach it (k2)."""
+
+    c1: np.ndarray
+    k1: np.ndarray
+    v1: np.ndarray
+    v1b: np.ndarray
+    c2: np.ndarray
+    k2: np.ndarray
+
+
+def _item_modes(enc: EncodedRatings) -> _ItemModes:
     cells = enc.cells()
-    if enc.n_items * enc.n_values <= (1 << 24):
-        table = _item_table(enc)
-        counts = table[enc.item[rows]]
-    else:
-        # Walk each row's item cells (at most V of them) with a fixed number of vectorised steps.
-        start = np.searchsorted(cells.item, enc.item[rows])
-        stop = np.searchsorted(cells.item, enc.item[rows], side="right")
-        counts = np.zeros((rows.size, enc.n_values), dtype=np.float32)
-        width = int((stop - start).max()) if rows.size else 0
-        for offset in range(width):
-            index = start + offset
-            valid = index < stop
-            cell = index[valid]
-            counts[np.flatnonzero(valid), cells.value[cell]] = cells.count[cell]
-    counts[np.arange(rows.size), enc.value[rows]] -= 1
-    return counts
+    n_items = enc.n_items
+    item, value, count = cells.item, cells.value, cells.count
+    c1 = np.zeros(n_items)
+    c2 = np.zeros(n_items)
+    v1 = np.full(n_items, -1, dtype=np.int64)
+    v1b = np.full(n_items, -1, dtype=np.int64)
+    if item.size == 0:
+        return _ItemModes(c1, np.zeros(n_items), v1, v1b, c2, np.zeros(n_items))
+    # Cells are sorted by item, then value: per-item maxima are reduceat over group starts.
+    starts = np.flatnonzero(np.r_[True, item[1:] != item[:-1]])
+    c1[item[starts]] = np.maximum.reduceat(count, starts)
+    top = count == c1[item]
+    k1 = np.bincount(item, weights=top, minlength=n_items)
+    top_cells = np.flatnonzero(top)
+    top_items = item[top_cells]
+    first = np.r_[True, top_items[1:] != top_items[:-1]]
+    group_start = np.maximum.accumulate(np.where(first, np.arange(top_cells.size), 0))
+    rank = np.arange(top_cells.size) - group_start
+    v1[top_items[rank == 0]] = value[top_cells[rank == 0]]
+    v1b[top_items[rank == 1]] = value[top_cells[rank == 1]]
+    below = np.where(top, 0.0, count)
+    c2[item[starts]] = np.maximum.reduceat(below, starts)
+    k2 = np.bincount(item, weights=(~top) & (count == c2[item]), minlength=n_items)
+    return _ItemModes(c1, k1, v1, v1b, c2, k2)
 
 
-def _item_table(enc: EncodedRatings) -> np.ndarray:
-    """Dense (items, V) value counts (float32; only built when small)."""
-    cells = enc.cells()
-    table = np.zeros((enc.n_items, enc.n_values), dtype=np.float32)
-    table[cells.item, cells.value] = cells.count
-    return table
+def _loo_mode_credit(enc: EncodedRatings, n_own: np.ndarray, shared: np.ndarray) -> np.ndarray:
+    """(n,) credit for agreeing with the leave-one-out majority (see consensus_agreement).
+
+    Removing one's own rating lowers only one's own value's count, so the others' modes
+    follow from the item's top two counts: no (ratings x V) array is formed.
+    """
+    modes = _item_modes(enc)
+    u = enc.item
+    own_others = n_own - 1
+    unique_top = (n_own == modes.c1[u]) & (modes.k1[u] == 1)
+    c2 = modes.c2[u]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        credit = np.where(unique_top & (own_others > c2), 1.0, np.where(unique_top & (own_others == c2) & (c2 > 0), 1.0 / (1.0 + modes.k2[u]), 0.0))
+    return np.where(shared, credit, 0.0)
 
 
-def _loo_rows(enc: EncodedRatings, shared: np.ndarray):
-    """Yield (rows, others_counts) blocks for the shared ratings, with bounded memory."""
-    rows_all = np.flatnonzero(shared)
-    block = max(1, (1 << 23) // max(enc.n_values, 1))
-    for start in range(0, rows_all.size, block):
-        rows = rows_all[start : start + block]
-        yield rows, _others_counts(enc, rows)
-
-
-def _loo_mode_credit(enc: EncodedRatings, n_own: np.ndarray, shared: np.ndarray) -> np.ndarray | None:
-    """(n,) credit for agreeing with the leave-one-out majority; None when the scale is too fine."""
-    if enc.n_values > MAX_VALUES_FOR_CONSENSUS:
-        return None
-    credit = np.zeros(enc.n_annotations)
-    for rows, others in _loo_rows(enc, shared):
-        best = others.max(axis=1)
-        modes = (others == best[:, None]).sum(axis=1)
-        own = n_own[rows] - 1
-        credit[rows] = np.where((own == best) & (best > 0), 1.0 / modes, 0.0)
-    return credit
+def _loo_consensus(enc: EncodedRatings, n_own: np.ndarray) -> np.ndarray:
+    """(n,) value code of the others' unique mode for each rating, -1 when they tie or there are no others."""
+    modes = _item_modes(enc)
+    u, own = enc.item, enc.value
+    c1, k1, c2 = modes.c1[u], modes.k1[u], modes.c2[u]
+    is_top = n_own == c1
+    own_others = n_own - 1
+    consensus = np.full(enc.n_annotations, -1, dtype=np.int64)
+    # Own value alone at the top and still ahead without this rating.
+    mine = is_top & (k1 == 1) & (own_others > c2) & (own_others > 0)
+    consensus[mine] = own[mine]
+    # Own value tied at the top with exactly one other value: that one wins without it.
+    other_top = is_top & (k1 == 2)
+    consensus[other_top] = np.where(modes.v1[u] == own, modes.v1b[u], modes.v1[u])[other_top]
+    # Own value below a unique top.
+    below = ~is_top & (k1 == 1)
+    consensus[below] = modes.v1[u][below]
+    return consensus
 
 
 def _loo_numeric(enc: EncodedRatings, m: np.ndarray, shared: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -240,29 +260,23 @@ def consensus_confusion(enc: EncodedRatings) -> pd.DataFrame:
 
     Columns: annotator, consensus, value, count — one row per observed combination. Ratings
     whose item has no other rating, or whose others tie between modes, are left out (no
-    consensus to compare with). Empty when the scale has more than MAX_VALUES_FOR_CONSENSUS values.
+    consensus to compare with).
     """
     columns = ["annotator", "consensus", "value", "count"]
-    if enc.n_values > MAX_VALUES_FOR_CONSENSUS or enc.n_annotations == 0:
+    if enc.n_annotations == 0:
         return pd.DataFrame(columns=columns)
     cells = enc.cells()
-    shared = cells.per_item[enc.item] >= 2
+    consensus = _loo_consensus(enc, cells.count[cells.row_cell])
+    known = consensus >= 0
     n_values = enc.n_values
-    keys = []
-    for rows, others in _loo_rows(enc, shared):
-        best = others.max(axis=1)
-        unique_mode = (others == best[:, None]).sum(axis=1) == 1
-        consensus = others.argmax(axis=1)
-        rows, consensus = rows[unique_mode], consensus[unique_mode]
-        keys.append((enc.annotator[rows] * n_values + consensus) * n_values + enc.value[rows])
-    key = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+    key = (enc.annotator[known] * n_values + consensus[known]) * n_values + enc.value[known]
     unique, count = np.unique(key, return_counts=True)
     annotator, rest = np.divmod(unique, n_values * n_values)
-    consensus, value = np.divmod(rest, n_values)
+    consensus_code, value = np.divmod(rest, n_values)
     return pd.DataFrame(
         {
             "annotator": enc.annotator_labels.take(annotator),
-            "consensus": enc.domain[consensus],
+            "consensus": enc.domain[consensus_code],
             "value": enc.domain[value],
             "count": count.astype(np.int64),
         },
@@ -380,9 +394,10 @@ def retest_agreement(repeats: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"retest_n": grouped.size().astype(np.int64), "retest_agreement": grouped.mean()}).rename_axis("annotator")
 
 
-DS_MAX_ITER = 20
-"""EM rounds for the table's Dawid–Skene fit. Skills move by less than 0.01 after 20 rounds
-on our simulations (the slow tail of EM refines posteriors, not who is a spammer)."""
+DS_MAX_ITER = 10
+"""EM rounds for the table's Dawid–Skene fit. On our simulations (bench/bench_stats.py,
+tests/test_quality.py) skills move by about 0.01 between round 10 and convergence: the slow
+tail of EM refines posteriors, not who is a spammer, and the threshold is far from both."""
 
 
 def dawid_skene_quality(labels: pd.DataFrame | EncodedRatings) -> pd.DataFrame:
@@ -415,7 +430,7 @@ def annotator_table(inputs: QualityInputs) -> pd.DataFrame:
     parts: list[pd.DataFrame] = []
     ds_parts: list[pd.DataFrame] = []
     agreement_frames: list[pd.DataFrame] = []
-    if inputs.ratings is not None and len(inputs.ratings):
+    if _has_rows(inputs.ratings):
         enc = encode_ratings(inputs.ratings, inputs.level, value_domain=inputs.value_domain)
         agreement_frames.append(consensus_agreement(enc))
         ds_parts.append(dawid_skene_quality(enc))
@@ -438,7 +453,7 @@ def annotator_table(inputs: QualityInputs) -> pd.DataFrame:
         combined["spam_evidence"] = pd.concat(spamming, axis=1).reindex(combined.index).eq(True).any(axis=1)
         parts.append(combined)
     if inputs.gold is not None and len(inputs.gold):
-        labelled = [frame[["item", "annotator", "value"]] for frame in (inputs.ratings, inputs.preferences) if frame is not None and len(frame)]
+        labelled = [_long_frame(frame) for frame in (inputs.ratings, inputs.preferences) if _has_rows(frame)]
         if labelled:
             parts.append(gold_accuracy(pd.concat(labelled, ignore_index=True), inputs.gold))
     if inputs.times is not None and len(inputs.times):
@@ -452,6 +467,21 @@ def annotator_table(inputs: QualityInputs) -> pd.DataFrame:
     table = _flag(table, inputs.thresholds)
     table = table.rename_axis("annotator").reset_index()
     return table.sort_values("annotator", kind="stable").reset_index(drop=True)[TABLE_COLUMNS]
+
+
+def _has_rows(data: pd.DataFrame | EncodedRatings | None) -> bool:
+    if data is None:
+        return False
+    return (data.n_annotations if isinstance(data, EncodedRatings) else len(data)) > 0
+
+
+def _long_frame(data: pd.DataFrame | EncodedRatings) -> pd.DataFrame:
+    """item, annotator, value columns (decoded when given encoded ratings)."""
+    if isinstance(data, EncodedRatings):
+        return pd.DataFrame(
+            {"item": data.item_labels.take(data.item), "annotator": data.annotator_labels.take(data.annotator), "value": data.domain[data.value]}
+        )
+    return data[["item", "annotator", "value"]]
 
 
 def _combine_agreement(frames: list[pd.DataFrame]) -> pd.DataFrame:

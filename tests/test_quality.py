@@ -172,3 +172,34 @@ def test_table_from_ratings_only():
     table = annotator_table(QualityInputs(ratings=SMALL, level="interval", thresholds=QualityThresholds(min_annotations=1)))
     assert list(table["annotator"]) == ["a", "b", "c"]
     assert table["position_n"].eq(0).all() and table["left_share"].isna().all()
+
+
+def test_leave_one_out_modes_equal_a_brute_force_reference():
+    from collections import Counter
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from rlhf.quality import _loo_consensus, _loo_mode_credit
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 6), st.integers(1, 4)), min_size=1, max_size=40))
+    def check(rows):
+        data = frame(rows).drop_duplicates(["item", "annotator"])
+        enc = encode_ratings(data, "ordinal")
+        cells = enc.cells()
+        n_own = cells.count[cells.row_cell]
+        shared = cells.per_item[enc.item] >= 2
+        credit = _loo_mode_credit(enc, n_own, shared)
+        consensus = _loo_consensus(enc, n_own)
+        for row in range(enc.n_annotations):
+            others = Counter(enc.value[(enc.item == enc.item[row]) & (np.arange(enc.n_annotations) != row)].tolist())
+            if not others:
+                assert credit[row] == 0 and consensus[row] == -1
+                continue
+            best = max(others.values())
+            modes = sorted(v for v, c in others.items() if c == best)
+            assert credit[row] == pytest.approx(1 / len(modes) if enc.value[row] in modes else 0.0)
+            assert consensus[row] == (modes[0] if len(modes) == 1 else -1)
+
+    check()

@@ -238,17 +238,19 @@ def aggregate_comparisons(df: pd.DataFrame, *, both_bad: str = "tie", ties: str 
     model_a = df["model_a"].to_numpy()
     model_b = df["model_b"].to_numpy()
     winner = df["winner"].to_numpy()
-    for name, column in (("model_a", model_a), ("model_b", model_b), ("winner", winner)):
-        missing = pd.isna(column)
-        if missing.any():
-            raise ValueError(f"row {int(np.flatnonzero(missing)[0])}: missing {name}")
-    winner_code = pd.Index(WINNERS).get_indexer(winner)
-    if (winner_code < 0).any():
-        row = int(np.flatnonzero(winner_code < 0)[0])
-        raise ValueError(f"row {row}: winner {winner[row]!r} is not one of {', '.join(WINNERS)}")
+    # factorize marks missing values with code -1, so no separate (slow, object-array) NA pass.
     codes, models = pd.factorize(np.concatenate([model_a, model_b]), sort=True)
     n = model_a.size
     i, j = codes[:n].astype(np.int64), codes[n:].astype(np.int64)
+    for name, column_codes in (("model_a", i), ("model_b", j)):
+        if (column_codes < 0).any():
+            raise ValueError(f"row {int(np.flatnonzero(column_codes < 0)[0])}: missing {name}")
+    winner_code = pd.Index(WINNERS).get_indexer(winner)
+    if (winner_code < 0).any():
+        row = int(np.flatnonzero(winner_code < 0)[0])
+        if pd.isna(winner[row]):
+            raise ValueError(f"row {row}: missing winner")
+        raise ValueError(f"row {row}: winner {winner[row]!r} is not one of {', '.join(WINNERS)}")
     same = i == j
     if same.any():
         row = int(np.flatnonzero(same)[0])
@@ -267,8 +269,15 @@ def aggregate_comparisons(df: pd.DataFrame, *, both_bad: str = "tie", ties: str 
     hi = np.maximum(i, j)[keep]
     outcome = outcome[keep]
     n_models = models.size
-    keys, pair_index = np.unique(lo * n_models + hi, return_inverse=True)
-    counts = np.bincount(pair_index * 3 + outcome, minlength=keys.size * 3).reshape(keys.size, 3)
+    key = lo * n_models + hi
+    if n_models * n_models <= max(4 * key.size, 1 << 20):
+        # Few models: count per (pair, outcome) directly over all n^2 pairs, keep those seen.
+        table = np.bincount(key * 3 + outcome, minlength=n_models * n_models * 3).reshape(-1, 3)
+        keys = np.flatnonzero(table.sum(axis=1))
+        counts = table[keys]
+    else:
+        keys, pair_index = np.unique(key, return_inverse=True)
+        counts = np.bincount(pair_index * 3 + outcome, minlength=keys.size * 3).reshape(keys.size, 3)
     return pd.Index(models, name="model"), PairCounts(keys // n_models, keys % n_models, counts, n_models)
 
 

@@ -120,17 +120,24 @@ class DawidSkene:
 
 
 def _e_step(answers, priors, errors):
-    """Posterior T (I, K) and the log-likelihood, from log pi + A @ log e (done in log space)."""
+    """Posterior T (I, K) and the log-likelihood, from log pi + A @ log e (done in log space).
+
+    float32 in place over the (I, K) array (it is the largest one an iteration touches); the
+    log-likelihood is summed in float64.
+    """
     n_annotators, n_classes, _ = errors.shape
     log_errors = np.log(np.maximum(errors, 1e-300))
     # log_table[j*K + k, c] = log e_j[c, k]
     log_table = log_errors.transpose(0, 2, 1).reshape(n_annotators * n_classes, n_classes).astype(np.float32)
-    log_joint = np.asarray(answers @ log_table, dtype=np.float64) + np.log(np.maximum(priors, 1e-300))[None, :]
-    peak = log_joint.max(axis=1, keepdims=True)
-    joint = np.exp(log_joint - peak)
+    joint = np.asarray(answers @ log_table, dtype=np.float32)
+    joint += np.log(np.maximum(priors, 1e-300)).astype(np.float32)[None, :]
+    peak = joint.max(axis=1, keepdims=True)
+    joint -= peak
+    np.exp(joint, out=joint)
     total = joint.sum(axis=1, keepdims=True)
-    log_likelihood = float(np.sum(np.log(total) + peak))
-    return joint / total, log_likelihood
+    joint /= total
+    log_likelihood = float(np.sum(np.log(total), dtype=np.float64) + np.sum(peak, dtype=np.float64))
+    return joint.astype(np.float64), log_likelihood
 
 
 def spammer_scores(errors: np.ndarray) -> np.ndarray:
