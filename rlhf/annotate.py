@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlmodel import Session
 
 from rlhf.assign import (
     IS_REGULAR,
+    Caller,
+    check_caller,
     LEASE,
     PREFERENCE,
     PROJECT,
@@ -264,35 +266,60 @@ def validate_side(shown_left: Any) -> str:
 
 
 @lru_cache(maxsize=None)
-def _context_statement(lock: bool):
+def _context_statement(lock: bool, with_caller: bool):
     """The task, its project and the caller's standing on it, in one query (binds tid, uid, now).
 
     Columns: task fields; project fields prefixed `p_`; own_rating_id / own_preference_id;
     lease_expires_at (the caller's lease, live or not); others_live (live leases held by others).
-    With `lock`, the task row is locked (PostgreSQL), serialising everything that can add to
-    its fill; SQLite's write transaction already does.
+    `with_caller` adds the caller's account (`u_` columns; no row when the account is missing)
+    and `held_task_id`: the caller's oldest other live lease in the project on a task of kind
+    `next_kind` (bind), so the next-task step need not look it up. With `lock`, the task row (and
+    the caller's row) are locked on PostgreSQL, serialising everything that can add to the
+    task's fill; SQLite's write transaction already does.
     """
 
     def own(table):
         return select(table.c.id).where(table.c.task_id == TASK.c.id, table.c.user_id == UID).scalar_subquery()
 
-    statement = (
-        select(
-            TASK.c.id,
-            TASK.c.kind,
-            TASK.c.is_gold,
-            TASK.c.annotation_count,
-            TASK.c.target_overlap,
-            *[column.label(f"p_{column.name}") for column in PROJECT_COLUMNS],
-            own(RATING).label("own_rating_id"),
-            own(PREFERENCE).label("own_preference_id"),
-            select(LEASE.c.expires_at).where(LEASE.c.task_id == TASK.c.id, LEASE.c.user_id == UID).scalar_subquery().label("lease_expires_at"),
-            live_leases_of_others().label("others_live"),
-        )
-        .select_from(TASK.join(PROJECT, PROJECT.c.id == TASK.c.project_id))
-        .where(TASK.c.id == TID)
-    )
-    return statement.with_for_update(key_share=True, of=TASK) if lock else statement
+    columns = [
+        TASK.c.id,
+        TASK.c.kind,
+        TASK.c.is_gold,
+        TASK.c.annotation_count,
+        TASK.c.target_overlap,
+        *[column.label(f"p_{column.name}") for column in PROJECT_COLUMNS],
+        own(RATING).label("own_rating_id"),
+        own(PREFERENCE).label("own_preference_id"),
+        select(LEASE.c.expires_at).where(LEASE.c.task_id == TASK.c.id, LEASE.c.user_id == UID).scalar_subquery().label("lease_expires_at"),
+        live_leases_of_others().label("others_live"),
+    ]
+    joined = TASK.join(PROJECT, PROJECT.c.id == TASK.c.project_id)
+    locked = [TASK]
+    if with_caller:
+        held, held_task = LEASE.alias("held"), TASK.alias("held_task")
+        columns += [
+            USER.c.id.label("u_id"),
+            USER.c.username.label("u_username"),
+            USER.c.role.label("u_role"),
+            USER.c.active.label("u_active"),
+            select(held.c.task_id)
+            .select_from(held.join(held_task, held_task.c.id == held.c.task_id))
+            .where(
+                held.c.user_id == UID,
+                held.c.expires_at > NOW,
+                held.c.task_id != TASK.c.id,
+                held_task.c.project_id == TASK.c.project_id,
+                held_task.c.kind == bindparam("next_kind"),
+            )
+            .order_by(held.c.created_at, held.c.id)
+            .limit(1)
+            .scalar_subquery()
+            .label("held_task_id"),
+        ]
+        joined = joined.join(USER, USER.c.id == UID)
+        locked.append(USER)
+    statement = select(*columns).select_from(joined).where(TASK.c.id == TID)
+    return statement.with_for_update(key_share=True, of=locked) if lock else statement
 
 
 @lru_cache(maxsize=None)
@@ -312,13 +339,28 @@ def _release_statement():
     return delete(LEASE).where(LEASE.c.task_id == TID, LEASE.c.user_id == UID)
 
 
-def _require_context(connection: Session, task_id: int, user_id: int, now: datetime, *, lock: bool = True) -> Row:
+def _require_context(connection: Connection, task_id: int, user_id: int, now: datetime, *, lock: bool = True) -> Row:
+    """The task context (see `_context_statement`) without the caller; TaskNotFound if no such task."""
     if not _is_int(task_id):
         raise ValidationError("task_id", f"must be an integer, got {task_id!r}")
-    ctx = connection.execute(_context_statement(lock), {"tid": task_id, "uid": user_id, "now": now}).first()
+    ctx = connection.execute(_context_statement(lock, False), {"tid": task_id, "uid": user_id, "now": now}).first()
     if ctx is None:
         raise TaskNotFound(f"no task with id {task_id}")
     return ctx
+
+
+def _caller_and_context(connection: Connection, user: User, task_id: int, now: datetime, next_kind: Optional[str]) -> tuple[Caller, Row]:
+    """The caller (checked: may annotate) and the task context, both locked, in one query."""
+    if not _is_int(task_id):
+        raise ValidationError("task_id", f"must be an integer, got {task_id!r}")
+    user_id = getattr(user, "id", None)
+    if user_id is None:
+        lock_annotator(connection, user)  # raises PermissionDenied: no account
+    ctx = connection.execute(_context_statement(True, True), {"tid": task_id, "uid": user_id, "now": now, "next_kind": next_kind or ""}).first()
+    if ctx is None:
+        lock_annotator(connection, user)  # PermissionDenied when the account is the missing part
+        raise TaskNotFound(f"no task with id {task_id}")
+    return check_caller(user_id, ctx, "u_"), ctx
 
 
 def _own_id(ctx: Row, kind: str) -> Optional[int]:
@@ -338,7 +380,7 @@ CONTENT_FIELDS = {"rating": ("scores", "tags", "comment"), "pairwise": ("choice"
 """The fields that make an annotation's content (an identical re-submit changes none of them)."""
 
 
-def _edit(connection: Session, kind: str, annotation_id: int, content: dict[str, Any], time_spent_s: Optional[float], now: datetime) -> int:
+def _edit(connection: Connection, kind: str, annotation_id: int, content: dict[str, Any], time_spent_s: Optional[float], now: datetime) -> int:
     """Apply new content to an existing annotation, keeping the old in AnnotationRevision; the revision after."""
     table = annotation_table(kind)
     row = connection.execute(select(table).where(table.c.id == annotation_id)).first()
@@ -383,8 +425,7 @@ def _submit(
     def work(session: Session) -> SubmitResult:
         connection = session.connection()
         # 1. who is asking, and where they stand on the task (the task row locked)
-        caller = lock_annotator(connection, user)
-        ctx = _require_context(connection, task_id, caller.id, now)
+        caller, ctx = _caller_and_context(connection, user, task_id, now, next_kind)
         if ctx.kind != kind:
             other = "submit_preference" if ctx.kind == "pairwise" else "submit_rating"
             raise ValidationError("task_id", f"task {task_id} is a {ctx.kind} task; use {other}")
@@ -414,13 +455,13 @@ def _submit(
             connection.execute(_release_statement(), {"tid": task_id, "uid": caller.id})
 
         # 3. the next task, in the same transaction
-        upcoming = next_task_in(connection, caller, settings, next_kind, now, rng) if next_kind else None
+        upcoming = next_task_in(connection, caller, settings, next_kind, now, rng, held_task_id=ctx.held_task_id) if next_kind else None
         return SubmitResult(annotation_id=annotation_id, created=created, revision=revision, next_task=upcoming)
 
     return run_transaction(engine, work)
 
 
-def _existing_side(connection: Session, kind: str, annotation_id: int) -> Optional[str]:
+def _existing_side(connection: Connection, kind: str, annotation_id: int) -> Optional[str]:
     if kind != "pairwise":
         return None
     table = annotation_table(kind)
@@ -510,8 +551,7 @@ def skip_task(
 
     def work(session: Session) -> Optional[TaskView]:
         connection = session.connection()
-        caller = lock_annotator(connection, user)
-        ctx = _require_context(connection, task_id, caller.id, now)
+        caller, ctx = _caller_and_context(connection, user, task_id, now, None)
         if _own_id(ctx, ctx.kind) is not None:
             raise ValidationError("task_id", f"you already annotated task {task_id}; edit it instead of skipping")
         insert = dialect_insert(connection.dialect.name)
@@ -555,7 +595,7 @@ def flag_task(engine: Engine, user: User, task_id: int, reason: str, note: str =
     return run_transaction(engine, work)
 
 
-def _flag_views(connection: Session, where) -> list[FlagView]:
+def _flag_views(connection: Connection, where) -> list[FlagView]:
     resolver = USER.alias("resolver")
     rows = connection.execute(
         select(FLAG, TASK.c.project_id, USER.c.username, resolver.c.username.label("resolver_name"))
@@ -648,7 +688,7 @@ def _excerpt(text: str) -> str:
     return text if len(text) <= PROMPT_EXCERPT_CHARS else text[: PROMPT_EXCERPT_CHARS - 1] + "…"
 
 
-def _own_annotation(connection: Session, user_id: int, task_id: int, kind: str) -> Optional[AnnotationView]:
+def _own_annotation(connection: Connection, user_id: int, task_id: int, kind: str) -> Optional[AnnotationView]:
     table = annotation_table(kind)
     row = connection.execute(select(table).where(table.c.task_id == task_id, table.c.user_id == user_id)).first()
     return None if row is None else _annotation_view(kind, row)

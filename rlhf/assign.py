@@ -409,35 +409,41 @@ def _project_statement():
     return select(*PROJECT_COLUMNS).where(PROJECT.c.id == PID)
 
 
+_RESPONSE_A, _RESPONSE_B = RESPONSE.alias("response_a"), RESPONSE.alias("response_b")
+
+
+def _select_content():
+    """SELECT of what a TaskView shows (task, prompt, responses), joined by primary keys.
+
+    The pick statements select this directly, so choosing a task and loading it is one query.
+    """
+    return select(
+        TASK.c.id,
+        TASK.c.project_id,
+        TASK.c.kind,
+        PROMPT.c.text.label("prompt_text"),
+        PROMPT.c.messages.label("prompt_messages"),
+        _RESPONSE_A.c.text.label("a_text"),
+        _RESPONSE_A.c.model_name.label("a_model"),
+        _RESPONSE_B.c.text.label("b_text"),
+        _RESPONSE_B.c.model_name.label("b_model"),
+    ).select_from(
+        TASK.join(PROMPT, PROMPT.c.id == TASK.c.prompt_id)
+        .join(_RESPONSE_A, _RESPONSE_A.c.id == TASK.c.response_a_id)
+        .outerjoin(_RESPONSE_B, _RESPONSE_B.c.id == TASK.c.response_b_id)
+    )
+
+
 @lru_cache(maxsize=None)
 def _content_statement():
-    response_a, response_b = RESPONSE.alias("response_a"), RESPONSE.alias("response_b")
-    return (
-        select(
-            TASK.c.id,
-            TASK.c.project_id,
-            TASK.c.kind,
-            PROMPT.c.text.label("prompt_text"),
-            PROMPT.c.messages.label("prompt_messages"),
-            response_a.c.text.label("a_text"),
-            response_a.c.model_name.label("a_model"),
-            response_b.c.text.label("b_text"),
-            response_b.c.model_name.label("b_model"),
-        )
-        .select_from(
-            TASK.join(PROMPT, PROMPT.c.id == TASK.c.prompt_id)
-            .join(response_a, response_a.c.id == TASK.c.response_a_id)
-            .outerjoin(response_b, response_b.c.id == TASK.c.response_b_id)
-        )
-        .where(TASK.c.id == TID)
-    )
+    return _select_content().where(TASK.c.id == TID)
 
 
 @lru_cache(maxsize=None)
 def _held_lease_statement():
     """The caller's oldest live lease on a task of project `pid` and kind `kind`."""
     return (
-        select(LEASE.c.task_id, LEASE.c.left_side)
+        select(LEASE.c.task_id)
         .select_from(LEASE.join(TASK, TASK.c.id == LEASE.c.task_id))
         .where(LEASE.c.user_id == UID, LEASE.c.expires_at > NOW, TASK.c.project_id == PID, TASK.c.kind == bindparam("kind"))
         .order_by(LEASE.c.created_at, LEASE.c.id)
@@ -447,7 +453,7 @@ def _held_lease_statement():
 
 @lru_cache(maxsize=None)
 def _pick_statement(kind: str, extra_votes: bool, postgres: bool, excluding: bool):
-    """The next regular task `uid` may take, least-annotated first (see `_pick_regular`).
+    """The next regular task `uid` may take, with its content, least-annotated first (see `_pick_regular`).
 
     extra_votes=False walks ix_task_queue over tasks below the base overlap;
     extra_votes=True walks ix_task_extra_votes over full tasks whose target was raised.
@@ -461,7 +467,7 @@ def _pick_statement(kind: str, extra_votes: bool, postgres: bool, excluding: boo
     where += [not_done_by_caller(kind), TASK.c.annotation_count + live_leases_of_others() < target]
     if excluding:
         where.append(TASK.c.id.not_in(bindparam("excluded", expanding=True)))
-    statement = select(TASK.c.id).where(*where).order_by(TASK.c.annotation_count, TASK.c.shuffle_key).limit(1)
+    statement = _select_content().where(*where).order_by(TASK.c.annotation_count, TASK.c.shuffle_key).limit(1)
     if postgres:
         # Skip rows another transaction is leasing or submitting right now: no waiting, no deadlock.
         statement = statement.with_for_update(skip_locked=True, key_share=True, of=TASK)
@@ -478,7 +484,7 @@ def _still_fits_statement(kind: str):
 @lru_cache(maxsize=None)
 def _gold_statement(kind: str):
     return (
-        select(TASK.c.id)
+        _select_content()
         .where(TASK.c.project_id == PID, TASK.c.kind == kind, IS_GOLD, not_done_by_caller(kind))
         .order_by(TASK.c.annotation_count, TASK.c.shuffle_key)
         .limit(1)
@@ -519,7 +525,27 @@ def dialect_insert(dialect: str):
 # ---------------------------------------------------------------------------------- the caller
 
 
-def lock_annotator(connection: Connection, user: Any, *, lock: bool = True) -> Row:
+@dataclass(frozen=True)
+class Caller:
+    """The calling account as stored now (re-read in each transaction)."""
+
+    id: int
+    username: str
+    role: str
+    active: bool
+
+
+def check_caller(user_id: int, row: Any, prefix: str = "") -> Caller:
+    """A Caller from `row` (columns `prefix` + id/username/role/active), or PermissionDenied."""
+    m = row._mapping if row is not None else None
+    if m is None or m[prefix + "id"] is None:
+        raise PermissionDenied(f"user id {user_id} does not exist")
+    caller = Caller(id=m[prefix + "id"], username=m[prefix + "username"], role=m[prefix + "role"], active=bool(m[prefix + "active"]))
+    require_annotator(caller)
+    return caller
+
+
+def lock_annotator(connection: Connection, user: Any, *, lock: bool = True) -> Caller:
     """Re-read the caller's row inside the transaction and check they may annotate.
 
     Reading it fresh means a deactivated or demoted account stops at once, whatever the page
@@ -530,11 +556,7 @@ def lock_annotator(connection: Connection, user: Any, *, lock: bool = True) -> R
     user_id = getattr(user, "id", None)
     if user_id is None:
         raise PermissionDenied(f"{getattr(user, 'username', 'anonymous')} has no account and cannot annotate")
-    row = connection.execute(_caller_statement(lock), {"uid": user_id}).first()
-    if row is None:
-        raise PermissionDenied(f"user id {user_id} does not exist")
-    require_annotator(row)
-    return row
+    return check_caller(user_id, connection.execute(_caller_statement(lock), {"uid": user_id}).first())
 
 
 # ------------------------------------------------------------------------------ task content
@@ -592,8 +614,8 @@ def build_view(
 # ---------------------------------------------------------------------------------- picking
 
 
-def _pick_regular(connection: Connection, settings: ProjectSettings, user_id: int, kind: str, now: datetime) -> Optional[int]:
-    """The next non-gold task this user may take, locked (PostgreSQL) until the transaction ends.
+def _pick_regular(connection: Connection, settings: ProjectSettings, user_id: int, kind: str, now: datetime) -> Optional[Row]:
+    """The next non-gold task this user may take (its content row), locked (PostgreSQL) until commit.
 
     Phase 1 walks `ix_task_queue` over tasks below the base overlap, least-annotated first.
     Phase 2, only when phase 1 is empty and the project allows extra votes, walks
@@ -608,27 +630,35 @@ def _pick_regular(connection: Connection, settings: ProjectSettings, user_id: in
         excluded: list[int] = []
         while True:
             statement = _pick_statement(kind, extra_votes, postgres, bool(excluded))
-            task_id = connection.execute(statement, {**binds, "excluded": excluded} if excluded else binds).scalar()
-            if task_id is None:
+            content = connection.execute(statement, {**binds, "excluded": excluded} if excluded else binds).first()
+            if content is None:
                 break
-            if not postgres or connection.execute(_still_fits_statement(kind), {**binds, "tid": task_id}).scalar() is not None:
-                return task_id
-            excluded.append(task_id)
+            if not postgres or connection.execute(_still_fits_statement(kind), {**binds, "tid": content.id}).scalar() is not None:
+                return content
+            excluded.append(content.id)
     return None
+
+
+UNKNOWN: Any = object()
+"""`held_task_id` not looked up yet (next_task_in queries it)."""
 
 
 def next_task_in(
     connection: Connection,
-    caller: Row,
+    caller: Caller,
     settings: ProjectSettings,
     kind: str,
     now: datetime,
     rng: Optional[random.Random] = None,
+    *,
+    held_task_id: Optional[int] = UNKNOWN,
 ) -> Optional[TaskView]:
     """`next_task` on the connection of an open write transaction (submit/skip use it: one round trip).
 
     Steps: 1. a live lease of the caller's in this project and kind → renew it, show that task;
-    2. draw gold with probability `gold_rate`; 3. pick (gold, else regular); 4. lease; 5. view.
+    2. draw gold with probability `gold_rate`; 3. pick (gold, else regular) with its content;
+    4. lease. `held_task_id`, when the caller already looked it up (None: no live lease), saves
+    step 1's query.
     """
     check_kind(kind)
     if not settings.active:
@@ -636,26 +666,26 @@ def next_task_in(
     user_id = caller.id
     expires_at = now + timedelta(minutes=settings.lease_minutes)
 
-    held = connection.execute(_held_lease_statement(), {"uid": user_id, "now": now, "pid": settings.id, "kind": kind}).first()
-    if held is not None:
-        task_id, left_side = held.task_id, held.left_side
+    if held_task_id is UNKNOWN:
+        held_task_id = connection.execute(_held_lease_statement(), {"uid": user_id, "now": now, "pid": settings.id, "kind": kind}).scalar()
+    if held_task_id is not None:
+        content = load_task_content(connection, held_task_id)
     else:
-        task_id = None
+        content = None
         if settings.gold_rate > 0:
             draw = rng.random() if rng is not None else random.random()
             if draw < settings.gold_rate:
-                task_id = connection.execute(_gold_statement(kind), {"pid": settings.id, "uid": user_id}).scalar()
-        if task_id is None:
-            task_id = _pick_regular(connection, settings, user_id, kind, now)
-        if task_id is None:
+                content = connection.execute(_gold_statement(kind), {"pid": settings.id, "uid": user_id}).first()
+        if content is None:
+            content = _pick_regular(connection, settings, user_id, kind, now)
+        if content is None:
             return None
-        left_side = left_side_for(task_id, user_id) if kind == "pairwise" else None
-
+    # Deterministic per (task, user), so a renewed lease shows the same sides as before.
+    left_side = left_side_for(content.id, user_id) if kind == "pairwise" else None
     connection.execute(
         _lease_upsert_statement(connection.dialect.name),
-        {"tid": task_id, "uid": user_id, "left": left_side, "expires": expires_at, "now": now},
+        {"tid": content.id, "uid": user_id, "left": left_side, "expires": expires_at, "now": now},
     )
-    content = load_task_content(connection, task_id)
     return build_view(settings, content, shown_left=left_side, lease_expires_at=expires_at)
 
 

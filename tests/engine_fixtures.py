@@ -116,6 +116,41 @@ def add_annotators(engine: Engine, n: int, prefix: str = "ann", role: str = "ann
     return list(users)
 
 
+def seed_ratings(engine: Engine, task_counts: dict[int, int], annotator_ids: list[int], *, chunk: int = 50_000) -> int:
+    """Store `task_counts[task]` ratings per task, in bulk, from distinct annotators, and add them to the counts.
+
+    Task i's annotators are `annotator_ids[(offset + j) % len]` for j < count, with a rotating
+    offset, so no (task, user) repeats while each annotator gets a fair share. Returns rows added.
+    """
+    from rlhf.schema import Rating, utcnow
+
+    rating = Rating.__table__
+    if task_counts and max(task_counts.values()) > len(annotator_ids):
+        raise ValueError("more ratings per task than annotators")
+    now = utcnow()
+    scores = {"helpfulness": 5, "honesty": 5, "harmlessness": 6}
+    rows: list[dict[str, Any]] = []
+    added = 0
+    with session_scope(engine, write=True) as session:
+        by_count: dict[int, list[int]] = {}
+        for offset, (task_id, n) in enumerate(task_counts.items()):
+            by_count.setdefault(n, []).append(task_id)
+            for j in range(n):
+                user_id = annotator_ids[(offset + j) % len(annotator_ids)]
+                rows.append({"task_id": task_id, "user_id": user_id, "scores": scores, "tags": [], "comment": "", "revision": 1, "created_at": now, "updated_at": now})
+            if len(rows) >= chunk:
+                session.execute(insert(rating), rows)
+                added += len(rows)
+                rows = []
+        if rows:
+            session.execute(insert(rating), rows)
+            added += len(rows)
+        for n, ids in by_count.items():
+            for start in range(0, len(ids), 30_000):  # stay under SQLite's bound-parameter limit
+                session.execute(TASK.update().where(TASK.c.id.in_(ids[start : start + 30_000])).values(annotation_count=TASK.c.annotation_count + n))
+    return added
+
+
 def build_project(
     engine: Engine,
     *,
