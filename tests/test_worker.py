@@ -57,8 +57,18 @@ def _sleep_run(engine, job, params, reporter, workdir: Path) -> JobResult:
         reporter.progress(step + 1, steps, f"step {step + 1}/{steps}")
         reporter.metrics(step, {"loss": 1.0 / (step + 1), "time": time.time()})
         reporter.log(f"finished step {step}")
+    # Under a launcher every rank runs the job in the same workdir; rank 0 alone records it.
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    (workdir / f"rank-{rank}").write_text(str(rank))
+    if rank != 0:
+        return JobResult()
+    deadline = time.monotonic() + 30
+    while len(list(workdir.glob("rank-*"))) < world and time.monotonic() < deadline:
+        time.sleep(0.05)
     out = workdir / "model"
     out.mkdir()
+    for marker in workdir.glob("rank-*"):
+        marker.rename(out / marker.name)
     (out / "weights.txt").write_text(f"job {job.id}")
     return JobResult(
         artifacts=[ArtifactRecord(kind="reward_model", name="sleepy model", path=str(out), parent_ids=params["parents"], metrics={"accuracy": 0.75})],
@@ -302,6 +312,21 @@ def test_idle_worker_claims_a_new_job_while_polling(sqlite_engine, tmp_path):
     job_id = submit(sqlite_engine, "test-sleep", steps=1, step_s=0.0)
     thread.join(20)
     assert get_job(sqlite_engine, job_id).status == "done"
+
+
+@pytest.mark.slow
+def test_launcher_runs_the_job_on_every_rank_and_rank_zero_records_it(sqlite_engine, tmp_path):
+    # torchrun stands in for `accelerate launch` (which wraps it): same -m entry, same RANK env.
+    job_id = submit(sqlite_engine, "test-sleep", steps=3, step_s=0.01)
+    launcher = f"{sys.executable} -m torch.distributed.run --standalone --nproc-per-node 2"
+    worker = make_worker(sqlite_engine, tmp_path, launcher=launcher, launch_kinds=("test-sleep",))
+    assert worker.child_command(get_job(sqlite_engine, job_id), tmp_path)[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+    worker.run(once=True)
+    job = get_job(sqlite_engine, job_id)
+    assert job.status == "done", job.traceback
+    [artifact] = job_artifacts(sqlite_engine, job_id)
+    assert sorted(p.name for p in Path(artifact.path).iterdir()) == ["rank-0", "rank-1", "weights.txt"]
+    assert [p.step for p in job_metrics(sqlite_engine, job_id)] == [0, 1, 2, 2], "one rank reports, once"
 
 
 def test_worker_claims_only_its_kinds(sqlite_engine, tmp_path):
