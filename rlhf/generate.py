@@ -467,10 +467,12 @@ def _generate_batch(model, input_ids, attention_mask, *, temperature, config, st
     else:
         # Greedy: clear any sampling defaults the model's generation config may carry.
         kwargs.update(temperature=None, top_p=None, top_k=None)
+    if seed is None:  # the caller's RNG stream drives sampling (and advances)
+        with torch.inference_mode():
+            return model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     devices = [input_ids.device] if input_ids.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.inference_mode():
-        if seed is not None:
-            torch.manual_seed(seed)
+        torch.manual_seed(seed)
         return model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 

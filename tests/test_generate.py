@@ -249,6 +249,18 @@ def test_seeded_sampling_is_reproducible_and_leaves_global_rng_alone(tiny):
     assert any(p[0].token_ids != p[1].token_ids for p in first)
 
 
+def test_seed_none_follows_the_ambient_rng(tiny):
+    model, tokenizer = tiny
+    kwargs = dict(n=1, temperatures=(1.0,), max_new_tokens=8, seed=None)
+    torch.manual_seed(5)
+    first = generate_responses(model, tokenizer, PROMPTS, **kwargs)
+    second = generate_responses(model, tokenizer, PROMPTS, **kwargs)  # the stream has moved on
+    torch.manual_seed(5)
+    again = generate_responses(model, tokenizer, PROMPTS, **kwargs)
+    ids = lambda result: [p[0].token_ids for p in result]  # noqa: E731
+    assert ids(first) == ids(again) and ids(first) != ids(second)
+
+
 def test_greedy_batched_equals_unbatched_with_left_padding(tiny):
     model, tokenizer = tiny
     prompts = ["hello", "write a very long story about the dog and the cat in the tree , please", "what is one plus two ?", PROMPTS[3]]
