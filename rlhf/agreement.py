@@ -154,10 +154,8 @@ def encode_ratings(
         items, annotators, values = items[keep], annotators[keep], values[keep]
 
     value_codes, domain, positions = _encode_values(values, level, value_domain, row_index)
-    item_codes, item_labels = pd.factorize(items)
-    annotator_codes, annotator_labels = pd.factorize(annotators)
-    item_codes = item_codes.astype(np.int64, copy=False)
-    annotator_codes = annotator_codes.astype(np.int64, copy=False)
+    item_codes, item_labels = _factorize(items)
+    annotator_codes, annotator_labels = _factorize(annotators)
     _check_unique_pairs(item_codes, annotator_codes, len(annotator_labels), item_labels, annotator_labels, row_index)
     return EncodedRatings(
         item=item_codes,
@@ -171,6 +169,22 @@ def encode_ratings(
     )
 
 
+def _factorize(values: np.ndarray, sort: bool = False) -> tuple[np.ndarray, Any]:
+    """(int64 codes, labels) of `values`. Integers in a range not much wider than the data
+    (ids, scale points) are coded through a presence table — two linear passes, no hashing —
+    with labels in ascending order; anything else goes through pandas' hash factorize."""
+    if values.dtype.kind in "iu" and values.size:
+        low, high = int(values.min()), int(values.max())
+        if high - low <= max(4 * values.size, 1 << 16):
+            offset = values - low
+            present = np.bincount(offset) > 0
+            code_of = np.cumsum(present) - 1
+            labels = np.flatnonzero(present) + low
+            return code_of[offset].astype(np.int64, copy=False), labels.astype(values.dtype)
+    codes, labels = pd.factorize(values, sort=sort)
+    return codes.astype(np.int64, copy=False), labels
+
+
 def _encode_values(values: np.ndarray, level: str, value_domain: Sequence[Any] | None, row_index: np.ndarray | None):
     """(codes, domain, positions) for the values; see EncodedRatings for the contract."""
     numeric = values.dtype.kind in "iuf" or (values.dtype == object and _all_numbers(values))
@@ -182,7 +196,10 @@ def _encode_values(values: np.ndarray, level: str, value_domain: Sequence[Any] |
         if domain_numeric:
             domain = np.sort(domain.astype(np.float64))
         if domain_numeric and numeric:
-            codes = pd.Index(domain).get_indexer(values.astype(np.float64))
+            # Binary search in the sorted scale (a hash lookup costs more for short scales).
+            floats = values.astype(np.float64)
+            position = np.minimum(np.searchsorted(domain, floats), max(domain.size - 1, 0))
+            codes = np.where(domain[position] == floats, position, -1) if domain.size else np.full(floats.size, -1)
         else:
             codes = pd.Index(domain).get_indexer(values)
         outside = codes < 0
@@ -202,7 +219,7 @@ def _encode_values(values: np.ndarray, level: str, value_domain: Sequence[Any] |
     if numeric:
         if values.dtype.kind in "iu":
             # Integers keep their type as labels (MajorityVote returns 3, not 3.0).
-            codes, domain = pd.factorize(values, sort=True)
+            codes, domain = _factorize(values, sort=True)
             domain = np.asarray(domain)
         else:
             codes, domain = pd.factorize(values.astype(np.float64), sort=True)
@@ -241,6 +258,11 @@ def _check_level(level: str, positions: np.ndarray | None, domain: np.ndarray) -
 
 def _check_unique_pairs(item, annotator, n_annotators, item_labels, annotator_labels, row_index) -> None:
     key = item * max(n_annotators, 1) + annotator
+    # A sort and one comparison of neighbours is cheaper than hashing a million keys; the
+    # offending rows are looked up only when there is a duplicate.
+    ordered = np.sort(key)
+    if not bool(np.any(ordered[1:] == ordered[:-1])):
+        return
     duplicated = pd.Index(key).duplicated()
     if duplicated.any():
         second = int(np.flatnonzero(duplicated)[0])
@@ -277,11 +299,12 @@ class ValueCells:
         return ValueCells(self.item[keep], self.value[keep], self.count[keep], self.per_item, self.n_values)
 
 
-def value_cells(item: np.ndarray, value: np.ndarray, n_items: int, n_values: int) -> ValueCells:
+def value_cells(item: np.ndarray, value: np.ndarray, n_items: int, n_values: int, *, track_rows: bool = True) -> ValueCells:
     """Count ratings per (item, value) without an item x annotator matrix.
 
     Dense bincount over item*V + value when that table is not much larger than the data
     (the common case: a short scale), a sort otherwise (many distinct values).
+    `track_rows=False` skips `row_cell` (only the per-annotator measures need it).
     """
     n_items, n_values = max(int(n_items), 0), max(int(n_values), 1)
     key = item * n_values + value
@@ -289,10 +312,10 @@ def value_cells(item: np.ndarray, value: np.ndarray, n_items: int, n_values: int
     if size <= max(4 * key.size, 1 << 20):
         table = np.bincount(key, minlength=size)
         present = table > 0
-        cell_of_key = np.cumsum(present) - 1
+        cell_of_key = np.cumsum(present) - 1 if track_rows else None
         keys = np.flatnonzero(present)
         count = table[keys].astype(np.float64)
-        row_cell = cell_of_key[key]
+        row_cell = cell_of_key[key] if track_rows else None
     else:
         keys, row_cell, counts = np.unique(key, return_inverse=True, return_counts=True)
         count = counts.astype(np.float64)
@@ -506,7 +529,8 @@ def krippendorff_alpha(data, level: Level | str = "nominal", *, value_domain: Se
     AgreementUndefined when it has no value (no item with two ratings, one value only).
     """
     enc = encode_ratings(data, level, value_domain=value_domain)
-    return alpha_from_cells(enc.cells(), enc.level, enc.positions)
+    cells = enc._cells[0] if enc._cells else value_cells(enc.item, enc.value, enc.n_items, enc.n_values, track_rows=False)
+    return alpha_from_cells(cells, enc.level, enc.positions)
 
 
 @dataclass(frozen=True)

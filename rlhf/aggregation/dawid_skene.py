@@ -134,10 +134,11 @@ def _e_step(answers, priors, errors):
     peak = joint.max(axis=1, keepdims=True)
     joint -= peak
     np.exp(joint, out=joint)
-    total = joint.sum(axis=1, keepdims=True)
-    joint /= total
-    log_likelihood = float(np.sum(np.log(total), dtype=np.float64) + np.sum(peak, dtype=np.float64))
-    return joint.astype(np.float64), log_likelihood
+    posterior = joint.astype(np.float64)
+    total = posterior.sum(axis=1, keepdims=True)
+    posterior /= total  # normalised in float64: rows sum to 1 exactly
+    log_likelihood = float(np.sum(np.log(total)) + np.sum(peak, dtype=np.float64))
+    return posterior, log_likelihood
 
 
 def spammer_scores(errors: np.ndarray) -> np.ndarray:
