@@ -179,7 +179,7 @@ class SamplingConfig:
     temperatures: tuple[float, ...] = (0.7,)
     """Sample i of a prompt uses temperatures[i % len]; 0 means greedy decoding."""
     top_p: float = 0.95
-    """Nucleus sampling mass (1.0 = off)."""
+    """Nucleus sampling mass (1.0 = off); like top_k, used only when the temperature is above 0."""
     top_k: int = 0
     """Keep only the k most likely tokens (0 = off); set explicitly so a model's own default cannot leak in."""
     max_new_tokens: int = 128
@@ -213,6 +213,7 @@ class SamplingConfig:
         return self.temperatures[sample_index % len(self.temperatures)]
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as plain JSON values; also the sampling keywords of `generate_responses`."""
         return {
             "n": self.n,
             "temperatures": list(self.temperatures),
@@ -597,10 +598,7 @@ def generate_file(
     lm, tokenizer, display_name = load_model_for_generation(model, load_in_4bit=load_in_4bit)
     name = model_name or display_name
     responses = generate_responses(
-        lm, tokenizer, [s.prompt for s in specs],
-        n=config.n, temperatures=config.temperatures, top_p=config.top_p, top_k=config.top_k,
-        max_new_tokens=config.max_new_tokens, seed=config.seed, batch_size=config.batch_size,
-        use_chat_template=use_chat_template, reporter=reporter,
+        lm, tokenizer, [s.prompt for s in specs], **config.as_dict(), use_chat_template=use_chat_template, reporter=reporter
     )
     extra = {"model_ref": str(model), "load_in_4bit": load_in_4bit}
     records = build_records(specs, responses, name, extra)
@@ -802,10 +800,7 @@ def generate_round(
     # 2. Sample.
     lm, tokenizer, _ = load_model_for_generation(source, load_in_4bit=load_in_4bit)
     responses = generate_responses(
-        lm, tokenizer, [p.prompt for p in prompts],
-        n=config.n, temperatures=config.temperatures, top_p=config.top_p, top_k=config.top_k,
-        max_new_tokens=config.max_new_tokens, seed=config.seed, batch_size=config.batch_size,
-        use_chat_template=use_chat_template, reporter=reporter,
+        lm, tokenizer, [p.prompt for p in prompts], **config.as_dict(), use_chat_template=use_chat_template, reporter=reporter
     )
     del lm
     check_stop(reporter)
