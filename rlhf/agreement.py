@@ -876,10 +876,9 @@ def pairwise_cohen(enc: EncodedRatings, *, min_overlap: int = DEFAULT_MIN_OVERLA
     # Sort ratings by (item, annotator): within an item, the earlier rating of a pair then
     # always has the smaller annotator code, so pairs come out oriented (a < b) for free.
     order = _group_order(enc.item * n_annotators + enc.annotator)
-    small = np.int32 if n_annotators < (1 << 15) else np.int64
-    annotator_sorted = enc.annotator[order].astype(small)
+    annotator_sorted = enc.annotator[order].astype(np.intp)
     left, right = _pairs_within_groups(enc.item[order])
-    key = annotator_sorted[left] * small(n_annotators) + annotator_sorted[right]
+    key = annotator_sorted[left] * n_annotators + annotator_sorted[right]
     if n_annotators * n_annotators <= max(4 * key.size, 1 << 22):
         overlap_by_key = np.bincount(key, minlength=n_annotators * n_annotators)
         kept_keys = np.flatnonzero(overlap_by_key >= max(min_overlap, 1))
@@ -894,8 +893,9 @@ def pairwise_cohen(enc: EncodedRatings, *, min_overlap: int = DEFAULT_MIN_OVERLA
         lookup[kept] = np.arange(kept_keys.size)
         pair = lookup[inverse]
     use = pair >= 0
-    pair = pair[use]
-    value_sorted = enc.value[order].astype(np.int32)
+    # intp from here on: bincount casts every other integer type to it, one copy per call.
+    pair = pair[use].astype(np.intp)
+    value_sorted = enc.value[order].astype(np.intp)
     va, vb = value_sorted[left[use]], value_sorted[right[use]]
     n_pairs = kept_keys.size
     stats = _cohen_by_pair(pair, va, vb, n_pairs, enc.n_values, enc.positions if weighted else None)
@@ -933,23 +933,34 @@ class _PairSums:
 
 def _pair_sums_blockwise(pair, va, vb, n_pairs, n_values, x) -> _PairSums:
     n = np.bincount(pair, minlength=n_pairs).astype(np.float64)
-    agree = np.bincount(pair, weights=(va == vb), minlength=n_pairs)
     observed_abs = observed_sq = None
-    if x is not None:
-        gap = x[va] - x[vb]
-        observed_abs = np.bincount(pair, weights=np.abs(gap), minlength=n_pairs)
-        observed_sq = np.bincount(pair, weights=gap**2, minlength=n_pairs)
+    if n_values <= 256:
+        # Per-rating-pair quantities looked up by the value pair's code in small V x V tables.
+        code = va * n_values + vb
+        agree = np.bincount(pair, weights=np.eye(n_values).ravel()[code], minlength=n_pairs)
+        if x is not None:
+            gap = x[:, None] - x[None, :]
+            observed_abs = np.bincount(pair, weights=np.abs(gap).ravel()[code], minlength=n_pairs)
+            observed_sq = np.bincount(pair, weights=(gap**2).ravel()[code], minlength=n_pairs)
+    else:
+        agree = np.bincount(pair, weights=(va == vb), minlength=n_pairs)
+        if x is not None:
+            gap = x[va] - x[vb]
+            observed_abs = np.bincount(pair, weights=np.abs(gap), minlength=n_pairs)
+            observed_sq = np.bincount(pair, weights=gap**2, minlength=n_pairs)
     marginal_a = np.zeros((n_pairs, n_values))
     marginal_b = np.zeros((n_pairs, n_values))
     block = max(1, (1 << 24) // max(n_values, 1))
     if n_pairs <= block:
-        order, bounds = None, None
-    else:
-        order = np.argsort(pair, kind="stable")
-        bounds = np.searchsorted(pair[order], np.arange(0, n_pairs + block, block))
+        base = pair * n_values
+        marginal_a[:] = np.bincount(base + va, minlength=n_pairs * n_values).reshape(n_pairs, n_values)
+        marginal_b[:] = np.bincount(base + vb, minlength=n_pairs * n_values).reshape(n_pairs, n_values)
+        return _PairSums(n, agree, observed_abs, observed_sq, marginal_a, marginal_b)
+    order = np.argsort(pair, kind="stable")
+    bounds = np.searchsorted(pair[order], np.arange(0, n_pairs + block, block))
     for index, start in enumerate(range(0, n_pairs, block)):
         stop = min(start + block, n_pairs)
-        rows = order[bounds[index] : bounds[index + 1]] if order is not None else slice(None)
+        rows = order[bounds[index] : bounds[index + 1]]
         local = pair[rows] - start
         width = stop - start
         marginal_a[start:stop] = np.bincount(local * n_values + va[rows], minlength=width * n_values).reshape(width, n_values)
