@@ -443,7 +443,7 @@ def _run_export(engine, job, params, reporter, workdir: Path) -> JobResult:
 # --------------------------------------------------------------------------- train-reward
 
 
-_REWARD_EXTRA = [
+_PREFERENCE_DATA = [
     ParamSpec("export_artifact_id", Optional[int], None, "Train on this recorded export (an artifact of kind export)."),
     ParamSpec("data", Optional[str], None, "Train on the export at this path (JSONL, Parquet or dataset directory)."),
     ParamSpec(
@@ -458,7 +458,7 @@ _REWARD_EXTRA = [
 def _reward_specs() -> list[ParamSpec]:
     from rlhf.reward.config import RewardConfig
 
-    return _REWARD_EXTRA + dataclass_specs(RewardConfig)
+    return _PREFERENCE_DATA + dataclass_specs(RewardConfig)
 
 
 def _reward_config(params: dict[str, Any]):
@@ -475,23 +475,12 @@ def _validate_train_reward(params: dict[str, Any]) -> dict[str, Any]:
     checked = check_params("train-reward", _reward_specs(), params)
     if checked["export_artifact_id"] is not None and checked["data"] is not None:
         raise InvalidJobParams("train-reward: give export_artifact_id or data, not both")
-    if checked["export_options"]:
-        try:
-            from rlhf.export import ExportOptions
-
-            check_params("train-reward export_options", dataclass_specs(ExportOptions, exclude=_EXPORT_EXCLUDE), checked["export_options"])
-            ExportOptions(**checked["export_options"]).validate()
-        except ValueError as exc:
-            raise InvalidJobParams(str(exc)) from exc
+    _check_export_options("train-reward", checked["export_options"])
     try:
         _reward_config(checked)
     except ValueError as exc:
         raise InvalidJobParams(f"train-reward: {exc}") from exc
     return checked
-
-
-def _reward_needs_project(params: dict[str, Any]) -> bool:
-    return params.get("export_artifact_id") is None and params.get("data") is None
 
 
 def reward_record(out_dir: Path, metrics: dict[str, Any], name: str) -> ArtifactRecord:
@@ -511,34 +500,72 @@ def reward_record(out_dir: Path, metrics: dict[str, Any], name: str) -> Artifact
     )
 
 
+@dataclass
+class PreferenceSource:
+    """Where a training job's preference pairs come from, and the lineage that follows."""
+
+    path: Path
+    parent_ids: list[int] = field(default_factory=list)
+    """A recorded export it reads."""
+    parent_refs: list[int] = field(default_factory=list)
+    """Or the export this job made first (position in `artifacts`)."""
+    artifacts: list[ArtifactRecord] = field(default_factory=list)
+    """That export, to be recorded with the job's other artifacts."""
+
+
+def preference_source(engine: Engine, job: Job, params: dict[str, Any], workdir: Path, reporter: Reporter, *, test_size: float, seed: int) -> PreferenceSource:
+    """The pairs of a train-reward / dpo job: a recorded export, an export path, or a fresh export of the project.
+
+    A fresh export (neither `export_artifact_id` nor `data`) is made in the job's workdir with
+    `params["export_options"]` over (test_size, seed), and becomes an artifact of the job.
+    """
+    if params["export_artifact_id"] is not None:
+        export = artifact_of_kind(engine, params["export_artifact_id"], "export", "export_artifact_id")
+        return PreferenceSource(Path(export.path), parent_ids=[export.id])
+    if params["data"]:
+        from rlhf.export import read_manifest
+
+        path = Path(params["data"])
+        manifest = read_manifest(path) if path.exists() else None
+        return PreferenceSource(path, parent_ids=artifact_ids_where(engine, kind="export", content_hash=manifest.content_hash) if manifest else [])
+    from rlhf.export import ExportOptions
+
+    options = ExportOptions(**({"test_size": test_size, "seed": seed} | params["export_options"]))
+    export = export_into(engine, job, workdir, format="trl", output="jsonl", options=options, reporter=reporter)
+    return PreferenceSource(Path(export.path), parent_refs=[0], artifacts=[export])
+
+
+def _check_export_options(kind: str, options: dict[str, Any]) -> None:
+    if not options:
+        return
+    from rlhf.export import ExportOptions
+
+    check_params(f"{kind} export_options", dataclass_specs(ExportOptions, exclude=_EXPORT_EXCLUDE), options)
+    try:
+        ExportOptions(**options).validate()
+    except ValueError as exc:
+        raise InvalidJobParams(f"{kind} export_options: {exc}") from exc
+
+
+def _needs_project_without_data(params: dict[str, Any]) -> bool:
+    return params.get("export_artifact_id") is None and not params.get("data")
+
+
+def _job_label(engine: Engine, job: Job, prefix: str, fallback: str) -> str:
+    return f"{prefix}-{safe_stem(project_name(engine, job.project_id)) if job.project_id else fallback}"
+
+
 def _run_train_reward(engine, job, params, reporter, workdir: Path) -> JobResult:
     from rlhf.reward import train_reward_model
 
     config = _reward_config(params)
-    artifacts: list[ArtifactRecord] = []
-    parent_ids: list[int] = []
-    parent_refs: list[int] = []
-    # 1. the data: a recorded export, a path, or a fresh export of the project (recorded by this job)
-    if params["export_artifact_id"] is not None:
-        export = artifact_of_kind(engine, params["export_artifact_id"], "export", "export_artifact_id")
-        data, parent_ids = Path(export.path), [export.id]
-    elif params["data"] is not None:
-        data = Path(params["data"])
-        from rlhf.export import read_manifest
-
-        manifest = read_manifest(data) if data.exists() else None
-        parent_ids = artifact_ids_where(engine, kind="export", content_hash=manifest.content_hash) if manifest else []
-    else:
-        from rlhf.export import ExportOptions
-
-        options = ExportOptions(**({"test_size": config.eval_fraction, "seed": config.seed} | params["export_options"]))
-        artifacts.append(export_into(engine, job, workdir, format="trl", output="jsonl", options=options, reporter=reporter))
-        data, parent_refs = Path(artifacts[0].path), [0]
+    # 1. the data (maybe a fresh export, recorded with this job)
+    source = preference_source(engine, job, params, workdir, reporter, test_size=config.eval_fraction, seed=config.seed)
+    artifacts = list(source.artifacts)
     # 2. train (no engine: the artifact is recorded by the worker once the directory is in place)
-    name = f"reward-{safe_stem(project_name(engine, job.project_id)) if job.project_id else 'model'}"
-    result = train_reward_model(config, workdir / "reward_model", data=data, reporter=reporter, job_id=job.id)
-    record = reward_record(result.out_dir, result.metrics, name)
-    record.parent_ids, record.parent_refs = parent_ids, parent_refs
+    result = train_reward_model(config, workdir / "reward_model", data=source.path, reporter=reporter, job_id=job.id)
+    record = reward_record(result.out_dir, result.metrics, _job_label(engine, job, "reward", "model"))
+    record.parent_ids, record.parent_refs = source.parent_ids, source.parent_refs
     artifacts.append(record)
     held_out = result.metrics.get("held_out", {})
     summary = {f"held_out/{k}": v for k, v in held_out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -608,10 +635,9 @@ def _run_ppo(engine, job, params, reporter, workdir: Path) -> JobResult:
     config = _ppo_config(params, out=str(out), reward=reward_path, policy=policy, prompts=prompts)
     result = train_ppo(config, reporter=reporter)
     final = {k: v for k, v in result.final_metrics.items() if isinstance(v, (int, float))}
-    name = f"ppo-{safe_stem(project_name(engine, job.project_id)) if job.project_id else 'policy'}"
     record = ArtifactRecord(
         kind="policy",
-        name=name,
+        name=_job_label(engine, job, "ppo", "policy"),
         path=str(out),
         content_hash=result.lineage.get("adapter_sha256"),
         parent_ids=parents,
@@ -619,6 +645,135 @@ def _run_ppo(engine, job, params, reporter, workdir: Path) -> JobResult:
         metrics=final,
     )
     return JobResult(artifacts=[record], metrics=final, message=f"{result.iterations} PPO iterations")
+
+
+# --------------------------------------------------------------------------- dpo
+
+
+_DPO_EXCLUDE = ("out", "resume", "data")  # the job decides where it writes; data comes from _PREFERENCE_DATA
+
+
+def _dpo_specs() -> list[ParamSpec]:
+    from rlhf.dpo import DPORunConfig
+
+    return _PREFERENCE_DATA + [ParamSpec("policy_artifact_id", Optional[int], None, "Start from this recorded policy (instead of `policy`).")] + dataclass_specs(
+        DPORunConfig, exclude=_DPO_EXCLUDE
+    )
+
+
+def _dpo_config(params: dict[str, Any], **overrides: Any):
+    from rlhf.dpo import DPORunConfig
+
+    names = {f.name for f in dataclasses.fields(DPORunConfig)} - set(_DPO_EXCLUDE)
+    values = {k: v for k, v in params.items() if k in names} | overrides
+    return DPORunConfig(**values).validate()
+
+
+def _validate_dpo(params: dict[str, Any]) -> dict[str, Any]:
+    require_backend("dpo", "rlhf.dpo", "train_dpo")
+    checked = check_params("dpo", _dpo_specs(), params)
+    if checked["export_artifact_id"] is not None and checked["data"] is not None:
+        raise InvalidJobParams("dpo: give export_artifact_id or data, not both")
+    _check_export_options("dpo", checked["export_options"])
+    try:
+        _dpo_config(checked, data=checked["data"] or "(decided when the job runs)")
+    except ValueError as exc:
+        raise InvalidJobParams(f"dpo: {exc}") from exc
+    return checked
+
+
+def _run_dpo(engine, job, params, reporter, workdir: Path) -> JobResult:
+    from rlhf.dpo import train_dpo
+
+    source = preference_source(engine, job, params, workdir, reporter, test_size=params["eval_fraction"], seed=params["seed"])
+    policy, policy_parents = params["policy"], []
+    if params["policy_artifact_id"] is not None:
+        start = artifact_of_kind(engine, params["policy_artifact_id"], "policy", "policy_artifact_id")
+        policy, policy_parents = start.path, [start.id]
+    elif Path(policy).exists():
+        policy_parents = artifact_ids_where(engine, kind="policy", path=policy)
+    out = workdir / "policy"
+    result = train_dpo(_dpo_config(params, data=str(source.path), policy=policy, out=str(out)), reporter=reporter)
+    final = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    record = ArtifactRecord(
+        kind="policy",
+        name=_job_label(engine, job, "dpo", "policy"),
+        path=str(out),
+        content_hash=result.lineage.get("adapter_sha256"),
+        parent_ids=source.parent_ids + policy_parents,
+        parent_refs=source.parent_refs,
+        lineage=result.lineage,
+        metrics=final,
+    )
+    return JobResult(artifacts=source.artifacts + [record], metrics=final, message=f"DPO: {result.steps} steps")
+
+
+# --------------------------------------------------------------------------- generate
+
+
+def _generate_specs() -> list[ParamSpec]:
+    from rlhf.generate import SamplingConfig
+
+    docs = field_docs(SamplingConfig)
+    return [
+        ParamSpec("policy", Optional[str], None, "The policy to sample: a PPO output directory, a checkpoint directory, an HF id or the packaged alias."),
+        ParamSpec("policy_artifact_id", Optional[int], None, "Sample this recorded policy (instead of `policy`)."),
+        ParamSpec("round", int, REQUIRED, "Round number of the new responses (at least 1); their pairwise tasks compare them with round - 1."),
+        ParamSpec("n", int, 1, docs.get("n", "")),
+        ParamSpec("temperatures", list[float], [0.7], docs.get("temperatures", "")),
+        ParamSpec("top_p", float, 0.95, docs.get("top_p", "")),
+        ParamSpec("top_k", int, 0, docs.get("top_k", "")),
+        ParamSpec("max_new_tokens", int, 128, docs.get("max_new_tokens", "")),
+        ParamSpec("seed", Optional[int], 0, docs.get("seed", "")),
+        ParamSpec("batch_size", int, 8, docs.get("batch_size", "")),
+        ParamSpec("load_in_4bit", bool, False, "Load the policy's base in 4-bit NF4."),
+        ParamSpec("model_name", Optional[str], None, 'Name the new responses carry (default "<policy dir>@round<N>"), so the leaderboard tells rounds apart.'),
+        ParamSpec("use_chat_template", Optional[bool], None, "Render prompts with the tokenizer's chat template; None: when it has one."),
+        ParamSpec("max_pairs_per_prompt", int, 4, "At most this many pairwise tasks per prompt (a new response against one of round - 1)."),
+        ParamSpec("make_rating_tasks", bool, False, "Also make a rating task for each new response."),
+        ParamSpec("limit", Optional[int], None, "Only the project's first N prompts."),
+    ]
+
+
+_SAMPLING_FIELDS = ("n", "temperatures", "top_p", "top_k", "max_new_tokens", "seed", "batch_size")
+
+
+def _validate_generate(params: dict[str, Any]) -> dict[str, Any]:
+    require_backend("generate", "rlhf.generate", "generate_round")
+    from rlhf.generate import SamplingConfig
+
+    checked = check_params("generate", _generate_specs(), params)
+    if (checked["policy"] is None) == (checked["policy_artifact_id"] is None):
+        raise InvalidJobParams("generate: give exactly one of policy and policy_artifact_id")
+    if checked["round"] < 1:
+        raise InvalidJobParams(f"generate: field 'round' must be at least 1 (it is paired against round - 1), got {checked['round']}")
+    try:
+        SamplingConfig(**{k: (tuple(v) if k == "temperatures" else v) for k, v in checked.items() if k in _SAMPLING_FIELDS})
+    except ValueError as exc:
+        raise InvalidJobParams(f"generate: {exc}") from exc
+    return checked
+
+
+def _run_generate(engine, job, params, reporter, workdir: Path) -> JobResult:
+    from rlhf.generate import generate_round
+    from rlhf.roles import SYSTEM
+
+    policy = params["policy"]
+    if params["policy_artifact_id"] is not None:
+        policy = artifact_of_kind(engine, params["policy_artifact_id"], "policy", "policy_artifact_id").path
+    options = {k: v for k, v in params.items() if k not in ("policy", "policy_artifact_id")}
+    # The round lives in the database: generate_round imports it and records its artifact
+    # (kind generation, parents: the policy's artifacts) with this job's id.
+    summary = generate_round(engine, SYSTEM, policy=policy, project=project_name(engine, job.project_id), job_id=job.id, reporter=reporter, **options)
+    metrics = {
+        "responses": summary.responses,
+        "finished": summary.finished,
+        "responses_added": summary.responses_added,
+        "pairwise_tasks_added": summary.pairwise_tasks_added,
+        "rating_tasks_added": summary.rating_tasks_added,
+    }
+    reporter.log(str(summary))
+    return JobResult(metrics=metrics, message=f"round {summary.round}: {summary.responses_added} responses, {summary.pairwise_tasks_added} pairwise tasks")
 
 
 # --------------------------------------------------------------------------- the registry
@@ -644,15 +799,21 @@ def _product_kinds() -> dict[str, JobKind]:
         ),
         "train-reward": _kind(
             "train-reward", "Train a reward model (TRL RewardTrainer, LoRA, optional 4-bit base) on an export or the project.",
-            _validate_train_reward, _run_train_reward, _reward_specs, "rlhf.reward", "train_reward_model", needs_project=_reward_needs_project,
+            _validate_train_reward, _run_train_reward, _reward_specs, "rlhf.reward", "train_reward_model", needs_project=_needs_project_without_data,
         ),
         "ppo": _kind(
             "ppo", "Improve a policy against a reward model with PPO (LoRA / QLoRA); multi-GPU through the worker's launcher.",
             _validate_ppo, _run_ppo, _ppo_specs, "rlhf.ppo.trainer", "train_ppo", launchable=True,
             needs_project=lambda params: not params.get("prompts"),
         ),
-        "dpo": unavailable_kind("dpo", "Train a policy directly on preferences (TRL DPOTrainer).", "rlhf.dpo", "train_dpo", needs_project=True),
-        "generate": unavailable_kind("generate", "Generate a round of responses with a policy into the project.", "rlhf.generate", "generate_round", needs_project=True),
+        "dpo": _kind(
+            "dpo", "Train a policy directly on preferences (TRL DPOTrainer, LoRA, optional 4-bit base) from an export or the project.",
+            _validate_dpo, _run_dpo, _dpo_specs, "rlhf.dpo", "train_dpo", needs_project=_needs_project_without_data,
+        ),
+        "generate": _kind(
+            "generate", "Sample a policy on the project's prompts and import the outputs as a new round, paired against the previous one.",
+            _validate_generate, _run_generate, _generate_specs, "rlhf.generate", "generate_round", needs_project=True,
+        ),
         "simulate": unavailable_kind("simulate", "Simulate annotators labelling the project.", "rlhf.simulation", "simulate_project", needs_project=True),
     }
 

@@ -234,6 +234,9 @@ def test_export_job_with_nothing_to_export_fails_cleanly(sqlite_engine, tmp_path
     assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == [".tmp"]
 
 
+# --------------------------------------------------------------------------- the loop, one job at a time (slow: each job's child loads torch)
+
+
 def tiny_reward_params(tiny_model_dir) -> dict:
     return {
         "base_model": str(tiny_model_dir), "max_steps": 12, "batch_size": 8, "learning_rate": 3e-3, "lora_r": 4,
@@ -241,32 +244,101 @@ def tiny_reward_params(tiny_model_dir) -> dict:
     }
 
 
+def tiny_ppo_params(tiny_model_dir) -> dict:
+    return {
+        "policy": str(tiny_model_dir), "device": "cpu", "total_iterations": 1, "batch_size": 4, "num_mini_batches": 2,
+        "ppo_epochs": 1, "response_length": 6, "lora_r": 4, "lora_alpha": 8, "value_adapter_layers": 1, "checkpoint_every": 1,
+        "sample_count": 2, "learning_rate": 5e-3,
+    }
+
+
+@pytest.fixture(scope="module")
+def loop(tiny_model_dir, tmp_path_factory):
+    """A SQLite database with the preference project, and where the jobs' artifacts go."""
+    from rlhf.db import init_database, make_engine
+
+    root = tmp_path_factory.mktemp("loop")
+    engine = make_engine(f"sqlite:///{root / 'loop.db'}")
+    init_database(engine)
+    seed_preference_project(engine)
+    yield {"engine": engine, "root": root, "model": tiny_model_dir}
+    engine.dispose()
+
+
+def run_job(loop, kind: str, params: dict):
+    job = submit_job(loop["engine"], SYSTEM, kind, params, project="proj")
+    run_one_job(loop["engine"], loop["root"])
+    done = get_job(loop["engine"], job.id)
+    assert done.status == "done", f"{done.error}\n{done.traceback}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def reward_job(loop):
+    return run_job(loop, "train-reward", tiny_reward_params(loop["model"]))
+
+
+@pytest.fixture(scope="module")
+def ppo_job(loop, reward_job):
+    _, reward = job_artifacts(loop["engine"], reward_job.id)
+    return run_job(loop, "ppo", tiny_ppo_params(loop["model"]) | {"reward_artifact_id": reward.id})
+
+
 @pytest.mark.slow
-def test_reward_training_job_end_to_end(sqlite_engine, tmp_path, tiny_model_dir):
+def test_reward_training_job_end_to_end(loop, reward_job):
     """Project → export (artifact) → reward model (artifact, parent: the export) through a real worker child."""
     from rlhf.reward import RewardModel
 
-    seed_preference_project(sqlite_engine)
-    job = submit_job(sqlite_engine, SYSTEM, "train-reward", tiny_reward_params(tiny_model_dir), project="proj")
-    run_one_job(sqlite_engine, tmp_path)
-
-    done = get_job(sqlite_engine, job.id)
-    assert done.status == "done", done.traceback
-    assert done.message.startswith("held-out accuracy")
-    export, reward = job_artifacts(sqlite_engine, job.id)
+    engine = loop["engine"]
+    assert reward_job.message.startswith("held-out accuracy")
+    export, reward = job_artifacts(engine, reward_job.id)
     assert (export.kind, reward.kind) == ("export", "reward_model")
     assert reward.parent_ids == [export.id]
-    assert [a.id for a in artifact_lineage(sqlite_engine, reward.id)] == [reward.id, export.id]
+    assert [a.id for a in artifact_lineage(engine, reward.id)] == [reward.id, export.id]
     assert reward.lineage["export_hash"] == export.content_hash
-    assert Path(reward.path) == (tmp_path / "artifacts" / "reward_model" / f"{job.id}-reward-proj").resolve()
+    assert Path(reward.path) == (loop["root"] / "artifacts" / "reward_model" / f"{reward_job.id}-reward-proj").resolve()
 
-    points = job_metrics(sqlite_engine, job.id)
+    points = job_metrics(engine, reward_job.id)
     losses = [p.values["loss"] for p in points if "loss" in p.values]
     assert len(losses) >= 3 and losses[-1] < losses[0], "the loss series reached the database"
     assert "held_out/accuracy" in points[-1].values
-    assert "exported 24 rows" in done.log_tail
+    assert "exported 24 rows" in reward_job.log_tail
 
     model = RewardModel.load(reward.path, device="cpu")
     good, bad = model.score(["hello world", "cat dog"], [f"the sky {GOOD}", f"the sky {BAD}"])
     assert float(good) > float(bad), "the trained reward model prefers what the annotators preferred"
-    assert list((tmp_path / "artifacts" / ".tmp").iterdir()) == []
+    assert list((loop["root"] / "artifacts" / ".tmp").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_ppo_then_generate_jobs_close_the_loop_with_lineage(loop, reward_job, ppo_job):
+    """reward model → PPO policy (artifact) → a generated round in the project; lineage walks back to the export."""
+    from sqlmodel import select
+
+    engine = loop["engine"]
+    export, reward = job_artifacts(engine, reward_job.id)
+    [policy] = job_artifacts(engine, ppo_job.id)
+    assert (policy.kind, policy.parent_ids) == ("policy", [reward.id])
+    assert (Path(policy.path) / "adapter_config.json").is_file() and policy.content_hash == policy.lineage["adapter_sha256"]
+    assert ppo_job.message == "1 PPO iterations"
+    assert job_metrics(engine, ppo_job.id), "PPO reported its metrics"
+
+    generated = run_job(loop, "generate", {"policy_artifact_id": policy.id, "round": 1, "max_new_tokens": 4, "limit": 4})
+    [round_artifact] = job_artifacts(engine, generated.id)
+    assert round_artifact.kind == "generation" and round_artifact.job_id == generated.id
+    assert [a.kind for a in artifact_lineage(engine, round_artifact.id)] == ["generation", "policy", "reward_model", "export"]
+    with session_scope(engine) as session:
+        new = session.exec(select(Response).where(Response.round == 1)).all()
+    assert len(new) == 4 and generated.message.startswith("round 1: 4 responses")
+
+
+@pytest.mark.slow
+def test_dpo_job_trains_on_a_recorded_export(loop, reward_job):
+    engine = loop["engine"]
+    export, _ = job_artifacts(engine, reward_job.id)
+    params = {"export_artifact_id": export.id, "policy": str(loop["model"]), "device": "cpu", "max_steps": 2, "batch_size": 2,
+              "lora_r": 4, "lora_alpha": 8, "max_length": 64, "learning_rate": 1e-3, "logging_steps": 1, "save_steps": 1000}
+    done = run_job(loop, "dpo", params)
+    [policy] = job_artifacts(engine, done.id)
+    assert (policy.kind, policy.parent_ids, done.message) == ("policy", [export.id], "DPO: 2 steps")
+    assert (Path(policy.path) / "adapter_model.safetensors").is_file()
