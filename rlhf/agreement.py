@@ -1013,6 +1013,19 @@ class CohenKappa:
     kappa_linear: float | None
     kappa_quadratic: float | None
 
+    @classmethod
+    def from_row(cls, row: pd.Series) -> CohenKappa:
+        """From one row of the `pairwise_cohen` table (NaN kappas become None)."""
+        return cls(
+            row["annotator_a"],
+            row["annotator_b"],
+            int(row["n_items"]),
+            float(row["percent_agreement"]),
+            _none_if_nan(row["kappa"]),
+            _none_if_nan(row["kappa_linear"]),
+            _none_if_nan(row["kappa_quadratic"]),
+        )
+
 
 def _none_if_nan(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
@@ -1038,16 +1051,7 @@ def cohen_kappa(data, level: Level | str = "nominal", *, value_domain: Sequence[
     table = pairwise_cohen(pair_data, min_overlap=1)
     if table.empty:
         raise AgreementUndefined(f"annotators {annotators[0]!r} and {annotators[1]!r} share no item")
-    row = table.iloc[0]
-    return CohenKappa(
-        row["annotator_a"],
-        row["annotator_b"],
-        int(row["n_items"]),
-        float(row["percent_agreement"]),
-        _none_if_nan(row["kappa"]),
-        _none_if_nan(row["kappa_linear"]),
-        _none_if_nan(row["kappa_quadratic"]),
-    )
+    return CohenKappa.from_row(table.iloc[0])
 
 
 def _subset(enc: EncodedRatings, keep: np.ndarray) -> EncodedRatings:
@@ -1200,16 +1204,7 @@ def agreement_report(
         if both.empty:
             notes["cohen_kappa"] = "the two annotators share no item"
         else:
-            row = both.iloc[0]
-            cohen = CohenKappa(
-                row["annotator_a"],
-                row["annotator_b"],
-                int(row["n_items"]),
-                float(row["percent_agreement"]),
-                _none_if_nan(row["kappa"]),
-                _none_if_nan(row["kappa_linear"]),
-                _none_if_nan(row["kappa_quadratic"]),
-            )
+            cohen = CohenKappa.from_row(both.iloc[0])
     return AgreementReport(
         level=enc.level,
         n_items=int(np.count_nonzero(cells.per_item)),

@@ -6,6 +6,7 @@ Nothing here imports torch; pandas, numpy and the database come in inside the co
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,8 +17,21 @@ from rlhf.cli import app, fail
 LEVEL_HELP = "Level of measurement: nominal, ordinal, interval or ratio."
 
 
+def _json_safe(value: Any) -> Any:
+    """Plain JSON values: NaN and infinities become null, numpy scalars Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _print_json(payload: Any) -> None:
-    typer.echo(json.dumps(payload, indent=2, allow_nan=False, default=str))
+    typer.echo(json.dumps(_json_safe(payload), indent=2, allow_nan=False, default=str))
 
 
 def _fmt(value: Any) -> str:
