@@ -31,6 +31,10 @@ Conventions for page authors (the Dashboard and Training pages follow them too)
    functions.
 
 6. Pages do not call `st.set_page_config`; the router does.
+
+7. Page files run as Streamlit scripts with "magic" on: a bare string or expression at module
+   level is drawn on the page. Document page-level constants with `#` comments, not docstrings,
+   and put code in functions with a `main()` call at the end.
 """
 
 from __future__ import annotations

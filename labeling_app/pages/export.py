@@ -14,8 +14,8 @@ FORMAT_HELP = {
     "ratings": "ratings — mean and spread per rated response",
     "raw": "raw — every annotation, annotators pseudonymised",
 }
+# Offer a download button for exports up to this size (larger ones: use the path on the server).
 DOWNLOAD_LIMIT_BYTES = 50 * 1024 * 1024
-"""Offer a download button for exports up to this size (larger ones: use the path on the server)."""
 
 
 def default_output(project_name: str, fmt: str, suffix: str) -> str:

@@ -8,8 +8,7 @@ import streamlit as st
 from labeling_app import common as c
 from labeling_app.admin_forms import FormError, parse_tags, rows_to_rubric, rubric_rows
 
-NEW = 0
-"""Selector value for "a new project"."""
+NEW = 0  # selector value for "a new project"
 VISIBILITY_LABELS = {"blind": "Blind: annotators never see others' labels", "reveal_after_submit": "Reveal after submit: others' labels shown once you submit"}
 
 

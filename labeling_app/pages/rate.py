@@ -75,27 +75,35 @@ def send(token: str) -> None:
     flow.submit(KIND, token, fields)
 
 
+def anchors(dim) -> str:
+    """The scale's labelled points as one line: "1 Not at all · 4 Partly · 7 Completely"."""
+    points = sorted(((int(v), text) for v, text in dim.labels.items() if str(v).lstrip("-").isdigit()))
+    return " · ".join(f"{value} {text}" for value, text in points)
+
+
 def rubric_form(slot: flow.Slot) -> None:
+    """One bordered row per dimension. The focused row's buttons carry the number keys (shown as key caps)."""
     view = slot.task
     for index, dim in enumerate(view.rubric):
         focused = index == slot.focus
         keys = scale_keys(dim.min, dim.max)
+        score = slot.scores.get(dim.name)
         with st.container(border=True, key=f"rate-dim-{index}"):
             marker = ":material/keyboard: " if focused else ""
-            score = slot.scores.get(dim.name)
-            st.markdown(f"{marker}**{dim.name.capitalize()}**" + (f" — {score}" if score is not None else ""))
-            if dim.question:
-                st.caption(c.safe_markdown(dim.question))
+            st.markdown(f"{marker}**{dim.name.capitalize()}**" + (f" — {score}" if score is not None else ""), help=c.safe_markdown(dim.question) if dim.question else None)
             with st.container(horizontal=True, gap="small"):
                 for value in range(dim.min, dim.max + 1):
                     kind = "primary" if score == value else "secondary"
-                    label = scale_point_label(value, dim.labels)
+                    tip = scale_point_label(value, dim.labels)
                     if focused and value in keys:
                         # Generic keys: the button for digit d always scores the *focused* dimension,
                         # decided when the press arrives, so a fast second key never hits a stale row.
-                        st.button(label, key=f"rate.key.{keys[value]}", shortcut=keys[value], type=kind, on_click=press_digit, args=(slot.token, keys[value]))
+                        # Its label is the key cap Streamlit draws for the shortcut.
+                        st.button("", key=f"rate.key.{keys[value]}", shortcut=keys[value], type=kind, help=tip, on_click=press_digit, args=(slot.token, keys[value]))
                     else:
-                        st.button(label, key=f"rate.pt.{index}.{value}", type=kind, on_click=click_point, args=(slot.token, index, value))
+                        st.button(str(value), key=f"rate.pt.{index}.{value}", type=kind, help=tip, on_click=click_point, args=(slot.token, index, value))
+            if dim.labels:
+                st.caption(c.safe_markdown(anchors(dim)))
 
 
 def keyboard_help(slot: flow.Slot) -> None:
@@ -103,9 +111,9 @@ def keyboard_help(slot: flow.Slot) -> None:
     keys = scale_keys(dim.min, dim.max)
     first, last = (keys[min(keys)], keys[max(keys)]) if keys else ("-", "-")
     with st.container(horizontal=True, vertical_alignment="center", gap="small"):
-        st.caption(f"Keys: {first}–{last} score the :material/keyboard: dimension · ↑ ↓ move · Enter submits · G guidelines · Backspace edits your previous rating")
-        st.button("", key="rate.focus_up", shortcut="Up", icon=":material/arrow_upward:", type="tertiary", help="Previous dimension", on_click=move_focus, args=(slot.token, -1))
-        st.button("", key="rate.focus_down", shortcut="Down", icon=":material/arrow_downward:", type="tertiary", help="Next dimension", on_click=move_focus, args=(slot.token, 1))
+        st.caption(f"{first}–{last} score the :material/keyboard: dimension · ↑ ↓ change it · Enter submits · G guidelines · Backspace reopens your last rating")
+        st.button("", key="rate.focus_up", shortcut="Up", type="tertiary", help="Previous dimension", on_click=move_focus, args=(slot.token, -1))
+        st.button("", key="rate.focus_down", shortcut="Down", type="tertiary", help="Next dimension", on_click=move_focus, args=(slot.token, 1))
 
 
 def main() -> None:
@@ -119,17 +127,16 @@ def main() -> None:
         return
     view = slot.task
     plain = c.plain_text_toggle("rate.plain")
-    text_col, form_col = st.columns([3, 2], gap="large")
+    text_col, form_col = st.columns([5, 4], gap="large")
     with text_col:
         st.markdown("**Prompt**")
         c.render_task_prompt(view, plain=plain)
         c.render_response(view.response, heading="Response", plain=plain)
     with form_col:
-        keyboard_help(slot)
         rubric_form(slot)
         own = view.own if slot.editing else None
         if view.tags:
-            st.pills("Tags", list(view.tags), selection_mode="multi", key=widget_key(slot, "tags"), default=list(own.tags) if own else None, on_change="ignore")
+            st.pills("Tags", list(view.tags), selection_mode="multi", key=widget_key(slot, "tags"), default=list(own.tags) if own else None, on_change="ignore", width="stretch")
         st.text_area("Comment (optional)", key=widget_key(slot, "comment"), value=own.comment if own else "", height=80, max_chars=5000, on_change="ignore")
         with st.container(horizontal=True, vertical_alignment="center"):
             st.button(
@@ -143,6 +150,7 @@ def main() -> None:
                 args=(slot.token,),
             )
             flow.skip_and_flag(slot)
+        keyboard_help(slot)
         flow.reveal_last(slot)
 
 

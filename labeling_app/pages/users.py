@@ -7,10 +7,9 @@ import streamlit as st
 
 from labeling_app import common as c
 
-REVEAL = "users.reveal"
-"""(username, one-time password) to show on the next render only."""
+REVEAL = "users.reveal"  # (username, one-time password) to show on the next render only
+# The roles in the order the forms offer them: the least powerful first (the default).
 ROLE_CHOICES = ("annotator", "admin", "external")
-"""The roles in the order the forms offer them: the least powerful first (the default)."""
 ROLE_HELP = {"annotator": "annotator: rates and compares", "admin": "admin: everything", "external": "external: a label source (dataset, model judge); never signs in"}
 
 

@@ -183,3 +183,16 @@ def test_session_expiry_rule():
     assert c.session_expired(30.0, 100.0, 60.0)
     assert c.idle_timeout_s({c.SESSION_IDLE_ENV: "2"}) == 120.0
     assert c.idle_timeout_s({c.SESSION_IDLE_ENV: "junk"}) == c.DEFAULT_SESSION_IDLE_MINUTES * 60
+
+
+def test_page_scripts_draw_nothing_by_accident():
+    """Streamlit "magic" draws any bare module-level expression of a page script (a docstring under a
+    constant, say): only the module docstring and calls may stand alone."""
+    import ast
+
+    scripts = sorted(c.PAGES_DIR.glob("*.py")) + [c.APP_DIR / "app.py"]
+    for script in scripts:
+        body = ast.parse(script.read_text(encoding="utf-8")).body
+        for node in body[1:]:
+            if isinstance(node, ast.Expr):
+                assert isinstance(node.value, ast.Call), f"{script.name}:{node.lineno}: a bare expression would be drawn on the page"
