@@ -154,3 +154,13 @@ def test_valid_records_always_import_and_reimport_adds_nothing(engine, records):
     assert again.rows_added == 0
     after = table_counts(engine)
     assert after.pop("importrecord") == before.pop("importrecord") + 1 and after == before
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALID_TEXT | ANY_TEXT.filter(lambda t: not any(0xD800 <= ord(c) <= 0xDFFF for c in t)), VALID_TEXT)
+def test_fast_hashes_equal_content_hash(text, model):
+    from rlhf.hashing import content_hash
+    from rlhf.importer.shapes import prompt_hash, response_hash
+
+    assert prompt_hash(text, None) == content_hash({"text": text})
+    assert response_hash(text, model) == content_hash({"model": model, "text": text})

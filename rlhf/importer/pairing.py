@@ -42,7 +42,7 @@ def task_draw(seed: int, task_hash: str) -> tuple[int, bool]:
     The key orders tasks with equal annotation counts; the coin decides, for a pair in
     canonical (sorted-hash) order, whether the second response becomes A.
     """
-    digest = hashlib.sha256(f"{seed}:{task_hash}".encode("ascii")).digest()
+    digest = hashlib.sha256(b"%d:%s" % (seed, task_hash.encode("ascii"))).digest()
     return int.from_bytes(digest[:4], "big") & SHUFFLE_KEY_MASK, bool(digest[4] & 1)
 
 
