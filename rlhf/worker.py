@@ -75,6 +75,8 @@ WORKER_PID_ENV = "RLHF_WORKER_PID"
 EXIT_LOST = 3
 """Child exit code: the job was no longer ours (re-queued or cancelled) when it finished."""
 EXIT_ORPHANED = 70
+MAX_BACKOFF_S = 10.0
+"""Longest wait between claim attempts while the database does not answer."""
 OUTPUT_TAIL_CHARS = 20_000
 """How much of a crashed child's output becomes the job's traceback."""
 
@@ -408,12 +410,14 @@ def _finalise(engine: Engine, job: Job, worker_id: str, workdir: Path, artifacts
 def _execute_on_secondary_rank(engine, job, worker_id, workdir, registry, report_interval_s) -> int:
     from rlhf.progress import Cancelled
 
+    # Rank 0 records the outcome; an error here ends this process non-zero, the launcher then
+    # stops every rank and the worker records the failure with the output's tail.
     reporter = ControlOnlyReporter(engine, job.id, worker_id, interval_s=report_interval_s)
     kind = registry[job.kind]
     try:
         kind.run(engine, job, kind.validate(dict(job.params)), reporter, workdir)
     except Cancelled:
-        return 0
+        pass
     return 0
 
 
@@ -528,22 +532,39 @@ class Worker:
         """
         start = len(self.outcomes)
         self._listen()
+        backoff = self.config.poll_interval_s
         try:
             while not self.stop_event.is_set():
                 self._maybe_requeue()
-                job = claim_next_job(self.engine, self.worker_id, kinds=self.claimable_kinds())
+                try:
+                    job = claim_next_job(self.engine, self.worker_id, kinds=self.claimable_kinds())
+                except Exception as exc:  # noqa: BLE001 - the database restarts, the network drops: wait and retry
+                    print(f"worker {self.worker_id}: cannot claim ({exc.__class__.__name__}: {exc}); retrying in {backoff:.1f} s", file=sys.stderr)
+                    self.stop_event.wait(backoff)
+                    backoff = min(2 * backoff, MAX_BACKOFF_S)
+                    continue
+                backoff = self.config.poll_interval_s
                 if job is None:
                     if once or burst:
                         break
                     self._wait_for_work()
                     continue
-                self.outcomes.append(self.run_claimed(job))
+                self.outcomes.append(self._run_guarded(job))
                 ran = len(self.outcomes) - start
                 if once or (max_jobs is not None and ran >= max_jobs):
                     break
         finally:
             self._unlisten()
         return self.outcomes[start:]
+
+    def _run_guarded(self, job: Job) -> JobOutcome:
+        # An error of ours (not the job's) while supervising, e.g. the database gone while we
+        # record the outcome: the job stays `running` without heartbeats and is re-queued as stale.
+        try:
+            return self.run_claimed(job)
+        except Exception as exc:  # noqa: BLE001
+            print(f"worker {self.worker_id}: supervising job {job.id} failed: {traceback_module.format_exc()}", file=sys.stderr)
+            return JobOutcome(job.id, f"unknown ({exc.__class__.__name__})")
 
     def _maybe_requeue(self) -> None:
         now = time.monotonic()

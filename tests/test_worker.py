@@ -329,6 +329,25 @@ def test_launcher_runs_the_job_on_every_rank_and_rank_zero_records_it(sqlite_eng
     assert [p.step for p in job_metrics(sqlite_engine, job_id)] == [0, 1, 2, 2], "one rank reports, once"
 
 
+def test_worker_rides_out_a_database_outage(sqlite_engine, tmp_path, monkeypatch, capsys):
+    import rlhf.worker as worker_module
+    from sqlalchemy.exc import OperationalError
+
+    real, failures = worker_module.claim_next_job, []
+
+    def flaky(*args, **kwargs):
+        if len(failures) < 3:
+            failures.append(1)
+            raise OperationalError("select", {}, Exception("server closed the connection unexpectedly"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "claim_next_job", flaky)
+    job_id = submit(sqlite_engine, "test-sleep", steps=1, step_s=0.0)
+    outcomes = make_worker(sqlite_engine, tmp_path).run(max_jobs=1)
+    assert [o.status for o in outcomes] == ["done"] and get_job(sqlite_engine, job_id).status == "done"
+    assert capsys.readouterr().err.count("cannot claim") == 3
+
+
 def test_worker_claims_only_its_kinds(sqlite_engine, tmp_path):
     crash = submit(sqlite_engine, "test-crash", mode="exception")
     sleep = submit(sqlite_engine, "test-sleep", steps=1, step_s=0.0)
