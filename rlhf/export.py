@@ -36,12 +36,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,7 +53,7 @@ from sqlalchemy.engine import Engine
 
 from rlhf import __version__
 from rlhf.frames import HUMAN_ROLES, preference_frame, project_id_of, rating_frame, response_frame
-from rlhf.hashing import content_hash
+from rlhf.hashing import canonical_json
 from rlhf.progress import Reporter, check_stop
 from rlhf.projects import get_project
 from rlhf.roles import Actor, require_admin
@@ -218,6 +220,11 @@ def _prefer_humans(frame: pd.DataFrame, options: ExportOptions) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- trl pairs
+
+PAIR_VOTE_COLUMNS = ["task_id", "prompt_id", "response_a_id", "response_b_id", "annotator_id", "annotator_role", "choice", "strength", "is_gold"]
+"""The preference_frame columns pairs are built from (the export reads nothing else)."""
+RATING_PAIR_COLUMNS = ["task_id", "prompt_id", "response_id", "annotator_id", "annotator_role", "dimension", "value", "is_gold"]
+"""The rating_frame columns rating-derived pairs are built from."""
 
 
 @dataclass
@@ -513,21 +520,78 @@ def output_kind(out: Path) -> str:
     return "dataset"
 
 
+def _json_text(value: Any) -> str:
+    """One value as canonical JSON text (missing values → null)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    if isinstance(value, str):
+        return encode_basestring(value)
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    return canonical_json(value)
+
+
+def _column_json(column: pd.Series) -> list[str]:
+    """Every value of a column as canonical JSON text, vectorised per dtype where it can be."""
+    numpy_dtype = isinstance(column.dtype, np.dtype)  # not a pandas extension type (Int64 with NA, ...)
+    if numpy_dtype and column.dtype == bool:
+        return ["true" if v else "false" for v in column.tolist()]
+    if numpy_dtype and column.dtype.kind in "iu":
+        return list(map(str, column.tolist()))
+    if numpy_dtype and column.dtype.kind == "f":
+        return [_float_json(v) for v in column.tolist()]
+    values = column.tolist()
+    try:
+        return list(map(encode_basestring, values))  # the common case: a column of text
+    except TypeError:  # not all text: value by value
+        return [_json_text(v) for v in values]
+
+
+def _float_json(value: float) -> str:
+    """A float as `json.dumps` writes it (repr; Infinity), NaN meaning missing → null."""
+    if value != value:
+        return "null"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
+def canonical_json_lines(rows: pd.DataFrame) -> list[str]:
+    """Each row as the canonical JSON of its record (`rlhf.hashing.canonical_json`: sorted keys,
+    compact, UTF-8), missing values as null — built column by column, far faster than
+    serialising a million dicts one by one. JSONL exports are these lines."""
+    keys = sorted(rows.columns)
+    # A %-template per row: each key's JSON name, then its value's text.
+    template = "{" + ",".join(encode_basestring(str(k)).replace("%", "%%") + ":%s" for k in keys) + "}"
+    columns = [_column_json(rows[k]) for k in keys]
+    return [template % values for values in zip(*columns)]
+
+
+def lines_hash(lines: list[str]) -> str:
+    """SHA-256 of the JSON array of these lines: equals `content_hash(records)` for the records they encode."""
+    digest = hashlib.sha256(b"[")
+    for index, line in enumerate(lines):
+        digest.update((line if index == 0 else "," + line).encode("utf-8"))
+    digest.update(b"]")
+    return digest.hexdigest()
+
+
 def rows_hash(rows: pd.DataFrame) -> str:
-    """Content hash of the rows: column names and values, column by column (order-sensitive)."""
-    return content_hash({"columns": list(rows.columns), "data": {c: _json_values(rows[c]) for c in rows.columns}})
+    """Content hash of the rows: `content_hash` of the list of row records (same rows, same order → same hash)."""
+    return lines_hash(canonical_json_lines(rows))
 
 
-def _json_values(column: pd.Series) -> list[Any]:
-    """Plain Python values (NaN / NA → None) so the canonical JSON is the same on every run."""
-    values = column.astype(object).where(column.notna(), None).tolist()
-    return [v.tolist() if isinstance(v, np.ndarray) else v for v in values]
+def _write_rows(rows: pd.DataFrame, target: Path, kind: str, lines: list[str]) -> list[str]:
+    """Write `rows` (with a `split` column) to `target` in `kind`; returns the file names written.
 
-
-def _write_rows(rows: pd.DataFrame, target: Path, kind: str) -> list[str]:
-    """Write `rows` (with a `split` column) to `target` in `kind`; returns the file names written."""
+    JSONL is written from `lines` (the rows' canonical JSON, computed once for the hash too).
+    """
     if kind == "jsonl":
-        rows.to_json(target, orient="records", lines=True, force_ascii=False)
+        with open(target, "w", encoding="utf-8") as handle:
+            for start in range(0, len(lines), 10_000):
+                handle.write("\n".join(lines[start : start + 10_000]) + "\n")
         return [target.name]
     if kind == "parquet":
         rows.to_parquet(target, index=False)
@@ -557,7 +621,9 @@ def _place(tmp: Path, final: Path, overwrite: bool) -> None:
     os.replace(tmp, final)
 
 
-def write_export(rows: pd.DataFrame, out: Path, manifest: ExportManifest, *, overwrite: bool = False) -> ExportManifest:
+def write_export(
+    rows: pd.DataFrame, out: Path, manifest: ExportManifest, *, overwrite: bool = False, lines: list[str] | None = None
+) -> ExportManifest:
     """Write rows and manifest under temporary names, then rename them into place."""
     out = Path(out)
     kind = output_kind(out)
@@ -567,7 +633,7 @@ def write_export(rows: pd.DataFrame, out: Path, manifest: ExportManifest, *, ove
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         staged = work / out.name
-        written = _write_rows(rows, staged, kind)
+        written = _write_rows(rows, staged, kind, lines if lines is not None else canonical_json_lines(rows))
         if kind == "dataset":
             manifest.files = sorted(written + [MANIFEST_NAME])
             (staged / MANIFEST_NAME).write_text(manifest.to_json())
@@ -648,9 +714,9 @@ def build_export_rows(
     if format == "trl":
         responses = response_frame(engine, project)
         if options.from_ratings:
-            table = pairs_from_ratings(rating_frame(engine, project), options)
+            table = pairs_from_ratings(rating_frame(engine, project, RATING_PAIR_COLUMNS), options)
         else:
-            table = pairs_from_preferences(preference_frame(engine, project), options)
+            table = pairs_from_preferences(preference_frame(engine, project, PAIR_VOTE_COLUMNS), options)
         if table.pairs.empty:
             reasons = ", ".join(f"{k} {v}" for k, v in table.counts.items() if v)
             source = "ratings" if options.from_ratings else "pairwise judgments"
@@ -706,6 +772,7 @@ def export_project(
     say(1, 3, "splitting by prompt")
     rows["split"] = np.where(grouped_split(rows["prompt_hash"], options.test_size, options.seed), "test", "train")
     rows = rows.drop(columns=["prompt_hash"])
+    lines = canonical_json_lines(rows)
     manifest = ExportManifest(
         format=format,
         project=get_project(engine, project_id).name,
@@ -716,7 +783,7 @@ def export_project(
         split_counts={s: int((rows["split"] == s).sum()) for s in ("train", "test")},
         counts=counts,
         options=options.recorded() | {"output": kind},
-        content_hash=rows_hash(rows),
+        content_hash=lines_hash(lines),
         conversational=conversational,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         software_version=__version__,
@@ -724,7 +791,7 @@ def export_project(
     )
     check_stop(reporter)
     say(2, 3, "writing")
-    write_export(rows, out, manifest, overwrite=overwrite)
+    write_export(rows, out, manifest, overwrite=overwrite, lines=lines)
     if record_artifact:
         try:
             manifest.artifact_id = _record_artifact(engine, actor, manifest, job_id)

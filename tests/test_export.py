@@ -344,3 +344,23 @@ def test_cli_export(engine, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "no usable preference pairs" in result.output
     result = CliRunner().invoke(app, ["export", "--project", "nope", "--out", str(tmp_path / "z.jsonl")])
     assert result.exit_code == 2 and "no project 'nope'" in result.output
+
+
+def test_canonical_lines_are_the_canonical_json_of_each_record():
+    from rlhf.export import canonical_json_lines, rows_hash
+    from rlhf.hashing import canonical_json, content_hash
+
+    rows = pd.DataFrame(
+        {
+            "prompt": ['say "hi"\n', "ünïcødé ✓", None, "100%"],
+            "chosen": [[{"role": "assistant", "content": "a\tb"}], [{"role": "assistant", "content": ""}], [], [{"content": "x", "role": "user"}]],
+            "margin": [0.5, float("nan"), 1e-20, -3.0],
+            "votes": [1, 2, 3, 4],
+            "task_id": pd.array([1, None, 3, 4], dtype="Int64"),
+            "tie": [True, False, True, False],
+            "weird key %s": ["x", "y", "z", "w"],
+        }
+    )
+    records = [{k: (None if (isinstance(v, float) and v != v) or v is pd.NA else v) for k, v in r.items()} for r in rows.to_dict("records")]
+    assert canonical_json_lines(rows) == [canonical_json(r) for r in records]
+    assert rows_hash(rows) == content_hash(records)

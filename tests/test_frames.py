@@ -185,3 +185,21 @@ def test_other_projects_rows_are_not_read(engine):
     assert len(preference_frame(engine, "one")) == 1
     assert len(preference_frame(engine, "two")) == 2
     assert isinstance(response_frame(engine, "two"), pd.DataFrame) and len(response_frame(engine, "two")) == 2
+
+
+def test_a_column_subset_reads_only_those_columns(engine):
+    seeded = seed_project(
+        engine,
+        prompts=SMALL_PROMPTS,
+        pairs={"t1": ("p1", "p1a", "p1b", {"ann2": ("b", 1), "ann1": ("a", 2), "judge": ("b", 1)})},
+        ratings={"r1": ("p1", "p1a", {"ann1": {"helpfulness": 6}})},
+    )
+    prefs = preference_frame(engine, "proj", ["task_id", "choice", "annotator_role", "model_b"])
+    assert list(prefs.columns) == ["task_id", "choice", "annotator_role", "model_b"]
+    assert list(prefs.model_b) == ["model-b"] * 3
+    # Ordered by task, then annotator id (ann1 < ann2 < judge: users are created in name order).
+    assert list(prefs.choice) == ["a", "b", "b"]
+    ratings = rating_frame(engine, "proj", ["response_id", "value", "model_name"])
+    assert ratings.to_dict("records") == [{"response_id": seeded.responses["p1a"], "value": 6.0, "model_name": "model-a"}]
+    with pytest.raises(ValueError, match="unknown column"):
+        preference_frame(engine, "proj", ["nope"])
