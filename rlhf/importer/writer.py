@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import json
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import JSON, Table, select
 from sqlalchemy.engine import Connection
