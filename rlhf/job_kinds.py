@@ -276,6 +276,12 @@ def dataclass_specs(cls: type, *, exclude: Sequence[str] = ()) -> list[ParamSpec
     return specs
 
 
+def config_from_params(cls: type, params: dict[str, Any], *, exclude: Sequence[str] = (), **overrides: Any) -> Any:
+    """An instance of config dataclass `cls` from those `params` that are its fields (less `exclude`), then `overrides`."""
+    names = {f.name for f in dataclasses.fields(cls)} - set(exclude)
+    return cls(**({k: v for k, v in params.items() if k in names} | overrides))
+
+
 def module_available(name: str) -> bool:
     """True when module `name` can be imported (without importing it)."""
     try:
@@ -383,8 +389,7 @@ def _export_options(params: dict[str, Any]):
     """The ExportOptions among an export job's params (the other fields are format and output)."""
     from rlhf.export import ExportOptions
 
-    names = {f.name for f in dataclasses.fields(ExportOptions)} - set(_EXPORT_EXCLUDE)
-    options = ExportOptions(**{k: v for k, v in params.items() if k in names})
+    options = config_from_params(ExportOptions, params, exclude=_EXPORT_EXCLUDE)
     options.validate()
     return options
 
@@ -464,8 +469,7 @@ def _reward_specs() -> list[ParamSpec]:
 def _reward_config(params: dict[str, Any]):
     from rlhf.reward.config import RewardConfig
 
-    names = {f.name for f in dataclasses.fields(RewardConfig)}
-    config = RewardConfig(**{k: v for k, v in params.items() if k in names})
+    config = config_from_params(RewardConfig, params)
     config.validate()
     return config
 
@@ -592,9 +596,7 @@ def _ppo_specs() -> list[ParamSpec]:
 def _ppo_config(params: dict[str, Any], **overrides: Any):
     from rlhf.ppo.config import PPOConfig
 
-    names = {f.name for f in dataclasses.fields(PPOConfig)} - set(_PPO_EXCLUDE)
-    values = {k: v for k, v in params.items() if k in names} | overrides
-    return PPOConfig(**values).validate()
+    return config_from_params(PPOConfig, params, exclude=_PPO_EXCLUDE, **overrides).validate()
 
 
 def _validate_ppo(params: dict[str, Any]) -> dict[str, Any]:
@@ -664,9 +666,7 @@ def _dpo_specs() -> list[ParamSpec]:
 def _dpo_config(params: dict[str, Any], **overrides: Any):
     from rlhf.dpo import DPORunConfig
 
-    names = {f.name for f in dataclasses.fields(DPORunConfig)} - set(_DPO_EXCLUDE)
-    values = {k: v for k, v in params.items() if k in names} | overrides
-    return DPORunConfig(**values).validate()
+    return config_from_params(DPORunConfig, params, exclude=_DPO_EXCLUDE, **overrides).validate()
 
 
 def _validate_dpo(params: dict[str, Any]) -> dict[str, Any]:

@@ -275,13 +275,17 @@ def _notify_new_job(engine: Engine) -> None:
         pass
 
 
+def _row_or_raise(engine: Engine, table: type, row_id: int, what: str):
+    with session_scope(engine) as session:
+        row = session.get(table, row_id)
+    if row is None:
+        raise JobNotFound(f"no {what} with id {row_id}")
+    return row
+
+
 def get_job(engine: Engine, job_id: int) -> Job:
     """The job row; raises JobNotFound."""
-    with session_scope(engine) as session:
-        job = session.get(Job, job_id)
-    if job is None:
-        raise JobNotFound(f"no job with id {job_id}")
-    return job
+    return _row_or_raise(engine, Job, job_id, "job")
 
 
 def list_jobs(
@@ -361,11 +365,7 @@ def job_artifacts(engine: Engine, job_id: int) -> list[Artifact]:
 
 def get_artifact(engine: Engine, artifact_id: int) -> Artifact:
     """The artifact row; raises JobNotFound."""
-    with session_scope(engine) as session:
-        artifact = session.get(Artifact, artifact_id)
-    if artifact is None:
-        raise JobNotFound(f"no artifact with id {artifact_id}")
-    return artifact
+    return _row_or_raise(engine, Artifact, artifact_id, "artifact")
 
 
 def list_artifacts(
