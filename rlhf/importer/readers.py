@@ -220,23 +220,24 @@ def _parquet_rows(path: Path, label: str, stack: ExitStack) -> tuple[list[str], 
         raise ImportFormatError(f"not a readable Parquet file: {exc}", path=label) from None
     stack.callback(parquet.close)
     columns = list(parquet.schema_arrow.names)
+    return columns, _numbered_rows([parquet.iter_batches(batch_size=BATCH_ROWS)], label, "Parquet")
 
-    def rows() -> Iterator[SourceRow]:
-        index = 0
-        batches = parquet.iter_batches(batch_size=BATCH_ROWS)
+
+def _numbered_rows(batch_streams, label: str, what: str) -> Iterator[SourceRow]:
+    """Rows of record batches from one or more streams, numbered from 1 across all of them;
+    a read error becomes an ImportFormatError at the row where it happened."""
+    index = 0
+    for batches in batch_streams:
         while True:
             try:
-                batch = next(batches)
-                records = batch.to_pylist()
+                records = next(batches).to_pylist()
             except StopIteration:
-                return
+                break
             except _arrow_errors() as exc:
-                raise ImportFormatError(f"unreadable Parquet data: {exc}", path=label, line=index + 1) from None
+                raise ImportFormatError(f"unreadable {what} data: {exc}", path=label, line=index + 1) from None
             for record in records:
                 index += 1
                 yield SourceRow(label, index, record)
-
-    return columns, rows()
 
 
 def _open_arrow(path: Path, label: str, stack: ExitStack):
@@ -269,23 +270,8 @@ def _arrow_schema_names(path: Path, label: str) -> list[str]:
 
 def _arrow_file_rows(paths: list[Path], label: str, stack: ExitStack) -> tuple[list[str], Iterator[SourceRow]]:
     columns = _arrow_schema_names(paths[0], label) if paths else []
-
-    def rows() -> Iterator[SourceRow]:
-        index = 0
-        for path in paths:
-            batches = iter(_open_arrow(path, label, stack))
-            while True:
-                try:
-                    records = next(batches).to_pylist()
-                except StopIteration:
-                    break
-                except _arrow_errors() as exc:
-                    raise ImportFormatError(f"unreadable Arrow data in {path.name}: {exc}", path=label, line=index + 1) from None
-                for record in records:
-                    index += 1
-                    yield SourceRow(label, index, record)
-
-    return columns, rows()
+    batch_streams = (iter(_open_arrow(path, label, stack)) for path in paths)  # opened one by one
+    return columns, _numbered_rows(batch_streams, label, "Arrow")
 
 
 def _read_json_file(path: Path) -> Any:
