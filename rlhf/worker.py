@@ -448,18 +448,6 @@ def _signal_words(number: int) -> str:
     return f"{name} ({notes[name]})" if name in notes else name
 
 
-def read_tail(path: Path, limit: int = OUTPUT_TAIL_CHARS) -> str:
-    """The last `limit` characters of a text file ('' if it is missing)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - limit))
-            return handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
 class _HeartbeatThread(threading.Thread):
     """Heartbeats one job every `interval_s` and remembers what it learnt."""
 
