@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
 
 from rlhf.db import run_transaction
@@ -247,7 +248,10 @@ def _import_page_cache(connection: Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        connection.exec_driver_sql(f"PRAGMA cache_size={int(previous)}")
+        try:
+            connection.exec_driver_sql(f"PRAGMA cache_size={int(previous)}")
+        except DBAPIError:  # a broken connection: never hide the error that broke it
+            pass
 
 
 def _merge_into(chunk: dict[str, PromptIn], prompt: PromptIn) -> None:
