@@ -329,6 +329,34 @@ def _insert_statement(dialect: str, kind: str):
     return dialect_insert(dialect)(table).on_conflict_do_nothing(index_elements=["task_id", "user_id"]).returning(table.c.id)
 
 
+ANNOTATION_COLUMNS = {
+    "rating": ("task_id", "user_id", "scores", "tags", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
+    "pairwise": ("task_id", "user_id", "choice", "strength", "shown_left", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
+}
+
+
+@lru_cache(maxsize=None)
+def _create_counted_statement(kind: str):
+    """PostgreSQL: insert the annotation, count it, release the lease — one round trip.
+
+    WITH ins AS (INSERT ... ON CONFLICT DO NOTHING RETURNING id),
+         counted AS (UPDATE task SET annotation_count + 1 WHERE id = tid AND a row was inserted),
+         released AS (DELETE FROM lease WHERE (task, user))
+    SELECT id FROM ins. Binds: `v_<column>` for the annotation's columns, plus tid and uid.
+    """
+    from sqlalchemy.dialects.postgresql import insert
+
+    table = annotation_table(kind)
+    # Binds are prefixed: an UPDATE would take binds named like task columns as SET values.
+    values = {name: bindparam(f"v_{name}", type_=table.c[name].type) for name in ANNOTATION_COLUMNS[kind]}
+    inserted = insert(table).values(values).on_conflict_do_nothing(index_elements=["task_id", "user_id"]).returning(table.c.id).cte("ins")
+    counted = (
+        update(TASK).where(TASK.c.id == TID, select(inserted.c.id).exists()).values(annotation_count=TASK.c.annotation_count + 1).cte("counted")
+    )
+    released = delete(LEASE).where(LEASE.c.task_id == TID, LEASE.c.user_id == UID).cte("released")
+    return select(inserted.c.id).add_cte(counted, released)
+
+
 @lru_cache(maxsize=None)
 def _count_statement():
     return update(TASK).where(TASK.c.id == TID).values(annotation_count=TASK.c.annotation_count + 1)
@@ -380,10 +408,15 @@ CONTENT_FIELDS = {"rating": ("scores", "tags", "comment"), "pairwise": ("choice"
 """The fields that make an annotation's content (an identical re-submit changes none of them)."""
 
 
-def _edit(connection: Connection, kind: str, annotation_id: int, content: dict[str, Any], time_spent_s: Optional[float], now: datetime) -> int:
-    """Apply new content to an existing annotation, keeping the old in AnnotationRevision; the revision after."""
+def _load_own(connection: Connection, kind: str, annotation_id: int) -> Row:
     table = annotation_table(kind)
-    row = connection.execute(select(table).where(table.c.id == annotation_id)).first()
+    return connection.execute(select(table).where(table.c.id == annotation_id)).one()
+
+
+def _edit(connection: Connection, kind: str, row: Row, content: dict[str, Any], time_spent_s: Optional[float], now: datetime) -> int:
+    """Apply new content to the existing annotation `row`, keeping the old in AnnotationRevision; the revision after."""
+    table = annotation_table(kind)
+    annotation_id = row.id
     old = {name: getattr(row, name) for name in CONTENT_FIELDS[kind]}
     if old == content:
         return row.revision
@@ -434,8 +467,9 @@ def _submit(
 
         # 2. edit in place, or create (room permitting) and count it
         if own_id is not None:
-            content = make_content(settings, ctx, _existing_side(connection, kind, own_id))
-            revision = _edit(connection, kind, own_id, content, time_spent_s, now)
+            existing = _load_own(connection, kind, own_id)
+            content = make_content(settings, ctx, existing.shown_left if kind == "pairwise" else None)
+            revision = _edit(connection, kind, existing, content, time_spent_s, now)
             annotation_id, created = own_id, False
         else:
             if not settings.active:
@@ -443,15 +477,14 @@ def _submit(
             content = make_content(settings, ctx, None)
             _check_room(ctx, settings, now)
             values = {**content, "task_id": task_id, "user_id": caller.id, "time_spent_s": time_spent_s, "revision": 1, "created_at": now, "updated_at": now}
-            annotation_id = connection.execute(_insert_statement(connection.dialect.name, kind), values).scalar()
+            annotation_id = _create_counted(connection, kind, values, has_lease=ctx.lease_expires_at is not None)
             if annotation_id is None:  # unreachable under the task lock; kept as the constraint's backstop
                 annotation_id = connection.execute(select(table.c.id).where(table.c.task_id == task_id, table.c.user_id == caller.id)).scalar_one()
-                revision = _edit(connection, kind, annotation_id, content, time_spent_s, now)
+                revision = _edit(connection, kind, _load_own(connection, kind, annotation_id), content, time_spent_s, now)
                 created = False
             else:
-                connection.execute(_count_statement(), {"tid": task_id})
                 revision, created = 1, True
-        if ctx.lease_expires_at is not None:
+        if own_id is not None and ctx.lease_expires_at is not None:
             connection.execute(_release_statement(), {"tid": task_id, "uid": caller.id})
 
         # 3. the next task, in the same transaction
@@ -461,11 +494,22 @@ def _submit(
     return run_transaction(engine, work)
 
 
-def _existing_side(connection: Connection, kind: str, annotation_id: int) -> Optional[str]:
-    if kind != "pairwise":
-        return None
-    table = annotation_table(kind)
-    return connection.execute(select(table.c.shown_left).where(table.c.id == annotation_id)).scalar()
+def _create_counted(connection: Connection, kind: str, values: dict[str, Any], *, has_lease: bool) -> Optional[int]:
+    """Insert a new annotation, add it to the task's count, release the caller's lease.
+
+    Returns the new id, or None if the (task, user) row already existed (then nothing is counted).
+    PostgreSQL does it in one statement (round trips dominate there); SQLite, in process, in three.
+    """
+    binds = {"tid": values["task_id"], "uid": values["user_id"]}
+    if connection.dialect.name == "postgresql":
+        prefixed = {f"v_{name}": value for name, value in values.items()}
+        return connection.execute(_create_counted_statement(kind), {**prefixed, **binds}).scalar()
+    annotation_id = connection.execute(_insert_statement(connection.dialect.name, kind), values).scalar()
+    if annotation_id is not None:
+        connection.execute(_count_statement(), binds)
+    if has_lease:
+        connection.execute(_release_statement(), binds)
+    return annotation_id
 
 
 # ------------------------------------------------------------------------------ submitting

@@ -475,9 +475,21 @@ def _pick_statement(kind: str, extra_votes: bool, postgres: bool, excluding: boo
 
 
 @lru_cache(maxsize=None)
-def _still_fits_statement(kind: str):
-    return select(TASK.c.id).where(
+def _lease_if_fits_statement(kind: str):
+    """PostgreSQL: take the lease on locked task `tid` only if it still fits, RETURNING task_id.
+
+    One round trip for "re-check, then lease": the INSERT's SELECT runs on a fresh READ COMMITTED
+    snapshot, taken after our row lock was granted, so it sees every lease committed before.
+    """
+    from sqlalchemy.dialects.postgresql import insert
+
+    fits = select(TASK.c.id).where(
         TASK.c.id == TID, not_done_by_caller(kind), TASK.c.annotation_count + live_leases_of_others() < target_expression()
+    )
+    row = select(TID, UID, bindparam("left", type_=LEASE.c.left_side.type), bindparam("expires", type_=LEASE.c.expires_at.type), NOW).where(fits.exists())
+    statement = insert(LEASE).from_select(["task_id", "user_id", "left_side", "expires_at", "created_at"], row)
+    return statement.on_conflict_do_update(index_elements=[LEASE.c.task_id, LEASE.c.user_id], set_=_lease_conflict_set(statement)).returning(
+        LEASE.c.task_id
     )
 
 
@@ -496,10 +508,21 @@ def _lease_upsert_statement(dialect: str):
     """Take or renew the (task, user) lease; an old expired row for the pair is reused."""
     insert = dialect_insert(dialect)
     statement = insert(LEASE).values(task_id=TID, user_id=UID, left_side=bindparam("left"), expires_at=bindparam("expires", type_=LEASE.c.expires_at.type), created_at=NOW)
-    return statement.on_conflict_do_update(
-        index_elements=[LEASE.c.task_id, LEASE.c.user_id],
-        set_={"expires_at": statement.excluded.expires_at, "left_side": statement.excluded.left_side, "created_at": statement.excluded.created_at},
-    )
+    return statement.on_conflict_do_update(index_elements=[LEASE.c.task_id, LEASE.c.user_id], set_=_lease_conflict_set(statement))
+
+
+def _lease_conflict_set(statement) -> dict[str, Any]:
+    """On an existing (task, user) lease: new expiry; `created_at` kept while the lease is live.
+
+    Keeping it makes "the oldest live lease" stable, so two tabs keep agreeing on one task
+    instead of alternating as each renewal would make the other lease the oldest.
+    """
+    excluded = statement.excluded
+    return {
+        "expires_at": excluded.expires_at,
+        "left_side": excluded.left_side,
+        "created_at": case((LEASE.c.expires_at > excluded.created_at, LEASE.c.created_at), else_=excluded.created_at),
+    }
 
 
 @lru_cache(maxsize=None)
@@ -614,14 +637,21 @@ def build_view(
 # ---------------------------------------------------------------------------------- picking
 
 
-def _pick_regular(connection: Connection, settings: ProjectSettings, user_id: int, kind: str, now: datetime) -> Optional[Row]:
-    """The next non-gold task this user may take (its content row), locked (PostgreSQL) until commit.
+def _lease_binds(task_id: int, user_id: int, kind: str, expires_at: datetime, now: datetime) -> dict[str, Any]:
+    # Sides are deterministic per (task, user), so a renewed lease shows the same sides as before.
+    left_side = left_side_for(task_id, user_id) if kind == "pairwise" else None
+    return {"tid": task_id, "uid": user_id, "left": left_side, "expires": expires_at, "now": now}
+
+
+def _lease_regular(connection: Connection, settings: ProjectSettings, user_id: int, kind: str, now: datetime, expires_at: datetime) -> Optional[Row]:
+    """Pick the next non-gold task this user may take and lease it; its content row, or None.
 
     Phase 1 walks `ix_task_queue` over tasks below the base overlap, least-annotated first.
     Phase 2, only when phase 1 is empty and the project allows extra votes, walks
-    `ix_task_extra_votes` (the few tasks whose target was raised). On PostgreSQL a candidate is
-    re-checked after its lock is granted: the pick's snapshot may predate a lease committed
-    just before, and no later lease can slip in while we hold the lock.
+    `ix_task_extra_votes` (the few tasks whose target was raised). On PostgreSQL the pick locks
+    the row (SKIP LOCKED) and the lease is taken only if the task still fits on a fresh
+    snapshot: the pick's snapshot may predate a lease committed just before our lock was
+    granted, and none can slip in while we hold it. A candidate that no longer fits is passed over.
     """
     postgres = connection.dialect.name == "postgresql"
     binds = {"pid": settings.id, "uid": user_id, "now": now, **target_binds(settings)}
@@ -633,7 +663,11 @@ def _pick_regular(connection: Connection, settings: ProjectSettings, user_id: in
             content = connection.execute(statement, {**binds, "excluded": excluded} if excluded else binds).first()
             if content is None:
                 break
-            if not postgres or connection.execute(_still_fits_statement(kind), {**binds, "tid": content.id}).scalar() is not None:
+            lease = _lease_binds(content.id, user_id, kind, expires_at, now)
+            if not postgres:
+                connection.execute(_lease_upsert_statement(connection.dialect.name), lease)
+                return content
+            if connection.execute(_lease_if_fits_statement(kind), {**binds, **lease}).first() is not None:
                 return content
             excluded.append(content.id)
     return None
@@ -656,9 +690,9 @@ def next_task_in(
     """`next_task` on the connection of an open write transaction (submit/skip use it: one round trip).
 
     Steps: 1. a live lease of the caller's in this project and kind → renew it, show that task;
-    2. draw gold with probability `gold_rate`; 3. pick (gold, else regular) with its content;
-    4. lease. `held_task_id`, when the caller already looked it up (None: no live lease), saves
-    step 1's query.
+    2. draw gold with probability `gold_rate` and pick one the caller has not seen; 3. else pick
+    and lease a regular task. `held_task_id`, when the caller already looked it up (None: no
+    live lease), saves step 1's query.
     """
     check_kind(kind)
     if not settings.active:
@@ -668,25 +702,21 @@ def next_task_in(
 
     if held_task_id is UNKNOWN:
         held_task_id = connection.execute(_held_lease_statement(), {"uid": user_id, "now": now, "pid": settings.id, "kind": kind}).scalar()
+    content = None
     if held_task_id is not None:
         content = load_task_content(connection, held_task_id)
+    elif settings.gold_rate > 0:
+        draw = rng.random() if rng is not None else random.random()
+        if draw < settings.gold_rate:
+            content = connection.execute(_gold_statement(kind), {"pid": settings.id, "uid": user_id}).first()
+    if content is not None:  # a held or gold task: lease (or renew) it unconditionally
+        connection.execute(_lease_upsert_statement(connection.dialect.name), _lease_binds(content.id, user_id, kind, expires_at, now))
     else:
-        content = None
-        if settings.gold_rate > 0:
-            draw = rng.random() if rng is not None else random.random()
-            if draw < settings.gold_rate:
-                content = connection.execute(_gold_statement(kind), {"pid": settings.id, "uid": user_id}).first()
-        if content is None:
-            content = _pick_regular(connection, settings, user_id, kind, now)
+        content = _lease_regular(connection, settings, user_id, kind, now, expires_at)
         if content is None:
             return None
-    # Deterministic per (task, user), so a renewed lease shows the same sides as before.
-    left_side = left_side_for(content.id, user_id) if kind == "pairwise" else None
-    connection.execute(
-        _lease_upsert_statement(connection.dialect.name),
-        {"tid": content.id, "uid": user_id, "left": left_side, "expires": expires_at, "now": now},
-    )
-    return build_view(settings, content, shown_left=left_side, lease_expires_at=expires_at)
+    shown_left = left_side_for(content.id, user_id) if kind == "pairwise" else None
+    return build_view(settings, content, shown_left=shown_left, lease_expires_at=expires_at)
 
 
 def next_task(
@@ -782,14 +812,11 @@ def request_extra_votes(
                 current_target < cap,
             )
         ).all()
-        targets = {row.id: row.target for row in complete}
-        raised = []
-        for task_id, score in _task_agreements(session, settings, complete).items():
-            if score is not None and score < min_agreement:
-                raised.append(task_id)
-        for task_id in raised:
-            session.execute(update(TASK).where(TASK.c.id == task_id).values(target_overlap=targets[task_id] + 1))
-        return sorted(raised)
+        raised = sorted(task_id for task_id, score in _task_agreements(session, settings, complete).items() if score is not None and score < min_agreement)
+        for start in range(0, len(raised), 500):
+            chunk = raised[start : start + 500]
+            session.execute(update(TASK).where(TASK.c.id.in_(chunk)).values(target_overlap=current_target + 1))
+        return raised
 
     return run_transaction(engine, work)
 

@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -230,6 +230,15 @@ def _record_failure(engine: Engine, key: str, now: datetime, policy: ThrottlePol
     """Count one failure for `key`; the lock it earned (locked_until), or None."""
 
     def work(session: Session) -> Optional[datetime]:
+        # Forget names quiet for a whole window, so guessing many names cannot grow the table forever.
+        stale = now - policy.window
+        session.execute(
+            delete(THROTTLE).where(
+                THROTTLE.c.username != key,
+                THROTTLE.c.last_failure_at < stale,
+                or_(THROTTLE.c.locked_until.is_(None), THROTTLE.c.locked_until < stale),
+            )
+        )
         _upsert_blank_throttle(session, key, now)
         row = session.execute(select(THROTTLE).where(THROTTLE.c.username == key).with_for_update()).first()
         last_activity = max(row.last_failure_at, row.locked_until or row.last_failure_at)

@@ -186,6 +186,20 @@ def test_second_tab_sees_the_same_task(engine):
         assert s.execute(select(func.count()).select_from(Lease)).scalar_one() == 2
 
 
+def test_two_live_leases_keep_returning_the_oldest(sqlite_engine):
+    """If a user ever holds two live leases (two tabs racing), every tab settles on the oldest."""
+    engine = sqlite_engine
+    built = build_project(engine, n_rating=3, overlap=1)
+    (user,) = add_annotators(engine, 1)
+    t0 = utcnow()
+    first = next_task(engine, user, built.project, "rating", now=t0)
+    other = next(t for t in built.rating_ids if t != first.task_id)
+    with session_scope(engine, write=True) as s:
+        s.add(Lease(task_id=other, user_id=user.id, expires_at=t0 + timedelta(minutes=10), created_at=t0 + timedelta(seconds=1)))
+    seen = {next_task(engine, user, built.project, "rating", now=t0 + timedelta(minutes=i)).task_id for i in range(1, 5)}
+    assert seen == {first.task_id}
+
+
 def test_concurrent_leases_never_exceed_overlap(engine):
     built = build_project(engine, n_rating=1, overlap=2)
     users = add_annotators(engine, 4)

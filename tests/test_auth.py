@@ -136,6 +136,19 @@ def test_failures_are_forgotten_after_a_quiet_window(sqlite_engine):
     assert type(exc.value) is AuthenticationError  # the first failure had expired
 
 
+def test_throttle_rows_of_quiet_names_are_purged(sqlite_engine):
+    from rlhf.schema import LoginThrottle
+
+    t0 = utcnow()
+    for i in range(5):
+        with pytest.raises(AuthenticationError):
+            authenticate(sqlite_engine, f"guess{i}", "nope nope nope", now=t0)
+    with pytest.raises(AuthenticationError):
+        authenticate(sqlite_engine, "later", "nope nope nope", now=t0 + timedelta(hours=1))
+    with session_scope(sqlite_engine) as s:
+        assert s.execute(select(LoginThrottle.username)).scalars().all() == ["later"]
+
+
 def test_external_and_inactive_users_cannot_sign_in(engine):
     create_user(engine, SYSTEM, "judge-model", None, role="external")
     with pytest.raises(AuthenticationError) as exc:

@@ -19,7 +19,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from engine_fixtures import add_annotators, annotate_in_threads, build_project, process_annotators, seed_ratings
+from engine_fixtures import add_annotators, add_tasks, annotate_in_threads, build_project, create_project, process_annotators, seed_ratings_in_sql
 from rlhf.annotate import submit_rating
 from rlhf.assign import next_task
 from rlhf.db import session_scope
@@ -34,10 +34,11 @@ pytestmark = pytest.mark.timeout(300)
 
 def half_filled_project(engine):
     """500 tasks, overlap 3; task i starts with i % 3 annotations from two earlier annotators."""
-    built = build_project(engine, n_rating=N_TASKS, overlap=OVERLAP)
+    project = create_project(engine, overlap=OVERLAP)
+    add_tasks(engine, project.id, N_TASKS, "rating", annotation_counts=[i % 3 for i in range(N_TASKS)])
     earlier = [u.id for u in add_annotators(engine, 2, prefix="earlier")]
-    seeded = seed_ratings(engine, {t: i % 3 for i, t in enumerate(built.rating_ids)}, earlier)
-    return built, seeded
+    seeded = seed_ratings_in_sql(engine, project.id, earlier)
+    return project, seeded
 
 
 def check_invariants(engine, project_id: int, acknowledged: list[tuple[int, int, int]], seeded: int) -> None:
@@ -59,22 +60,22 @@ def check_invariants(engine, project_id: int, acknowledged: list[tuple[int, int,
 
 
 def test_32_threads_fill_every_task_exactly(engine):
-    built, seeded = half_filled_project(engine)
+    project, seeded = half_filled_project(engine)
     users = add_annotators(engine, 32)
-    acknowledged = annotate_in_threads(engine, users, built.project.id, "rating", seed=1)
-    check_invariants(engine, built.project.id, acknowledged, seeded)
+    acknowledged = annotate_in_threads(engine, users, project.id, "rating", seed=1)
+    check_invariants(engine, project.id, acknowledged, seeded)
 
 
 def test_4_processes_fill_every_task_exactly(engine):
-    built, seeded = half_filled_project(engine)
+    project, seeded = half_filled_project(engine)
     users = add_annotators(engine, 32)  # 8 annotator threads in each process
     url = engine.url.render_as_string(hide_password=False)
     groups = [[u.id for u in users[i::4]] for i in range(4)]
     context = multiprocessing.get_context("spawn")
     with context.Pool(4) as pool:
-        results = pool.starmap(process_annotators, [(url, group, built.project.id, "rating", 100 * i) for i, group in enumerate(groups)])
+        results = pool.starmap(process_annotators, [(url, group, project.id, "rating", 100 * i) for i, group in enumerate(groups)])
     acknowledged = [item for result in results for item in result]
-    check_invariants(engine, built.project.id, acknowledged, seeded)
+    check_invariants(engine, project.id, acknowledged, seeded)
 
 
 def test_racing_double_submit_creates_one_row(engine):
