@@ -106,6 +106,7 @@ __all__ = [
     "skip_task",
     "submit_preference",
     "submit_rating",
+    "task_view_for_admin",
     "task_view_for_edit",
 ]
 
@@ -795,6 +796,24 @@ def task_view_for_edit(engine: Engine, user: User, task_id: int) -> TaskView:
             raise TaskNotFound(f"you have no annotation on task {task_id} to edit")
         settings = load_project(connection, content.project_id)
         return build_view(settings, content, shown_left=own.shown_left, lease_expires_at=None, own=own)
+
+    return run_transaction(engine, work, write=False)
+
+
+def task_view_for_admin(engine: Engine, actor: Actor, task_id: int) -> TaskView:
+    """A task's content for review (flags, gold): response A on the left, model names shown. Admin only.
+
+    No lease is taken and nothing about other annotators' labels is included.
+    """
+
+    def work(session: Session) -> TaskView:
+        connection = session.connection()
+        check_admin(connection, actor, "review tasks")
+        content = load_task_content(connection, task_id) if _is_int(task_id) else None
+        if content is None:
+            raise TaskNotFound(f"no task with id {task_id}")
+        settings = load_project(connection, content.project_id)
+        return build_view(settings, content, shown_left="a", lease_expires_at=None, show_models=True)
 
     return run_transaction(engine, work, write=False)
 

@@ -603,9 +603,11 @@ def build_view(
     shown_left: Optional[str],
     lease_expires_at: Optional[datetime],
     own: Optional[AnnotationView] = None,
+    show_models: bool = False,
 ) -> TaskView:
-    """Assemble a TaskView. Model names appear only on a revisit in a reveal-after-submit project."""
-    reveal_models = own is not None and settings.visibility == "reveal_after_submit"
+    """Assemble a TaskView. Model names appear only on a revisit in a reveal-after-submit project
+    (or with `show_models`, for admins)."""
+    reveal_models = show_models or (own is not None and settings.visibility == "reveal_after_submit")
     a = ResponseView(content.a_text, content.a_model if reveal_models else None)
     response = left = right = None
     if content.kind == "pairwise":

@@ -210,6 +210,17 @@ def test_flags_are_listed_and_resolved_by_admins(engine):
     assert len(list_flags(engine, SYSTEM, built.project, status=None)) == 2
 
 
+def test_admin_task_view_shows_models_and_a_on_the_left(sqlite_engine):
+    from rlhf.annotate import task_view_for_admin
+
+    built = build_project(sqlite_engine, n_pairwise=1)
+    view = task_view_for_admin(sqlite_engine, SYSTEM, built.pairwise_ids[0])
+    assert view.shown_left == "a" and view.left.model_name == "model-a" and view.right.model_name == "model-b"
+    assert view.lease_expires_at is None and view.own is None
+    with pytest.raises(TaskNotFound):
+        task_view_for_admin(sqlite_engine, SYSTEM, 424242)
+
+
 # ------------------------------------------------------------------------------- own history
 
 
