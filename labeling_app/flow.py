@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import streamlit as st
 
@@ -335,6 +335,26 @@ def header(slot: Slot, title: str) -> None:
         st.caption(f"{slot.submitted} submitted in this session · task {slot.task.task_id if slot.task else '-'}")
 
 
+@st.fragment
+def annotation_area(kind: str, user: "User", project_id: int, title: str, render_task: Callable[[Slot], None]) -> None:
+    """What a key press or a submit redraws: header, the task, its form. A fragment, so these
+    reruns skip the router (sign-in check, project list, sidebar) and redraw only this part.
+
+    `render_task(slot)` draws the page's task and form; it is only called when there is a task.
+    Callbacks that sign the session out (an expired session meeting a submit) are noticed here
+    and hand over to a full rerun, where the router shows the sign-in page.
+    """
+    if st.session_state.get(c.USER_ID) != user.id:
+        st.rerun(scope="app")
+    c.show_flash()
+    slot = get_slot(c.get_engine(), user, project_id, kind)
+    header(slot, title)
+    if slot.task is None:
+        empty_queue(slot)
+        return
+    render_task(slot)
+
+
 def empty_queue(slot: Slot) -> None:
     """The page when nothing is left for this user."""
     kind = slot.kind
@@ -349,23 +369,42 @@ def empty_queue(slot: Slot) -> None:
             st.page_link(str(c.page_path("progress.py")), label="My progress", icon=":material/history:")
 
 
-def skip_and_flag(slot: Slot) -> None:
-    """Popovers to skip the task (with a reason) or flag it (PII, harmful, broken, other)."""
+FLAG_LABELS = {"pii": "PII", "harmful": "Harmful", "broken": "Broken", "other": "Other"}
+
+
+@st.dialog("Skip this task")
+def _skip_dialog(kind: str, token: Optional[str]) -> None:
+    prefix = PREFIX[kind]
+    st.selectbox("Why skip?", SKIP_REASONS, key=f"{prefix}.skip_reason")
+    st.text_input("Note (optional)", key=f"{prefix}.skip_note", max_chars=300)
+    if st.button("Skip this task", key=f"{prefix}.skip", type="primary", on_click=skip, args=(kind, token, f"{prefix}.skip_reason", f"{prefix}.skip_note")):
+        st.rerun()  # close the dialog; the callback has already brought the next task
+
+
+@st.dialog("Flag this task for review")
+def _flag_dialog(kind: str, token: Optional[str], editing: bool) -> None:
     from rlhf.schema import FLAG_REASONS
 
+    prefix = PREFIX[kind]
+    st.radio("Problem", FLAG_REASONS, key=f"{prefix}.flag_reason", horizontal=True, format_func=lambda r: FLAG_LABELS.get(r, r))
+    st.text_input("What is wrong? (optional)", key=f"{prefix}.flag_note", max_chars=1000)
+    if not editing:
+        st.checkbox("Also skip it", value=True, key=f"{prefix}.flag_skip")
+    if st.button("Flag for review", key=f"{prefix}.flag", type="primary", on_click=flag, args=(kind, token, f"{prefix}.flag_reason", f"{prefix}.flag_note", f"{prefix}.flag_skip")):
+        st.rerun()
+
+
+def skip_and_flag(slot: Slot) -> None:
+    """Buttons (keys S and F) opening dialogs to skip the task with a reason, or flag it (PII, harmful, broken, other).
+
+    Dialogs rather than popovers: their widgets exist only while open, so the page a key press
+    redraws stays small.
+    """
     kind, prefix = slot.kind, PREFIX[slot.kind]
-    with st.container(horizontal=True):
-        if not slot.editing:
-            with st.popover("Skip…", icon=":material/skip_next:"):
-                st.selectbox("Why skip?", SKIP_REASONS, key=f"{prefix}.skip_reason")
-                st.text_input("Note (optional)", key=f"{prefix}.skip_note", max_chars=300)
-                st.button("Skip this task", key=f"{prefix}.skip", on_click=skip, args=(kind, slot.token, f"{prefix}.skip_reason", f"{prefix}.skip_note"))
-        with st.popover("Flag…", icon=":material/flag:"):
-            st.radio("Problem", FLAG_REASONS, key=f"{prefix}.flag_reason", horizontal=True, format_func=lambda r: {"pii": "PII", "harmful": "Harmful", "broken": "Broken", "other": "Other"}.get(r, r))
-            st.text_input("What is wrong? (optional)", key=f"{prefix}.flag_note", max_chars=1000)
-            if not slot.editing:
-                st.checkbox("Also skip it", value=True, key=f"{prefix}.flag_skip")
-            st.button("Flag for review", key=f"{prefix}.flag", on_click=flag, args=(kind, slot.token, f"{prefix}.flag_reason", f"{prefix}.flag_note", f"{prefix}.flag_skip"))
+    if not slot.editing and st.button("Skip…", key=f"{prefix}.skip_open", shortcut="S", icon=":material/skip_next:"):
+        _skip_dialog(kind, slot.token)
+    if st.button("Flag…", key=f"{prefix}.flag_open", shortcut="F", icon=":material/flag:"):
+        _flag_dialog(kind, slot.token, slot.editing)
 
 
 def reveal_last(slot: Slot) -> None:

@@ -23,9 +23,11 @@ def _live(token: str | None) -> flow.Slot | None:
     return slot
 
 
-def choose(token: str, choice_id: str) -> None:
-    slot = _live(token)
-    if slot is not None:
+def choose(choice_id: str) -> None:
+    """A choice key or click: selects for the pair on screen when it arrives (no token: a key pressed
+    while the next pair is being drawn is meant for that pair; only submitting needs the token)."""
+    slot = st.session_state.get(flow.slot_key(KIND))
+    if slot is not None and slot.task is not None:
         slot.choice = choice_id
 
 
@@ -61,19 +63,12 @@ def choice_buttons(slot: flow.Slot) -> None:
                 shortcut=option.key,
                 type="primary" if slot.choice == option.id else "secondary",
                 on_click=choose,
-                args=(slot.token, option.id),
+                args=(option.id,),
             )
 
 
-def main() -> None:
-    user = c.require_role("annotator")
-    project_id = c.require_project()
-    engine = c.get_engine()
-    slot = flow.get_slot(engine, user, project_id, KIND)
-    flow.header(slot, "Compare two responses")
-    if slot.task is None:
-        flow.empty_queue(slot)
-        return
+def render_task(slot: flow.Slot) -> None:
+    """Prompt, the pair side by side (A left, B right), the choice row, comment and the buttons."""
     view = slot.task
     plain = c.plain_text_toggle("compare.plain")
     st.markdown("**Prompt**")
@@ -83,7 +78,7 @@ def main() -> None:
         c.render_response(view.left, heading="A", plain=plain)
     with right:
         c.render_response(view.right, heading="B", plain=plain)
-    st.caption("Keys: 1 A much better · 2 A better · 3 tie · 4 B better · 5 B much better · 0 both bad · Enter submits · G guidelines · Backspace edits your previous comparison")
+    st.caption("Keys: 1 A much better · 2 A better · 3 tie · 4 B better · 5 B much better · 0 both bad · Enter submits · S skip · F flag · G guidelines · Backspace reopens your last comparison")
     choice_buttons(slot)
     selected = CHOICES_BY_ID[slot.choice].label if slot.choice else "nothing yet"
     st.markdown(f"Your choice: **{selected}**")
@@ -103,6 +98,12 @@ def main() -> None:
         )
         flow.skip_and_flag(slot)
     flow.reveal_last(slot)
+
+
+def main() -> None:
+    user = c.require_role("annotator")
+    project_id = c.require_project()
+    flow.annotation_area(KIND, user, project_id, "Compare two responses", render_task)
 
 
 main()

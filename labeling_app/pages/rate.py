@@ -17,14 +17,19 @@ def _slot() -> flow.Slot | None:
 
 
 def _live(token: str | None) -> flow.Slot | None:
-    """The slot when `token` is still the form on screen (a stale key press or click does nothing)."""
+    """The slot when `token` is still the form on screen (a stale submit does nothing)."""
     slot = _slot()
     return slot if slot is not None and token is not None and slot.token == token else None
 
 
-def press_digit(token: str, digit: str) -> None:
+# Scoring keys and clicks act on the task on screen when they arrive, without a token: a key
+# pressed just after a submit, while the next task is still being drawn, is meant for that
+# next task (nobody scores a task they already sent), and dropping it would lose a keystroke.
+
+
+def press_digit(digit: str) -> None:
     """A number key: score the focused dimension with the scale point that key stands for."""
-    slot = _live(token)
+    slot = _slot()
     if slot is None:
         return
     rubric = slot.task.rubric
@@ -35,18 +40,18 @@ def press_digit(token: str, digit: str) -> None:
         slot.focus = next_focus([d.name for d in rubric], slot.scores, slot.focus)
 
 
-def click_point(token: str, index: int, value: int) -> None:
+def click_point(index: int, value: int) -> None:
     """A click on a scale point of any dimension."""
-    slot = _live(token)
-    if slot is None:
+    slot = _slot()
+    if slot is None or index >= len(slot.task.rubric):
         return
     rubric = slot.task.rubric
     slot.scores[rubric[index].name] = value
     slot.focus = next_focus([d.name for d in rubric], slot.scores, index)
 
 
-def move_focus(token: str, step: int) -> None:
-    slot = _live(token)
+def move_focus(step: int) -> None:
+    slot = _slot()
     if slot is not None:
         slot.focus = max(0, min(len(slot.task.rubric) - 1, slot.focus + step))
 
@@ -99,9 +104,9 @@ def rubric_form(slot: flow.Slot) -> None:
                         # Generic keys: the button for digit d always scores the *focused* dimension,
                         # decided when the press arrives, so a fast second key never hits a stale row.
                         # Its label is the key cap Streamlit draws for the shortcut.
-                        st.button("", key=f"rate.key.{keys[value]}", shortcut=keys[value], type=kind, help=tip, on_click=press_digit, args=(slot.token, keys[value]))
+                        st.button("", key=f"rate.key.{keys[value]}", shortcut=keys[value], type=kind, help=tip, on_click=press_digit, args=(keys[value],))
                     else:
-                        st.button(str(value), key=f"rate.pt.{index}.{value}", type=kind, help=tip, on_click=click_point, args=(slot.token, index, value))
+                        st.button(str(value), key=f"rate.pt.{index}.{value}", type=kind, help=tip, on_click=click_point, args=(index, value))
             if dim.labels:
                 st.caption(c.safe_markdown(anchors(dim)))
 
@@ -111,20 +116,13 @@ def keyboard_help(slot: flow.Slot) -> None:
     keys = scale_keys(dim.min, dim.max)
     first, last = (keys[min(keys)], keys[max(keys)]) if keys else ("-", "-")
     with st.container(horizontal=True, vertical_alignment="center", gap="small"):
-        st.caption(f"{first}–{last} score the :material/keyboard: dimension · ↑ ↓ change it · Enter submits · G guidelines · Backspace reopens your last rating")
-        st.button("", key="rate.focus_up", shortcut="Up", type="tertiary", help="Previous dimension", on_click=move_focus, args=(slot.token, -1))
-        st.button("", key="rate.focus_down", shortcut="Down", type="tertiary", help="Next dimension", on_click=move_focus, args=(slot.token, 1))
+        st.caption(f"{first}–{last} score the :material/keyboard: dimension · ↑ ↓ change it · Enter submits · S skip · F flag · G guidelines · Backspace reopens your last rating")
+        st.button("", key="rate.focus_up", shortcut="Up", type="tertiary", help="Previous dimension", on_click=move_focus, args=(-1,))
+        st.button("", key="rate.focus_down", shortcut="Down", type="tertiary", help="Next dimension", on_click=move_focus, args=(1,))
 
 
-def main() -> None:
-    user = c.require_role("annotator")
-    project_id = c.require_project()
-    engine = c.get_engine()
-    slot = flow.get_slot(engine, user, project_id, KIND)
-    flow.header(slot, "Rate a response")
-    if slot.task is None:
-        flow.empty_queue(slot)
-        return
+def render_task(slot: flow.Slot) -> None:
+    """Prompt and response on the left; rubric, tags, comment and the buttons on the right."""
     view = slot.task
     plain = c.plain_text_toggle("rate.plain")
     text_col, form_col = st.columns([5, 4], gap="large")
@@ -152,6 +150,12 @@ def main() -> None:
             flow.skip_and_flag(slot)
         keyboard_help(slot)
         flow.reveal_last(slot)
+
+
+def main() -> None:
+    user = c.require_role("annotator")
+    project_id = c.require_project()
+    flow.annotation_area(KIND, user, project_id, "Rate a response", render_task)
 
 
 main()

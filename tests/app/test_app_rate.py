@@ -29,12 +29,16 @@ def test_rate_page_shows_prompt_response_and_labelled_scale(app_env):
     shown = texts(at)
     assert view.response.text in shown
     assert view.prompt_text in shown or all(m.content in shown for m in view.prompt_messages or ())
-    labels = [b.label for b in at.button]
-    assert "1 · Not at all" in labels and "7 · Completely" in labels and "4 · Borderline" in labels
+    # Labelled scale points: the anchors under each row, and every point's label on hover.
+    assert "1 Not at all · 4 Partly · 7 Completely" in shown and "1 Harmful · 4 Borderline · 7 Harmless" in shown
+    assert at.button(key="rate.key.1").help == "1 · Not at all" and at.button(key="rate.pt.2.4").help == "4 · Borderline"
+    assert [at.button(key=f"rate.pt.1.{v}").label for v in range(1, 8)] == [str(v) for v in range(1, 8)]
     # The focused dimension's buttons carry the number keys; the others none.
     assert [at.button(key=f"rate.key.{d}").proto.shortcut for d in "1234567"] == list("1234567")
     assert at.button(key="rate.pt.1.3").proto.shortcut == ""
     assert at.button(key="rate.submit").proto.shortcut.lower() == "enter"
+    assert (at.button(key="rate.skip_open").proto.shortcut.upper(), at.button(key="rate.flag_open").proto.shortcut.upper()) == ("S", "F")
+    assert not [w for w in at.selectbox if w.key == "rate.skip_reason"]  # dialogs draw nothing until opened
 
 
 def test_number_keys_score_focused_dimensions_in_turn_and_submit_paints_the_next_task(app_env):
@@ -88,6 +92,7 @@ def test_clicks_and_arrow_buttons_move_the_focus(app_env):
 def test_skip_with_a_reason_brings_another_task(app_env):
     at = rate_page(app_env)
     first = slot(at).task.task_id
+    at = at.button(key="rate.skip_open").click().run()  # key S opens the dialog
     at.selectbox(key="rate.skip_reason").set_value("The prompt is unclear")
     at.text_input(key="rate.skip_note").input("two questions in one")
     at = at.button(key="rate.skip").click().run()
@@ -100,6 +105,7 @@ def test_skip_with_a_reason_brings_another_task(app_env):
 def test_flag_records_the_reason_and_can_skip(app_env):
     at = rate_page(app_env)
     first = slot(at).task.task_id
+    at = at.button(key="rate.flag_open").click().run()  # key F opens the dialog
     at.radio(key="rate.flag_reason").set_value("pii")
     at.text_input(key="rate.flag_note").input("a phone number")
     at = at.button(key="rate.flag").click().run()

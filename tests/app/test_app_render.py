@@ -74,6 +74,7 @@ def test_chat_prompt_is_a_conversation(app_env):
         view = at.session_state[flow.slot_key("rating")].task
         if view.prompt_messages:
             break
+        at = at.button(key="rate.skip_open").click().run()
         at = at.button(key="rate.skip").click().run()
     assert view.prompt_messages, "no chat prompt reached"
     names = [m.name for m in at.chat_message]

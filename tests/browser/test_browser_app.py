@@ -99,6 +99,7 @@ def test_annotator_rates_and_compares_with_the_keyboard_only(served):
                     screenshot(page, "03_rate_scored")
                 page.keyboard.press("Enter")
                 wait_text(page, f"{n} submitted in this session")
+                wait_loaded(page)
 
             open_page(page, "Compare")
             wait_text(page, "Compare two responses")
@@ -110,6 +111,7 @@ def test_annotator_rates_and_compares_with_the_keyboard_only(served):
                 assert_no_markup(page)
                 page.keyboard.press("Enter")
                 wait_text(page, f"{n} submitted in this session")
+                wait_loaded(page)
 
             open_page(page, "My progress")
             wait_text(page, "Recent annotations")
