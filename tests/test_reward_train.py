@@ -255,3 +255,27 @@ def test_cli_train_reward(tiny_model_dir, tmp_path):
     assert result.exit_code == 2 and "/no/such/dir" in result.output and not (tmp_path / "rm2").exists()
     result = CliRunner().invoke(app, ["train-reward", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "either --data" in result.output
+
+
+def test_train_from_a_project_records_the_artifact(tiny_model_dir, tmp_path, sqlite_engine):
+    from sqlmodel import select
+
+    from rlhf.db import session_scope
+    from rlhf.schema import Artifact
+    from test_frames import seed_project
+
+    prompts = {f"p{i}": (f"please explain {i}", {f"p{i}a": "sure here good helpful steps", f"p{i}b": "no bad"}) for i in range(8)}
+    pairs = {f"t{i}": (f"p{i}", f"p{i}a", f"p{i}b", {"ann1": ("a", 2), "ann2": ("a", 1)}) for i in range(8)}
+    seed_project(sqlite_engine, prompts=prompts, pairs=pairs)
+    out_root = tmp_path / "out"
+    out_root.mkdir()
+    result = train_reward_model(tiny_config(tiny_model_dir, max_steps=2, eval_fraction=0.25), out_root / "rm", project="proj", engine=sqlite_engine)
+    assert result.metrics["data"] == {"train_pairs": 6, "test_pairs": 2, "ties_skipped": 0, "pairs": 6, "prompts_truncated": 0, "responses_truncated": 0}
+    assert result.model_config.export_hash and len(result.model_config.export_hash) == 64
+    lineage = json.loads((out_root / "rm" / "lineage.json").read_text())
+    assert lineage["data"] == "exported from the project for this run" and lineage["export_manifest"]["project"] == "proj"
+    with session_scope(sqlite_engine) as session:
+        artifact = session.exec(select(Artifact)).one()
+    assert (artifact.kind, artifact.id, artifact.path) == ("reward_model", result.artifact_id, str((out_root / "rm").resolve()))
+    assert artifact.metrics["held_out"]["pairs"] == 2 and artifact.project_id is not None
+    assert sorted(p.name for p in out_root.iterdir()) == ["rm"]  # the on-the-fly export is gone
