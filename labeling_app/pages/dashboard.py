@@ -86,6 +86,16 @@ def value_order(values: pd.Series) -> list[str]:
     return known + sorted(str(v) for v in unique if v not in PREFERENCE_ORDER)
 
 
+def alpha_reason(note: str) -> str:
+    """Why alpha is undefined, from the agreement table's `note` ("statistic: reason; ..." as
+    rlhf.stats writes it); the whole note when it names no reason for alpha."""
+    prefix = "krippendorff_alpha: "
+    for part in str(note or "").split("; "):
+        if part.startswith(prefix):
+            return part[len(prefix):]
+    return str(note or "") or "not enough overlapping judgments"
+
+
 def csv_button(frame: pd.DataFrame, project: str, table: str) -> None:
     """A download button for one table as CSV (all columns, as the backend returned them)."""
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in project)[:60] or "project"
@@ -114,15 +124,24 @@ def agreement_section(data, project: str, min_overlap: int) -> None:
     for column, row in zip(columns, table.itertuples(index=False)):
         interval = f"95% bootstrap interval {row.alpha_low:.3f} – {row.alpha_high:.3f}" if pd.notna(row.alpha_low) else None
         column.metric(f"α · {row.variable}", "—" if pd.isna(row.alpha) else f"{row.alpha:.3f}", help=interval, border=True)
+    undefined: dict[str, list[str]] = {}
     for row in table.itertuples(index=False):
-        if pd.isna(row.alpha) and row.note:
-            st.info(f"**{c.safe_markdown(row.variable)}**: no Krippendorff's alpha yet — {c.safe_markdown(row.note)}.")
+        if pd.isna(row.alpha):
+            undefined.setdefault(alpha_reason(row.note), []).append(row.variable)
+    for reason, variables in undefined.items():
+        names = ", ".join(f"**{c.safe_markdown(v)}**" for v in variables)
+        st.info(f"No Krippendorff's α yet for {names}: {c.safe_markdown(reason)}.")
     st.dataframe(
         table,
         hide_index=True,
         key="dashboard.agreement_table",
         column_config={
             "variable": "Variable",
+            "kind": "Kind",
+            "level": "Level",
+            "n_items": st.column_config.NumberColumn("Items"),
+            "n_annotators": st.column_config.NumberColumn("Annotators"),
+            "n_annotations": st.column_config.NumberColumn("Judgments"),
             "alpha": number("α", help="Krippendorff's alpha (ordinal for rubric dimensions, nominal for preferences)"),
             "alpha_low": number("α low"),
             "alpha_high": number("α high"),
@@ -165,7 +184,13 @@ def alpha_chart(table: pd.DataFrame) -> alt.LayerChart:
         tooltip=["variable", alt.Tooltip("alpha:Q", format=".3f"), alt.Tooltip("alpha_low:Q", format=".3f"), alt.Tooltip("alpha_high:Q", format=".3f"), "n_items", "n_annotators"],
     )
     cutoffs = alt.Chart(pd.DataFrame({"cutoff": [ALPHA_TENTATIVE, ALPHA_RELIABLE]})).mark_rule(strokeDash=[4, 4], color="gray").encode(x="cutoff:Q")
-    return alt.layer(cutoffs, bars, points)
+    return alt.layer(cutoffs, bars, points).properties(height=band_height(len(table)))
+
+
+def band_height(rows: int, per_row: int = 40, axes: int = 90) -> int:
+    """Chart height in pixels for `rows` bands plus the x axis and its title (the height Vega-Lite
+    is given includes them; left to itself it squashes layered charts)."""
+    return axes + per_row * max(rows, 2)
 
 
 def trend_chart(series: pd.DataFrame) -> alt.Chart:
@@ -205,7 +230,7 @@ def annotator_section(data, project: str) -> None:
         key="dashboard.annotator_table",
         column_config={
             "username": st.column_config.TextColumn("Annotator", pinned=True),
-            "flags": st.column_config.ListColumn("Flags", help="; ".join(f"{k}: {v}" for k, v in FLAG_HELP.items()), width="medium"),
+            "flags": st.column_config.ListColumn("Flags", help="; ".join(f"{k}: {v}" for k, v in FLAG_HELP.items()), width="large"),
             "n_annotations": st.column_config.NumberColumn("Judgments"),
             "agreement_with_others": number("Agree w/ others", "percent", "Share of the other annotators' answers on the same items equal to this one's"),
             "loo_consensus_agreement": number("Agree w/ consensus", "percent", "Agreement with the majority of the others (leave-one-out)"),
@@ -256,14 +281,14 @@ def kappa_heatmap(pairs: pd.DataFrame, metric: str, annotators: pd.DataFrame) ->
     lower = upper.rename(columns={"row": "column", "column": "row"})
     cells = pd.concat([upper, lower], ignore_index=True)
     order = sorted(set(cells["row"]))
-    base = alt.Chart(cells).encode(x=alt.X("column:N", title=None, sort=order), y=alt.Y("row:N", title=None, sort=order))
+    base = alt.Chart(cells).encode(x=alt.X("column:N", title=None, sort=order, axis=alt.Axis(labelAngle=0)), y=alt.Y("row:N", title=None, sort=order))
     rects = base.mark_rect().encode(
         color=alt.Color("value:Q", title="κ", scale=alt.Scale(scheme="redblue", domain=[-1, 1])),
         tooltip=["row", "column", alt.Tooltip("value:Q", title="κ", format=".3f"), alt.Tooltip("n_items:Q", title="shared items"),
                  alt.Tooltip("percent_agreement:Q", title="agreement", format=".0%")],
     )
     labels = base.mark_text(fontSize=11).encode(text=alt.Text("value:Q", format=".2f"), color=alt.condition("abs(datum.value) > 0.6", alt.value("white"), alt.value("black")))
-    return alt.layer(rects, labels)
+    return alt.layer(rects, labels).properties(height=band_height(len(order)))
 
 
 def confusion_section(data, project: str) -> None:
@@ -284,12 +309,12 @@ def confusion_section(data, project: str) -> None:
     chart, table = st.columns([3, 2])
     with chart:
         base = alt.Chart(cells).encode(
-            x=alt.X("consensus:O", title="Consensus of the others", sort=order), y=alt.Y("answer:O", title=f"{names[annotator]}'s answer", sort=order)
+            x=alt.X("consensus:O", title="Consensus of the others", sort=order, axis=alt.Axis(labelAngle=0)), y=alt.Y("answer:O", title=f"{names[annotator]}'s answer", sort=order)
         )
         heatmap = alt.layer(
             base.mark_rect().encode(color=alt.Color("count:Q", title="Judgments", scale=alt.Scale(scheme="blues")), tooltip=["consensus", "answer", "count"]),
             base.mark_text().encode(text="count:Q"),
-        )
+        ).properties(height=band_height(cells["answer"].nunique()))
         st.altair_chart(heatmap, key="dashboard.confusion_heatmap")
     with table:
         matrix = cells.pivot_table(index="answer", columns="consensus", values="count", aggfunc="sum", fill_value=0)
@@ -324,6 +349,9 @@ def leaderboard_section(data, project: str) -> None:
             "elo": number("Elo", "%.0f", "Bradley–Terry strength on the Elo scale (400 points = 10:1 odds)"),
             "elo_low": number("Elo low", "%.0f", "95% bootstrap interval"),
             "elo_high": number("Elo high", "%.0f"),
+            "wins": st.column_config.NumberColumn("Wins"),
+            "losses": st.column_config.NumberColumn("Losses"),
+            "ties": st.column_config.NumberColumn("Ties", help="Ties and both-bad judgments"),
             "n_comparisons": st.column_config.NumberColumn("Comparisons"),
             "group": st.column_config.NumberColumn("Group"),
         },
@@ -339,11 +367,13 @@ def leaderboard_chart(table: pd.DataFrame) -> alt.LayerChart:
     scale = alt.Scale(zero=False)
     base = alt.Chart(table)
     bars = base.mark_errorbar(ticks=True).encode(x=alt.X("elo_low:Q", title="Elo", scale=scale), x2="elo_high:Q", y=y)
+    # Colour tells the groups apart; with one group a legend would only add noise.
+    color = alt.Color("group:N", title="Group") if table["group"].nunique() > 1 else alt.value("#1f77b4")
     points = base.mark_point(filled=True, size=80).encode(
-        x=alt.X("elo:Q", scale=scale), y=y, color=alt.Color("group:N", title="Group"),
-        tooltip=["model", alt.Tooltip("elo:Q", format=".0f"), alt.Tooltip("elo_low:Q", format=".0f"), alt.Tooltip("elo_high:Q", format=".0f"), "n_comparisons"],
+        x=alt.X("elo:Q", scale=scale), y=y, color=color,
+        tooltip=["model", alt.Tooltip("elo:Q", format=".0f"), alt.Tooltip("elo_low:Q", format=".0f"), alt.Tooltip("elo_high:Q", format=".0f"), "n_comparisons", "group"],
     )
-    return alt.layer(bars, points)
+    return alt.layer(bars, points).properties(height=band_height(len(table)))
 
 
 # ------------------------------------------------------------------------------------ page
@@ -369,6 +399,7 @@ def main() -> None:
     from rlhf.frames import ProjectNotFound
     from rlhf.roles import PermissionDenied
 
+    title = st.empty()  # the header goes above the settings once the project's name is known
     include_external, min_overlap = settings()
     try:
         loaded = load_dashboard(database_url(), project_id, user.id, st.session_state.get(REFRESHED, 0.0), include_external, min_overlap, engine, user)
@@ -376,10 +407,12 @@ def main() -> None:
         c.show_error(exc)
         return
     data = loaded["data"]
-    st.header(f"Dashboard · {c.safe_markdown(data.project)}", anchor=False)
-    st.caption(f"Computed {time.strftime('%H:%M:%S', time.localtime(loaded['computed_at']))}; reused for up to {CACHE_TTL_S} s — press Refresh for the latest.")
+    with title.container():
+        st.header(f"Dashboard · {c.safe_markdown(data.project)}", anchor=False)
+        st.caption(f"Computed {time.strftime('%H:%M:%S', time.gmtime(loaded['computed_at']))} UTC; reused for up to {CACHE_TTL_S} s — press Refresh for the latest.")
     if data.agreement.empty and data.annotators.empty and data.leaderboard.empty:
-        st.info("No annotations yet in this project: statistics appear once people start rating and comparing.")
+        st.info("No annotations yet in this project: statistics appear once people start rating and comparing"
+                + (" (labels from imported datasets and model judges count only with “Include external labels”)." if not include_external else "."))
         return
     tabs = st.tabs(["Agreement", "Annotators", "Pairwise κ", "Confusion", "Leaderboard"])
     with tabs[0]:
