@@ -279,3 +279,13 @@ def test_adaptive_kl_controller_follows_ziegler():
 def test_position_ids_count_from_each_rows_first_real_token():
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     assert core.position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+
+
+def test_policy_loss_ignores_huge_log_ratios_outside_the_mask():
+    """Post-EOS padding can have wildly different log-probs; they must not turn the loss into NaN."""
+    new = torch.tensor([[-1.0, 0.0]], requires_grad=True)
+    old = torch.tensor([[-1.0, -200.0]])  # exp(200) overflows float32
+    mask = torch.tensor([[True, False]])
+    out = core.policy_loss(new, old, torch.tensor([[1.0, 0.0]]), mask, 0.2)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(new.grad).all() and new.grad[0, 1] == 0

@@ -365,3 +365,52 @@ def test_reward_directory_errors_name_the_problem(tmp_path, reward_dir):
     (broken / "score_head.safetensors").unlink()
     with pytest.raises(RewardError, match="missing score_head.safetensors"):
         RewardDirectory(broken)
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+MULTI_PROCESS_SCRIPT = """
+import hashlib, json, sys, torch
+torch.set_num_threads(1)
+from rlhf.ppo import PPOConfig
+from rlhf.ppo.reward import CallableReward
+from rlhf.ppo.trainer import run_iteration, setup_run
+
+config = PPOConfig(**json.loads(sys.argv[1]))
+run = setup_run(config, reward_function=CallableReward(lambda p, r: [float(len(x.split())) for x in r]))
+initial = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in run.model.trainable_parameters())).hexdigest()
+metrics = run_iteration(run, 0, self_check=True)
+final = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in run.model.trainable_parameters())).hexdigest()
+with open(f"{config.out}/rank-{run.accelerator.process_index}.json", "w") as handle:
+    json.dump({"initial": initial, "final": final, "world": run.world, "metrics": metrics}, handle)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_sample_different_prompts_and_stay_in_sync(tiny_model_dir, prompts_file, tmp_path):
+    """Under a distributed launch (torchrun / accelerate launch; gloo on CPU) gradients are averaged."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "ppo_two_processes.py"
+    script.write_text(MULTI_PROCESS_SCRIPT)
+    out = tmp_path / "out"
+    out.mkdir()
+    config = tiny_config(tiny_model_dir, prompts_file, out, batch_size=2, num_mini_batches=1).to_dict()
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port), str(script), json.dumps(config)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((out / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert ranks[0]["initial"] == ranks[1]["initial"]  # same start
+    assert ranks[0]["final"] == ranks[1]["final"] != ranks[0]["initial"]  # averaged gradients keep them equal
+    assert ranks[0]["metrics"] == pytest.approx(ranks[1]["metrics"], rel=1e-6)  # metrics are averaged over processes
+    assert ranks[0]["metrics"]["episodes"] == 4

@@ -4,7 +4,7 @@ Every field of `PPOConfig` / `DPORunConfig` is an option (its help is the field'
 and `--config file.json` supplies any of them; options given on the command line win over
 the file. torch is imported only inside the command bodies.
 
-Several GPUs: `accelerate launch --num_processes 4 -m rlhf.cli ppo ...` (see the README).
+Several GPUs: `accelerate launch --multi_gpu --num_processes 4 "$(which rlhf)" ppo ...` (see the README).
 """
 
 from __future__ import annotations
@@ -98,13 +98,21 @@ def _run_ppo(config: PPOConfig) -> None:
         raise fail("--prompts is required (a project name or id, or a JSONL file)")
     if not config.reward:
         raise fail("--reward is required (a reward model directory from `rlhf train-reward`)")
-    reporter = ConsoleReporter("ppo", unit="iter")
+    import os
+
+    from rlhf.progress import NullReporter
+
+    # Under `accelerate launch` / torchrun only the first process talks to the console.
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    reporter = ConsoleReporter("ppo", unit="iter") if main_process else NullReporter()
     try:
         result = train_ppo(config, reporter=reporter)
     except (PromptError, RewardError, CheckpointError, ModelNotFoundError, ModelSetupError, PPOError, ValueError) as exc:
-        reporter.close()
+        getattr(reporter, "close", lambda: None)()
         raise fail(str(exc)) from None
-    reporter.close()
+    getattr(reporter, "close", lambda: None)()
+    if not main_process:
+        return
     final = result.final_metrics
     typer.echo(
         f"PPO done: {result.iterations} iterations; score {final.get('objective/score', float('nan')):.3f}, "

@@ -222,7 +222,9 @@ def policy_loss(
 
         L = E[max(-A r, -A clip(r, 1-eps, 1+eps))],  r = exp(new - old)
     """
-    log_ratio = new_logprobs - old_logprobs
+    # Zero outside the mask before exp: after the EOS the log-probs are of padding and may differ
+    # by tens of nats, and an inf there would turn the masked mean (and its gradient) into NaN.
+    log_ratio = torch.where(mask, new_logprobs - old_logprobs, torch.zeros_like(new_logprobs))
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
@@ -294,8 +296,9 @@ class KLController:
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions of left-padded rows: 0 at each row's first real token. (B, S) → (B, S) long.
 
-    Generation numbers positions this way; every later forward pass must too, or the log-probs
-    differ from the sampler's (N+ detail 21). Pad positions get 0 (they are masked anyway).
+    Generation numbers positions this way; every later forward pass must too, or with absolute
+    position embeddings (GPT-2) the log-probs differ from the sampler's (N+ detail 21; rotary
+    embeddings happen to be invariant to a per-row shift). Pad positions get 0 (masked anyway).
     """
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 

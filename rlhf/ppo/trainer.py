@@ -175,7 +175,9 @@ def setup_run(config: PPOConfig, reporter: Reporter | None = None, reward_functi
         device = accelerator.device
     else:
         device = torch.device(config.device)
-    _seed_everything(config.seed + accelerator.process_index)
+    # Same seed on every process while the adapters and the value head are initialised (they
+    # must start identical); each process gets its own sampling stream at the end of setup.
+    _seed_everything(config.seed)
 
     source = resolve_model(config.policy)
     tokenizer = load_tokenizer(source, padding_side="left")
@@ -233,6 +235,7 @@ def setup_run(config: PPOConfig, reporter: Reporter | None = None, reward_functi
         optimizer=optimizer, scheduler=scheduler, kl=kl, base_name=portable_base_name(config.policy, source),
         base_path=base_path,
     )
+    _seed_everything(config.seed + accelerator.process_index)
     checkpoint = resolve_resume(config.out, config.resume)
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, kl_controller=kl, accelerator=accelerator)
@@ -344,10 +347,10 @@ def _self_check(new_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, mask
     one of them, position ids not following the left padding, dropout left on, a padding mask
     off by one. PPO would then optimise a biased objective without any visible error.
     """
-    diff = (new_logprobs - sampler_logprobs).abs()
-    mean_diff = core.masked_mean(diff, mask).item()
-    ratio = core.masked_mean(torch.exp(new_logprobs - sampler_logprobs), mask).item()
-    kl = core.masked_mean(core.kl_estimators(sampler_logprobs, new_logprobs).k3, mask).item()
+    log_ratio = torch.where(mask, new_logprobs - sampler_logprobs, torch.zeros_like(new_logprobs))
+    mean_diff = core.masked_mean(log_ratio.abs(), mask).item()
+    ratio = core.masked_mean(torch.exp(log_ratio), mask).item()
+    kl = core.masked_mean(core.kl_estimators(torch.zeros_like(log_ratio), log_ratio).k3, mask).item()
     if not math.isfinite(mean_diff) or mean_diff > tolerance:
         raise SelfCheckError(
             "PPO self-check failed: on the first mini-batch, before any update, the policy's log-probs differ from "
