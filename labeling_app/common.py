@@ -437,9 +437,14 @@ def render_task_prompt(view: "TaskView", *, plain: bool = False) -> None:
 
 def render_response(response: "ResponseView", *, heading: str, plain: bool = False) -> None:
     """One response under `heading` (with the model's name when the engine reveals it)."""
+    title = f"**{heading}**" + (f" · `{response.model_name.replace('`', '')}`" if response.model_name else "")
     with st.container(border=True):
-        st.markdown(f"**{heading}**" + (f" · `{response.model_name}`" if response.model_name else ""))
-        render_markdown(response.text, plain=plain)
+        if plain:
+            st.markdown(title)
+            render_markdown(response.text, plain=True)
+        else:
+            # One element, not two: every element is redrawn on each key press.
+            st.markdown(f"{title}\n\n{safe_markdown(response.text or '')}", anchors=False)
 
 
 def plain_text_toggle(key: str) -> bool:

@@ -71,7 +71,6 @@ def render_task(slot: flow.Slot) -> None:
     """Prompt, the pair side by side (A left, B right), the choice row, comment and the buttons."""
     view = slot.task
     plain = c.plain_text_toggle("compare.plain")
-    st.markdown("**Prompt**")
     c.render_task_prompt(view, plain=plain)
     left, right = st.columns(2, gap="medium")
     with left:

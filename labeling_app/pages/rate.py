@@ -6,7 +6,7 @@ import streamlit as st
 
 from labeling_app import common as c
 from labeling_app import flow
-from labeling_app.choices import next_focus, scale_keys, scale_point_label
+from labeling_app.choices import next_focus, scale_keys
 
 KIND = "rating"
 
@@ -40,10 +40,11 @@ def press_digit(digit: str) -> None:
         slot.focus = next_focus([d.name for d in rubric], slot.scores, slot.focus)
 
 
-def click_point(index: int, value: int) -> None:
-    """A click on a scale point of any dimension."""
+def click_point(index: int, widget: str) -> None:
+    """A click on the scale of a dimension that does not have the keys (its segmented control)."""
     slot = _slot()
-    if slot is None or index >= len(slot.task.rubric):
+    value = st.session_state.get(widget)
+    if slot is None or index >= len(slot.task.rubric) or value is None:
         return
     rubric = slot.task.rubric
     slot.scores[rubric[index].name] = value
@@ -86,8 +87,17 @@ def anchors(dim) -> str:
     return " · ".join(f"{value} {text}" for value, text in points)
 
 
-def rubric_form(slot: flow.Slot) -> None:
-    """One bordered row per dimension. The focused row's buttons carry the number keys (shown as key caps)."""
+@st.fragment
+def rubric_form() -> None:
+    """One bordered block per dimension. The focused one shows its scale as buttons carrying the
+    number keys (drawn as key caps); the others one segmented control each, for the mouse.
+
+    A fragment inside the task's fragment: a digit key, an arrow or a click redraws only the
+    rubric; Enter (outside it) redraws the whole task area with the next task.
+    """
+    slot = _slot()
+    if slot is None:
+        return
     view = slot.task
     for index, dim in enumerate(view.rubric):
         focused = index == slot.focus
@@ -95,20 +105,37 @@ def rubric_form(slot: flow.Slot) -> None:
         score = slot.scores.get(dim.name)
         with st.container(border=True, key=f"rate-dim-{index}"):
             marker = ":material/keyboard: " if focused else ""
-            st.markdown(f"{marker}**{dim.name.capitalize()}**" + (f" — {score}" if score is not None else ""), help=c.safe_markdown(dim.question) if dim.question else None)
-            with st.container(horizontal=True, gap="small"):
-                for value in range(dim.min, dim.max + 1):
-                    kind = "primary" if score == value else "secondary"
-                    tip = scale_point_label(value, dim.labels)
-                    if focused and value in keys:
-                        # Generic keys: the button for digit d always scores the *focused* dimension,
-                        # decided when the press arrives, so a fast second key never hits a stale row.
-                        # Its label is the key cap Streamlit draws for the shortcut.
-                        st.button("", key=f"rate.key.{keys[value]}", shortcut=keys[value], type=kind, help=tip, on_click=press_digit, args=(keys[value],))
-                    else:
-                        st.button(str(value), key=f"rate.pt.{index}.{value}", type=kind, help=tip, on_click=click_point, args=(index, value))
-            if dim.labels:
-                st.caption(c.safe_markdown(anchors(dim)))
+            title = f"{marker}**{dim.name.capitalize()}**" + (f" — {score}" if score is not None else "")
+            if dim.labels:  # the labelled scale points, under the name, in the same element
+                title += "  \n:gray[" + c.safe_markdown(anchors(dim)).replace("]", "\\]") + "]"
+            st.markdown(title, help=c.safe_markdown(dim.question) if dim.question else None)
+            if focused:
+                with st.container(horizontal=True, gap="small"):
+                    for value in range(dim.min, dim.max + 1):
+                        kind = "primary" if score == value else "secondary"
+                        if value in keys:
+                            # Generic keys: the button for digit d scores whichever dimension has the
+                            # focus when the press arrives, so a fast second key never hits a stale row.
+                            st.button("", key=f"rate.key.{keys[value]}", shortcut=keys[value], type=kind, on_click=press_digit, args=(keys[value],))
+                        else:  # scales longer than ten points: the rest by click
+                            st.button(str(value), key=f"rate.pt.{index}.{value}", type=kind, on_click=click_point_button, args=(index, value))
+            else:
+                # The key names the score it shows, so a score set by keys appears here as a fresh widget.
+                widget = f"rate.seg.{view.task_id}.{index}.{score}"
+                st.segmented_control(
+                    dim.name, list(range(dim.min, dim.max + 1)), default=score, key=widget, label_visibility="collapsed", on_change=click_point, args=(index, widget)
+                )
+    keyboard_help(slot)
+
+
+def click_point_button(index: int, value: int) -> None:
+    """A click on a scale point beyond the number keys (scales longer than ten points)."""
+    slot = _slot()
+    if slot is None or index >= len(slot.task.rubric):
+        return
+    rubric = slot.task.rubric
+    slot.scores[rubric[index].name] = value
+    slot.focus = next_focus([d.name for d in rubric], slot.scores, index)
 
 
 def keyboard_help(slot: flow.Slot) -> None:
@@ -127,11 +154,10 @@ def render_task(slot: flow.Slot) -> None:
     plain = c.plain_text_toggle("rate.plain")
     text_col, form_col = st.columns([5, 4], gap="large")
     with text_col:
-        st.markdown("**Prompt**")
         c.render_task_prompt(view, plain=plain)
         c.render_response(view.response, heading="Response", plain=plain)
     with form_col:
-        rubric_form(slot)
+        rubric_form()
         own = view.own if slot.editing else None
         if view.tags:
             st.pills("Tags", list(view.tags), selection_mode="multi", key=widget_key(slot, "tags"), default=list(own.tags) if own else None, on_change="ignore", width="stretch")
@@ -148,7 +174,6 @@ def render_task(slot: flow.Slot) -> None:
                 args=(slot.token,),
             )
             flow.skip_and_flag(slot)
-        keyboard_help(slot)
         flow.reveal_last(slot)
 
 

@@ -29,13 +29,15 @@ def test_rate_page_shows_prompt_response_and_labelled_scale(app_env):
     shown = texts(at)
     assert view.response.text in shown
     assert view.prompt_text in shown or all(m.content in shown for m in view.prompt_messages or ())
-    # Labelled scale points: the anchors under each row, and every point's label on hover.
+    # Labelled scale points: the anchors under each row.
     assert "1 Not at all · 4 Partly · 7 Completely" in shown and "1 Harmful · 4 Borderline · 7 Harmless" in shown
-    assert at.button(key="rate.key.1").help == "1 · Not at all" and at.button(key="rate.pt.2.4").help == "4 · Borderline"
-    assert [at.button(key=f"rate.pt.1.{v}").label for v in range(1, 8)] == [str(v) for v in range(1, 8)]
+    # The other dimensions: one segmented control each, points 1–7.
+    assert at.button_group(key=f"rate.seg.{view.task_id}.1.None").options == [str(v) for v in range(1, 8)]
     # The focused dimension's buttons carry the number keys; the others none.
     assert [at.button(key=f"rate.key.{d}").proto.shortcut for d in "1234567"] == list("1234567")
-    assert at.button(key="rate.pt.1.3").proto.shortcut == ""
+    assert {b.key for b in at.button if b.proto.shortcut} == {f"rate.key.{d}" for d in "1234567"} | {
+        "rate.submit", "rate.skip_open", "rate.flag_open", "rate.guidelines", "rate.previous", "rate.focus_up", "rate.focus_down"
+    }
     assert at.button(key="rate.submit").proto.shortcut.lower() == "enter"
     assert (at.button(key="rate.skip_open").proto.shortcut.upper(), at.button(key="rate.flag_open").proto.shortcut.upper()) == ("S", "F")
     assert not [w for w in at.selectbox if w.key == "rate.skip_reason"]  # dialogs draw nothing until opened
@@ -47,6 +49,8 @@ def test_number_keys_score_focused_dimensions_in_turn_and_submit_paints_the_next
     for digit in "625":
         at = press(at, digit)
     assert slot(at).scores == {"helpfulness": 6, "honesty": 2, "harmlessness": 5}
+    # Scores typed with keys show in the dimensions' segmented controls once the focus moves on.
+    assert at.button_group(key=f"rate.seg.{first.task_id}.0.6").value == 6
     at.button_group(key=f"rate.{first.task_id}.n.tags").set_value(["factual error"])
     at.text_area(key=f"rate.{first.task_id}.n.comment").input("off by one")
     at = at.button(key="rate.submit").click().run()
@@ -75,7 +79,8 @@ def test_submit_with_a_missing_dimension_stores_nothing_and_focuses_it(app_env):
 
 def test_clicks_and_arrow_buttons_move_the_focus(app_env):
     at = rate_page(app_env)
-    at = at.button(key="rate.pt.2.3").click().run()  # mouse: harmlessness 3, focus wraps to the first unscored
+    task_id = slot(at).task.task_id
+    at = at.button_group(key=f"rate.seg.{task_id}.2.None").set_value(3).run()  # mouse: harmlessness 3, focus wraps to the first unscored
     assert slot(at).scores == {"harmlessness": 3} and slot(at).focus == 0
     at = at.button(key="rate.focus_down").click().run()
     assert slot(at).focus == 1

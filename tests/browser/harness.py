@@ -55,12 +55,13 @@ class AppServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def start_app(database_url: str, log_path: Path, *, timeout_s: float = 90.0, extra_env: Optional[dict[str, str]] = None) -> AppServer:
-    """Start the app on a free port against `database_url`; returns once `/_stcore/health` answers."""
+def start_app(database_url: str, log_path: Path, *, timeout_s: float = 90.0, extra_env: Optional[dict[str, str]] = None, app: Path = APP) -> AppServer:
+    """Start `app` (default the annotation app) on a free port against `database_url`; returns once
+    `/_stcore/health` answers."""
     port = free_port()
     env = dict(os.environ, RLHF_DATABASE_URL=database_url, **(extra_env or {}))
     command = [
-        sys.executable, "-m", "streamlit", "run", str(APP),
+        sys.executable, "-m", "streamlit", "run", str(app),
         "--server.headless", "true",
         "--server.port", str(port),
         "--server.address", "127.0.0.1",
