@@ -776,6 +776,43 @@ def _run_generate(engine, job, params, reporter, workdir: Path) -> JobResult:
     return JobResult(metrics=metrics, message=f"round {summary.round}: {summary.responses_added} responses, {summary.pairwise_tasks_added} pairwise tasks")
 
 
+# --------------------------------------------------------------------------- simulate
+
+
+def _simulate_specs() -> list[ParamSpec]:
+    from rlhf.simulation import SimulationConfig
+
+    return dataclass_specs(SimulationConfig)
+
+
+def _validate_simulate(params: dict[str, Any]) -> dict[str, Any]:
+    require_backend("simulate", "rlhf.simulation", "simulate")
+    from rlhf.simulation import SimulationConfig
+
+    checked = check_params("simulate", _simulate_specs(), params)
+    try:
+        config_from_params(SimulationConfig, checked).validate()
+    except ValueError as exc:
+        raise InvalidJobParams(f"simulate: {exc}") from exc
+    return checked
+
+
+def _run_simulate(engine, job, params, reporter, workdir: Path) -> JobResult:
+    from rlhf.simulation import SimulationConfig, simulate
+
+    config = config_from_params(SimulationConfig, params).validate()
+    root = workdir / "simulation"
+    result = simulate(engine, project_name(engine, job.project_id), config, reporter=reporter, planted_truth_path=root / "planted_truth.json")
+    reporter.log(result.line())
+    metrics = {"ratings": result.ratings, "preferences": result.preferences, "annotators": len(result.annotators), "seconds": round(result.seconds, 3)}
+    # The planted truth (who is a spammer, each bias) is what the statistics are checked against: keep it.
+    record = ArtifactRecord(
+        kind="simulation", name=_job_label(engine, job, "simulation", "project"), path=str(root / "planted_truth.json"), root=str(root),
+        lineage={"config": config.as_dict()}, metrics=metrics,
+    )
+    return JobResult(artifacts=[record], metrics=metrics, message=f"{result.ratings} ratings, {result.preferences} preferences ({result.stopped})")
+
+
 # --------------------------------------------------------------------------- the registry
 
 
@@ -814,7 +851,10 @@ def _product_kinds() -> dict[str, JobKind]:
             "generate", "Sample a policy on the project's prompts and import the outputs as a new round, paired against the previous one.",
             _validate_generate, _run_generate, _generate_specs, "rlhf.generate", "generate_round", needs_project=True,
         ),
-        "simulate": unavailable_kind("simulate", "Simulate annotators labelling the project.", "rlhf.simulation", "simulate_project", needs_project=True),
+        "simulate": _kind(
+            "simulate", "Simulated annotators (planted noise, biases, spammers) label the project through the annotation engine.",
+            _validate_simulate, _run_simulate, _simulate_specs, "rlhf.simulation", "simulate", needs_project=True,
+        ),
     }
 
 
