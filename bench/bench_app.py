@@ -134,11 +134,25 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
+STATE_JS = """(marker) => ({
+    state: document.querySelector('[data-testid="stApp"]').getAttribute('data-test-script-state'),
+    placeholders: document.querySelectorAll('[data-testid="stSkeleton"]').length,
+    primary: !!document.querySelector('[data-testid="stBaseButton-primary"]'),
+    marker_shown: document.body.textContent.includes(marker || ''),
+    header: (document.querySelector('[data-testid="stCaptionContainer"]') || {}).textContent,
+})"""
+
+
 def timed(page, marker: str | None = None, timeout_ms: float = 60_000) -> float:
     """Seconds from the last key press to the page drawn (containing `marker`, when given)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     # Polled every 10 ms (not every frame) so the measuring costs the browser little CPU; the
     # stamp is taken in the page, so the figure is exact to the poll interval.
-    return page.wait_for_function(PAINTED_JS, arg=marker, timeout=timeout_ms, polling=10).json_value() / 1000.0
+    try:
+        return page.wait_for_function(PAINTED_JS, arg=marker, timeout=timeout_ms, polling=10).json_value() / 1000.0
+    except PlaywrightTimeout:
+        raise RuntimeError(f"waiting for {marker!r}: the page shows {page.evaluate(STATE_JS, marker)}") from None
 
 
 def sign_in_timed(context, base_url: str) -> tuple[float, object]:

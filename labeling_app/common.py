@@ -35,6 +35,11 @@ Conventions for page authors (the Dashboard and Training pages follow them too)
 7. Page files run as Streamlit scripts with "magic" on: a bare string or expression at module
    level is drawn on the page. Document page-level constants with `#` comments, not docstrings,
    and put code in functions with a `main()` call at the end.
+
+8. Parts that redraw often go in an `st.fragment` (the annotation pages: `flow.annotation_area`;
+   a job's live progress: `st.fragment(run_every=...)`). A fragment rerun skips the router, so
+   it must not rely on anything the router does each run; call `show_flash()` inside it if its
+   callbacks `flash(...)`. Every element costs each redraw: prefer one markdown element to two.
 """
 
 from __future__ import annotations

@@ -87,17 +87,14 @@ def anchors(dim) -> str:
     return " · ".join(f"{value} {text}" for value, text in points)
 
 
-@st.fragment
-def rubric_form() -> None:
+def rubric_form(slot: flow.Slot) -> None:
     """One bordered block per dimension. The focused one shows its scale as buttons carrying the
-    number keys (drawn as key caps); the others one segmented control each, for the mouse.
+    number keys (drawn as key caps); the others one segmented control each, for the mouse (one
+    element instead of a row of buttons: every element is redrawn on each key press).
 
-    A fragment inside the task's fragment: a digit key, an arrow or a click redraws only the
-    rubric; Enter (outside it) redraws the whole task area with the next task.
+    Not a fragment of its own inside the task's fragment, though that would redraw less on a
+    digit key: a key pressed while Enter's redraw of the outer fragment runs was then lost.
     """
-    slot = _slot()
-    if slot is None:
-        return
     view = slot.task
     for index, dim in enumerate(view.rubric):
         focused = index == slot.focus
@@ -157,7 +154,7 @@ def render_task(slot: flow.Slot) -> None:
         c.render_task_prompt(view, plain=plain)
         c.render_response(view.response, heading="Response", plain=plain)
     with form_col:
-        rubric_form()
+        rubric_form(slot)
         own = view.own if slot.editing else None
         if view.tags:
             st.pills("Tags", list(view.tags), selection_mode="multi", key=widget_key(slot, "tags"), default=list(own.tags) if own else None, on_change="ignore", width="stretch")
