@@ -247,7 +247,7 @@ def simulate(
         for p in planted
         for kind in config.kinds
     ] if cap != 0 else []
-    done, stopped = 0, "exhausted"
+    done, stopped = 0, ("max_annotations" if cap == 0 else "exhausted")
     if reporter is not None:
         reporter.progress(0, total, "annotating")
 
