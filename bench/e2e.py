@@ -1,0 +1,664 @@
+"""End to end on CPU: simulated annotators label real model outputs, and the loop makes the model better by their measure.
+
+    .venv/bin/python bench/e2e.py                       # `make e2e`: full size, packaged SmolLM2, about 45 minutes budget
+    .venv/bin/python bench/e2e.py --quick               # smoke run: 12 prompts, a few steps of everything
+    .venv/bin/python bench/e2e.py --budget-minutes 30   # PPO stops early enough to finish within the budget
+
+Steps (each timed; every figure goes to `summary.json`, the story with plots to `report.md`, both
+in `reports/<timestamp>/` together with the run's SQLite database and models):
+
+1. seed the sample project (`data/sample_project.jsonl`: SmolLM2-135M outputs, three per prompt)
+   into a fresh database;
+2. simulate round 0: 20 annotators (3 spammers; position and length bias planted in some) rate
+   and compare every task through the annotation engine (`rlhf.simulation`);
+3. agreement and annotator quality (`rlhf.stats`), and how well the flags recover the planted
+   spammers and biases (precision, recall);
+4. export TRL pairs (majority vote), prompts split into train and held-out;
+5. reward model: the packaged SmolLM2 with LoRA (top layers), on CPU, a short real run; its
+   held-out accuracy against the gold preference next to the best the noise allows;
+6. control: the untrained policy sampled exactly as round 1 will be (gold only; it also times
+   generation, which sizes the PPO budget);
+7. PPO: the packaged SmolLM2 on a 4-bit base with LoRA, against the reward model, for
+   `ppo_iterations` or until the budget needs the rest of the time;
+8. round 1: `generate_round` samples the PPO policy on the project's prompts, paired against round 0;
+9. simulate again on the new pairs (same annotators);
+10. leaderboard of the rounds, the share of votes for round 1, final flag recovery; report.
+
+The targets (issue 9) and whether each was met are the first table of the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import math
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import e2e_checks as checks  # noqa: E402
+import e2e_report as report  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROJECT = "sample"
+PACKAGED = "smollm2-135m-instruct"
+"""The packaged SmolLM2-135M-Instruct (rlhf.models.PACKAGED_SMOLLM2; not imported here to keep --help free of torch)."""
+ROUND1_MODEL = "ppo-policy"
+KL_LIMIT = 6.0
+TARGET_MINUTES = 45.0
+
+
+@dataclass
+class E2EConfig:
+    """Everything the end-to-end run does; `quick()` shrinks it to a smoke run."""
+
+    out_dir: Optional[Path] = None
+    """Where the report, database and models go (default reports/<UTC timestamp>)."""
+    database_url: Optional[str] = None
+    """Database of the run (default a fresh SQLite file e2e.db in out_dir); must be empty."""
+    sample_file: Path = REPO_ROOT / "data" / "sample_project.jsonl"
+    """The sample project's records (importer shape (a))."""
+    prompt_limit: Optional[int] = None
+    """Use only the first N records of the sample file (None: all)."""
+    device: str = "cpu"
+    """Where the models train and sample: the targets are for CPU."""
+    # ---- simulated annotators
+    annotators: int = 20
+    """Simulated annotators."""
+    spammers: int = 3
+    """Of them, answering at random and fast."""
+    noise: float = 0.1
+    """Bradley–Terry temperature of careful annotators on the gold scale (0–1)."""
+    position_bias: float = 0.5
+    """Probability that a position-biased annotator picks the left response regardless."""
+    position_bias_share: float = 0.2
+    """Share of careful annotators with that position bias."""
+    length_bias: float = 1.5
+    """Logits per doubling of length toward the longer response, of length-biased annotators."""
+    length_bias_share: float = 0.2
+    """Share of careful annotators with that length bias."""
+    seed: int = 0
+    """Seeds the annotators, the split, the reward model, PPO and sampling."""
+    # ---- export and reward model
+    test_size: float = 0.2
+    """Share of prompts held out from reward-model training (grouped split)."""
+    reward_base: str = PACKAGED
+    """Reward-model base (the packaged SmolLM2; tests pass a tiny model)."""
+    reward_steps: int = 40
+    """Optimiser steps of reward-model training (batch `reward_batch_size` pairs; about one epoch of the sample project)."""
+    reward_batch_size: int = 8
+    """Preference pairs per step."""
+    reward_max_length: int = 256
+    """Tokens per sequence (longer pairs are truncated, never dropped)."""
+    reward_learning_rate: float = 2e-4
+    """AdamW peak learning rate of the reward model."""
+    reward_lora_layers: Optional[int] = 8
+    """LoRA only on the top N decoder layers (backward stops there: about 2x faster on CPU); None: all layers."""
+    # ---- policy
+    policy: str = PACKAGED
+    """Starting policy (the packaged SmolLM2; tests pass a tiny model)."""
+    ppo_iterations: int = 30
+    """PPO iterations planned (fewer when the budget runs short)."""
+    ppo_batch_size: int = 8
+    """Prompts per PPO iteration."""
+    ppo_response_length: int = 48
+    """Tokens per PPO response at most (a response without EOS by then is penalised)."""
+    ppo_4bit: bool = True
+    """The policy's base in 4-bit NF4 (QLoRA)."""
+    ppo_learning_rate: float = 1e-4
+    """Adam learning rate of the policy and value adapters."""
+    ppo_kl_coef: float = 0.05
+    """KL penalty coefficient."""
+    # ---- round 1
+    round_temperature: float = 0.7
+    """Sampling temperature of round 1 (and of the control)."""
+    round_max_new_tokens: int = 128
+    """Tokens per round-1 response at most (round 0 had 128)."""
+    round_batch_size: int = 16
+    """Rows sampled together."""
+    generation_4bit: bool = False
+    """Sample round 1 and the control on a 4-bit base (False: the full-precision base, adapter applied; faster on CPU)."""
+    control: bool = True
+    """Sample the untrained policy like round 1 and score it with gold (the comparison PPO must beat)."""
+    stats_bootstrap: int = 200
+    """Bootstrap rounds of the agreement intervals and the leaderboard."""
+    budget_minutes: float = TARGET_MINUTES
+    """Wall-clock budget of the whole run; PPO stops early (at a checkpoint) to keep the rest inside it."""
+    progress: bool = True
+    """Progress bars and log lines on stderr."""
+    quick: bool = False
+    """Set by `quick()`: a smoke run (targets reported, not expected to be met)."""
+
+    def quick_version(self) -> "E2EConfig":
+        """The same run shrunk to a smoke test: 12 prompts, a few steps of training, short responses."""
+        return dataclasses.replace(
+            self, quick=True, prompt_limit=self.prompt_limit or 12, reward_steps=3, reward_batch_size=4, reward_max_length=192,
+            ppo_iterations=2, ppo_batch_size=4, ppo_response_length=12, round_max_new_tokens=24, round_batch_size=12, stats_bootstrap=20,
+            budget_minutes=min(self.budget_minutes, 20.0),
+        )
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class DeadlineReporter:
+    """Forwards to another reporter; asks the run to stop once `deadline` (time.monotonic) has passed,
+    but only after `min_steps` metric points (a PPO run keeps at least one iteration)."""
+
+    def __init__(self, inner, deadline: float, min_steps: int = 1) -> None:
+        self.inner, self.deadline, self.min_steps, self.steps = inner, deadline, min_steps, 0
+        self.stopped = False
+
+    def progress(self, done, total=None, message=""):
+        self.inner.progress(done, total, message)
+
+    def metrics(self, step, values):
+        self.steps += 1
+        self.inner.metrics(step, values)
+
+    def log(self, line):
+        self.inner.log(line)
+
+    def should_stop(self) -> bool:
+        if self.steps >= self.min_steps and time.monotonic() > self.deadline:
+            self.stopped = True
+        return self.stopped or self.inner.should_stop()
+
+
+def _reporter(config: E2EConfig, description: str, unit: str = "it"):
+    from rlhf.progress import ConsoleReporter, NullReporter
+
+    return ConsoleReporter(description, unit=unit) if config.progress else NullReporter()
+
+
+def _close(reporter) -> None:
+    close = getattr(reporter, "close", None)
+    if close is not None:
+        close()
+
+
+class Timings(dict):
+    """Seconds per step, in order."""
+
+    @contextmanager
+    def step(self, name: str, echo):
+        echo(f"[e2e] {name} ...")
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = round(time.perf_counter() - started, 2)
+            echo(f"[e2e] {name}: {self[name]:.1f}s")
+
+
+def _free() -> None:
+    gc.collect()
+
+
+def top_layers_regex(base: str, layers: Optional[int]) -> str:
+    """A PEFT target_modules regex for the linear layers of the top `layers` decoder layers of `base` ("all-linear" if None)."""
+    if layers is None:
+        return "all-linear"
+    from rlhf.models import resolve_model
+
+    source = resolve_model(base)
+    config = json.loads((Path(source.path) / "config.json").read_text())
+    total = int(config["num_hidden_layers"])
+    chosen = "|".join(str(i) for i in range(max(0, total - layers), total))
+    return rf".*layers\.({chosen})\.(self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+def _prompt_input(text: str, messages: Any) -> Any:
+    if isinstance(messages, list) and messages:
+        return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+    return text
+
+
+def _text_stats(frame) -> dict[str, Any]:
+    """Mean gold, share finished, mean words of the responses in `frame` (columns gold, response_text)."""
+    from rlhf.simulation.gold import finished_component
+
+    if frame.empty:
+        return {"responses": 0, "mean_gold": None, "finished_share": None, "mean_words": None}
+    return {
+        "responses": int(len(frame)),
+        "mean_gold": float(frame["gold"].mean()),
+        "finished_share": float(frame["response_text"].map(finished_component).mean()),
+        "mean_words": float(frame["response_text"].map(lambda t: len(t.split())).mean()),
+    }
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def seed_project(engine, config: E2EConfig) -> dict[str, Any]:
+    """Import the sample file (or its first `prompt_limit` records) into project `sample`."""
+    from rlhf.importer import import_records
+    from rlhf.projects import create_project
+    from rlhf.roles import SYSTEM
+    from rlhf.seed import SAMPLE_DESCRIPTION, SAMPLE_GUIDELINES, seed_sample_project
+
+    path = Path(config.sample_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: sample data not found (generate it with `rlhf generate ... --out data/sample_project.jsonl`, or pass --sample-file)")
+    if config.prompt_limit is None and path.name == "sample_project.jsonl":
+        line = seed_sample_project(engine, data_dir=path.parent)
+    else:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = records[: config.prompt_limit] if config.prompt_limit else records
+        guidelines = path.parent / SAMPLE_GUIDELINES
+        create_project(engine, SYSTEM, PROJECT, description=SAMPLE_DESCRIPTION, guidelines=guidelines.read_text() if guidelines.is_file() else "")
+        line = import_records(engine, records, PROJECT, source_name=str(path)).line()
+    from rlhf.projects import get_project, project_counts
+
+    counts = project_counts(engine, get_project(engine, PROJECT).id)
+    return {"source": str(path), "import": line, **counts}
+
+
+def simulation_config(config: E2EConfig, kind: str):
+    from rlhf.simulation import SimulationConfig
+
+    return SimulationConfig(
+        annotators=config.annotators, spammers=config.spammers, noise=config.noise, position_bias=config.position_bias,
+        position_bias_share=config.position_bias_share, length_bias=config.length_bias, length_bias_share=config.length_bias_share,
+        seed=config.seed, kind=kind,
+    )
+
+
+def agreement_summary(stats) -> dict[str, dict[str, Any]]:
+    """Alpha and its interval per rubric dimension and for the preferences."""
+    out = {}
+    for variable in stats.variables:
+        summary = variable.report.summary()
+        out[variable.name] = {"alpha": summary.get("krippendorff_alpha"), "ci": summary.get("krippendorff_alpha_ci"), "n_annotations": summary.get("n_annotations")}
+    return out
+
+
+def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, categories, profiles) -> dict[str, Any]:
+    """Train the reward model on the export and measure it on the held-out pairs against gold and the ceiling."""
+    from rlhf.reward import RewardConfig, RewardModel, train_reward_model
+
+    scope = top_layers_regex(config.reward_base, config.reward_lora_layers)
+    reward_config = RewardConfig(
+        base_model=config.reward_base, max_steps=config.reward_steps, batch_size=config.reward_batch_size, max_length=config.reward_max_length,
+        learning_rate=config.reward_learning_rate, lora_target_modules=scope, eval_fraction=config.test_size, seed=config.seed, device=config.device,
+        warmup_ratio=0.1, logging_steps=5, save_steps=max(config.reward_steps, 1),
+    )
+    reporter = _reporter(config, "reward model", "step")
+    try:
+        result = train_reward_model(reward_config, out, data=export_path, engine=engine, reporter=reporter)
+    finally:
+        _close(reporter)
+    held_out = {k: v for k, v in result.metrics.get("held_out", {}).items() if k != "bins"}
+    test = rows[rows["split"] == "test"]
+    pairs = checks.gold_pairs(test, categories)
+    model = RewardModel.load(out, device=config.device)
+    prompts = [p["prompt"] for p in pairs]
+    score_chosen = model.score(prompts, [p["chosen"] for p in pairs]).tolist() if pairs else []
+    score_rejected = model.score(prompts, [p["rejected"] for p in pairs]).tolist() if pairs else []
+    del model
+    _free()
+    gold_c, gold_r = [p["gold_chosen"] for p in pairs], [p["gold_rejected"] for p in pairs]
+    accuracy_vs_gold = checks.agreement_with_gold(score_chosen, score_rejected, gold_c, gold_r)
+    best = checks.ceiling(pairs, profiles)
+    return {
+        "base": config.reward_base,
+        "lora_scope": f"the top {config.reward_lora_layers} layers" if config.reward_lora_layers else "every layer",
+        "steps": result.global_step,
+        "batch_size": config.reward_batch_size,
+        "train_pairs": int((rows["split"] == "train").sum()),
+        "test_pairs": len(pairs),
+        "test_pairs_with_gold_preference": sum(1 for c, r in zip(gold_c, gold_r) if c != r),
+        "accuracy_vs_gold": accuracy_vs_gold,
+        "accuracy_vs_labels": checks.agreement_with_gold(score_chosen, score_rejected, [1.0] * len(pairs), [0.0] * len(pairs)),
+        "labels_vs_gold": checks.label_accuracy_vs_gold(pairs),
+        "best_achievable": best,
+        "gap_points": None if accuracy_vs_gold is None or best is None else round(100 * (accuracy_vs_gold - best), 2),
+        "held_out": held_out,
+    }
+
+
+def round_prompts(responses) -> tuple[list[int], list[Any], dict[int, Optional[str]]]:
+    """The project's prompts in id order as the sampler takes them, and their categories."""
+    firsts = responses.drop_duplicates("prompt_id").sort_values("prompt_id")
+    prompts = [_prompt_input(t, m) for t, m in zip(firsts["prompt_text"], firsts["prompt_messages"])]
+    return firsts["prompt_id"].astype(int).tolist(), prompts, dict(zip(firsts["prompt_id"].astype(int), firsts["prompt_category"]))
+
+
+def sample_control(config: E2EConfig, prompt_ids, prompts, categories, old_gold) -> dict[str, Any]:
+    """The untrained policy sampled like round 1: gold of its responses, its gold win rate against round 0, and the time it took."""
+    import pandas as pd
+
+    from rlhf.generate import generate_responses, load_model_for_generation
+    from rlhf.simulation import gold_score
+
+    started = time.perf_counter()
+    lm, tokenizer, _ = load_model_for_generation(config.policy, load_in_4bit=config.generation_4bit, device=config.device)
+    reporter = _reporter(config, "control sample", "response")
+    try:
+        sampled = generate_responses(
+            lm, tokenizer, prompts, n=1, temperatures=(config.round_temperature,), top_p=0.95, top_k=0,
+            max_new_tokens=config.round_max_new_tokens, seed=config.seed, batch_size=config.round_batch_size, reporter=reporter,
+        )
+    finally:
+        _close(reporter)
+    del lm
+    _free()
+    texts = [per[0].text if per else "" for per in sampled]
+    frame = pd.DataFrame({"prompt_id": prompt_ids, "response_text": texts})
+    frame["gold"] = [gold_score(p, t, categories.get(i)) for i, p, t in zip(prompt_ids, prompts, texts)]
+    new = frame.groupby("prompt_id")["gold"].apply(list).to_dict()
+    return {**_text_stats(frame), "gold_win_rate": checks.gold_win_rate(new, old_gold), "seconds": round(time.perf_counter() - started, 2)}
+
+
+def run_ppo(config: E2EConfig, out: Path, reward_dir: Path, database_url: str, deadline: float, echo) -> tuple[Path, dict[str, Any]]:
+    """PPO until `ppo_iterations` or the deadline (then from its last checkpoint); the policy directory and figures."""
+    from rlhf.ppo import PPOConfig
+    from rlhf.ppo.checkpoint import latest_checkpoint
+    from rlhf.ppo.trainer import train_ppo
+    from rlhf.progress import Cancelled
+
+    ppo_config = PPOConfig(
+        policy=config.policy, reward=str(reward_dir), prompts=PROJECT, database_url=database_url, out=str(out), device=config.device,
+        load_in_4bit=config.ppo_4bit, total_iterations=config.ppo_iterations, batch_size=config.ppo_batch_size,
+        num_mini_batches=2 if config.ppo_batch_size % 2 == 0 else 1, response_length=config.ppo_response_length,
+        learning_rate=config.ppo_learning_rate, kl_coef=config.ppo_kl_coef, seed=config.seed, checkpoint_every=5, truncate_prompts=True,
+        sample_count=4,
+    )
+    inner = _reporter(config, "ppo", "iteration")
+    reporter = DeadlineReporter(inner, deadline)
+    stopped = False
+    try:
+        result = train_ppo(ppo_config, reporter=reporter)
+        policy_dir, done = out, result.iterations
+    except Cancelled:
+        if not reporter.stopped:
+            raise
+        stopped = True
+        checkpoint = latest_checkpoint(out)
+        policy_dir, done = checkpoint / "policy", int(checkpoint.name.split("-")[-1])
+        echo(f"[e2e] PPO stopped by the budget after {done} iterations; sampling its checkpoint {checkpoint}")
+    finally:
+        _close(inner)
+    _free()
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()][:done]
+    scores = [h.get("objective/score") for h in history]
+    kls = [h.get("objective/kl") for h in history]
+    return policy_dir, {
+        "iterations_planned": config.ppo_iterations,
+        "iterations_done": done,
+        "stopped_by_budget": stopped,
+        "score_first": scores[0] if scores else None,
+        "score_last": scores[-1] if scores else None,
+        "kl_last": kls[-1] if kls else None,
+        "kl_max": max(kls) if kls else None,
+        "eos_rate_first": history[0].get("response/eos_rate") if history else None,
+        "eos_rate_last": history[-1].get("response/eos_rate") if history else None,
+        "length_first": history[0].get("response/length") if history else None,
+        "length_last": history[-1].get("response/length") if history else None,
+        "history": history,
+        "policy_dir": str(policy_dir),
+    }
+
+
+def targets(summary: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+    """The issue's targets, each with its value, goal and whether it was met (None: not measurable here)."""
+
+    def at_least(value, goal):
+        return None if value is None else value >= goal
+
+    spam = summary["annotator_recovery"].get("spammer", {})
+    reward, ppo, pref = summary["reward"], summary["ppo"], summary["preference_for_new_round"]
+    best = reward.get("best_achievable")
+    minutes = summary["timings_s"]["total"] / 60
+    return [
+        {"name": "spammer flag precision (round 0)", "value": spam.get("precision"), "goal": "≥ 0.9", "passed": at_least(spam.get("precision"), 0.9)},
+        {"name": "spammer flag recall (round 0)", "value": spam.get("recall"), "goal": "≥ 0.9", "passed": at_least(spam.get("recall"), 0.9)},
+        {
+            "name": "reward-model accuracy against gold",
+            "value": reward.get("accuracy_vs_gold"),
+            "goal": f"≥ best achievable − 5 points ({'n/a' if best is None else f'{best - 0.05:.3f}'})",
+            "passed": None if best is None or reward.get("accuracy_vs_gold") is None else reward["accuracy_vs_gold"] >= best - 0.05,
+        },
+        {"name": "votes preferring round 1 (PPO) over round 0", "value": pref.get("vote_share"), "goal": "≥ 0.60", "passed": at_least(pref.get("vote_share"), 0.60)},
+        {"name": "KL(policy ‖ reference) at the last iteration, nats", "value": ppo.get("kl_last"), "goal": f"≤ {KL_LIMIT:g}", "passed": None if ppo.get("kl_last") is None else ppo["kl_last"] <= KL_LIMIT},
+        {"name": "whole run, minutes (CPU, packaged models)", "value": round(minutes, 2), "goal": f"≤ {TARGET_MINUTES:g}", "passed": None if quick else minutes <= TARGET_MINUTES},
+    ]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
+    """Run every step (see the module docstring); returns the summary also written to summary.json."""
+    import pandas as pd
+    import torch
+
+    from rlhf.agreement import AgreementConfig
+    from rlhf.db import init_database, make_engine
+    from rlhf.export import ExportOptions, export_project, read_export_rows
+    from rlhf.frames import preference_frame, response_frame
+    from rlhf.generate import generate_round
+    from rlhf.roles import SYSTEM
+    from rlhf.simulation import gold_score, simulate
+    from rlhf.stats import StatsConfig, project_stats
+
+    def say(message: str) -> None:
+        echo(message, flush=True) if echo is print else echo(message)
+
+    started_at = datetime.now(timezone.utc)
+    t0 = time.monotonic()
+    deadline = t0 + config.budget_minutes * 60
+    out = Path(config.out_dir) if config.out_dir else REPO_ROOT / "reports" / started_at.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    url = config.database_url or f"sqlite:///{out / 'e2e.db'}"
+    engine = make_engine(url)
+    init_database(engine)
+    timings = Timings()
+    notes: list[str] = []
+    summary: dict[str, Any] = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
+        "machine": {"device": config.device, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+        "database_url": url if url.startswith("sqlite") else "(given)",
+        "timings_s": timings,
+    }
+    stats_config = StatsConfig(agreement=AgreementConfig(n_bootstrap=config.stats_bootstrap), leaderboard_bootstrap=config.stats_bootstrap)
+
+    # 1-3. seed, simulate, measure
+    with timings.step("seed", say):
+        summary["data"] = seed_project(engine, config)
+    with timings.step("simulate_round0", say):
+        reporter = _reporter(config, "simulate round 0", "annotation")
+        try:
+            sim0 = simulate(engine, PROJECT, simulation_config(config, "both"), reporter=reporter, planted_truth_path=out / "planted_truth.json")
+        finally:
+            _close(reporter)
+    profiles = sim0.profiles
+    summary["simulation_round0"] = {"ratings": sim0.ratings, "preferences": sim0.preferences, "seconds": round(sim0.seconds, 2), "planted": sim0.planted_truth()["planted"]}
+    with timings.step("stats_round0", say):
+        stats0 = project_stats(engine, SYSTEM, PROJECT, stats_config)
+    summary["agreement"] = agreement_summary(stats0)
+    summary["annotator_recovery"] = {k: v.as_dict() for k, v in checks.flag_recoveries(stats0.annotators, profiles).items()}
+    annotators0 = checks.annotator_rows(stats0.annotators, profiles)
+
+    responses = response_frame(engine, PROJECT)
+    prompt_ids, prompts, categories = round_prompts(responses)
+    responses["gold"] = [
+        gold_score(_prompt_input(t, m), r, c) for t, m, r, c in zip(responses["prompt_text"], responses["prompt_messages"], responses["response_text"], responses["prompt_category"])
+    ]
+    round0 = responses[responses["round"] == 0]
+    old_gold = round0.groupby("prompt_id")["gold"].apply(list).to_dict()
+    summary["round0"] = _text_stats(round0)
+
+    # 4-5. export, reward model
+    with timings.step("export", say):
+        export_path = out / "export" / "pairs.jsonl"
+        manifest = export_project(engine, SYSTEM, PROJECT, format="trl", out=export_path, options=ExportOptions(test_size=config.test_size, seed=config.seed))
+        rows = read_export_rows(export_path)
+    summary["export"] = {"rows": manifest.rows, "split_counts": manifest.split_counts, "content_hash": manifest.content_hash, "path": str(export_path)}
+    with timings.step("reward", say):
+        summary["reward"] = train_reward(engine, config, export_path, out / "reward", rows, categories, profiles)
+
+    # 6. control: the untrained policy sampled like round 1 (and the generation time, for the budget)
+    control_seconds = None
+    if config.control:
+        with timings.step("control", say):
+            summary["control"] = sample_control(config, prompt_ids, prompts, categories, old_gold)
+        control_seconds = summary["control"]["seconds"]
+    else:
+        summary["control"] = {}
+
+    # 7. PPO, leaving time for round 1
+    per_annotation = sim0.seconds / max(sim0.annotations, 1)
+    expected_round1 = len(prompt_ids) * max(len(v) for v in old_gold.values()) * 3 if old_gold else 0
+    reserve = (control_seconds * 1.3 if control_seconds else 0.15 * config.budget_minutes * 60) + per_annotation * expected_round1 + 60
+    ppo_deadline = deadline - reserve
+    summary["budget"] = {"minutes": config.budget_minutes, "reserved_after_ppo_s": round(reserve, 1), "ppo_deadline_in_s": round(ppo_deadline - time.monotonic(), 1)}
+    with timings.step("ppo", say):
+        policy_dir, summary["ppo"] = run_ppo(config, out / "ppo", out / "reward", url, ppo_deadline, say)
+    if summary["ppo"]["stopped_by_budget"]:
+        notes.append(f"PPO stopped after {summary['ppo']['iterations_done']} of {config.ppo_iterations} iterations to stay within {config.budget_minutes:g} minutes.")
+
+    # 8-9. round 1 and its judgments
+    with timings.step("generate_round1", say):
+        reporter = _reporter(config, "round 1", "response")
+        try:
+            generated = generate_round(
+                engine, SYSTEM, policy=str(policy_dir), project=PROJECT, round=1, n=1, temperatures=(config.round_temperature,),
+                max_new_tokens=config.round_max_new_tokens, seed=config.seed, batch_size=config.round_batch_size,
+                load_in_4bit=config.generation_4bit, model_name=ROUND1_MODEL, max_pairs_per_prompt=4, make_rating_tasks=False, reporter=reporter,
+            )
+        finally:
+            _close(reporter)
+        _free()
+    with timings.step("simulate_round1", say):
+        reporter = _reporter(config, "simulate round 1", "annotation")
+        try:
+            sim1 = simulate(engine, PROJECT, simulation_config(config, "pairwise"), reporter=reporter)
+        finally:
+            _close(reporter)
+    summary["simulation_round1"] = {"preferences": sim1.preferences, "seconds": round(sim1.seconds, 2)}
+
+    # 10. leaderboard, preference for the new round, final recovery
+    with timings.step("stats_final", say):
+        stats1 = project_stats(engine, SYSTEM, PROJECT, stats_config)
+        prefs = preference_frame(engine, PROJECT)
+    flagged_spammers = set(stats1.annotators.loc[stats1.annotators["is_spammer"], "annotator"].astype(int))
+    responses = response_frame(engine, PROJECT)
+    round1 = responses[responses["round"] == 1].copy()
+    round1["gold"] = [
+        gold_score(_prompt_input(t, m), r, c) for t, m, r, c in zip(round1["prompt_text"], round1["prompt_messages"], round1["response_text"], round1["prompt_category"])
+    ]
+    new_gold = round1.groupby("prompt_id")["gold"].apply(list).to_dict()
+    preference = checks.new_round_preference(prefs, 1)
+    preference["vote_share_unflagged"] = checks.new_round_preference(prefs, 1, exclude_annotators=flagged_spammers)["vote_share"]
+    preference["gold_win_rate"] = checks.gold_win_rate(new_gold, old_gold)
+    preference["control_gold_win_rate"] = summary["control"].get("gold_win_rate")
+    summary["preference_for_new_round"] = preference
+    summary["round1"] = {**_text_stats(round1), "pairwise_tasks": generated.pairwise_tasks_added, "model_name": ROUND1_MODEL}
+    summary["leaderboard"] = json.loads(pd.DataFrame(stats1.leaderboard).to_json(orient="records"))
+    summary["annotator_recovery_final"] = {k: v.as_dict() for k, v in checks.flag_recoveries(stats1.annotators, profiles).items()}
+    engine.dispose()
+
+    timings["total"] = round(time.monotonic() - t0, 2)
+    summary["targets"] = targets(summary, config.quick)
+    with timings.step("report", say):
+        plots: dict[str, Optional[str]] = {}
+        report.draw(plots, notes, "agreement", lambda p: report.plot_agreement(summary["agreement"], p), out)
+        report.draw(plots, notes, "annotators", lambda p: report.plot_annotators(annotators0, p), out)
+        report.draw(plots, notes, "reward", lambda p: report.plot_reward(summary["reward"], p), out)
+        report.draw(plots, notes, "ppo", lambda p: report.plot_ppo(summary["ppo"]["history"], p), out)
+        report.draw(plots, notes, "leaderboard", lambda p: report.plot_leaderboard(stats1.leaderboard, preference, p), out)
+        if config.quick:
+            notes.append("Quick run: sizes are a smoke test; the targets are reported, not expected to be met.")
+        summary["notes"] = notes
+        summary["report"] = str(report.write_markdown(out, summary, annotators0, stats1.leaderboard, plots, notes))
+        write_summary(out / "summary.json", summary)
+    write_summary(out / "summary.json", summary)
+    say(f"[e2e] report: {summary['report']}")
+    return summary
+
+
+def _json_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_json_plain(summary), indent=2, sort_keys=False, default=str))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
+    """An E2EConfig from the command line (every field can be set; --quick shrinks the rest)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 12 prompts, a few steps of each training")
+    parser.add_argument("--budget-minutes", type=float, default=None, help=f"wall-clock budget (default {TARGET_MINUTES:g}; 20 with --quick)")
+    parser.add_argument("--out-dir", type=Path, default=None, help="report directory (default reports/<timestamp>)")
+    parser.add_argument("--database-url", default=None, help="an empty database for the run (default SQLite in the report directory)")
+    parser.add_argument("--sample-file", type=Path, default=None, help="sample records (default data/sample_project.jsonl)")
+    parser.add_argument("--prompt-limit", type=int, default=None, help="use only the first N records")
+    parser.add_argument("--reward-base", default=None, help="reward-model base (default the packaged SmolLM2)")
+    parser.add_argument("--policy", default=None, help="starting policy (default the packaged SmolLM2)")
+    parser.add_argument("--reward-steps", type=int, default=None)
+    parser.add_argument("--ppo-iterations", type=int, default=None)
+    parser.add_argument("--annotators", type=int, default=None)
+    parser.add_argument("--spammers", type=int, default=None)
+    parser.add_argument("--noise", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--no-control", action="store_true", help="skip sampling the untrained policy")
+    parser.add_argument("--no-ppo-4bit", action="store_true", help="train PPO on a full-precision base")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    config = E2EConfig()
+    if args.quick:
+        config = config.quick_version()
+    overrides = {
+        "budget_minutes": args.budget_minutes, "out_dir": args.out_dir, "database_url": args.database_url, "sample_file": args.sample_file,
+        "prompt_limit": args.prompt_limit, "reward_base": args.reward_base, "policy": args.policy, "reward_steps": args.reward_steps,
+        "ppo_iterations": args.ppo_iterations, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
+    }
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if args.no_control:
+        config.control = False
+    if args.no_ppo_4bit:
+        config.ppo_4bit = False
+    if args.quiet:
+        config.progress = False
+    return config
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    config = parse_args(argv)
+    summary = run_e2e(config)
+    print(report.targets_table(summary["targets"]))
+    print(f"\nreport: {summary['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""The end-to-end report: PNG plots (matplotlib, Agg) and report.md from the run's summary.
+
+Every function takes plain data (the summary dict, small frames) and a directory, writes one
+file and returns its path, so a failed plot never hides the figures: `write_report` records a
+plot that could not be drawn as a note in the markdown instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+
+KL_LIMIT = 6.0
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_agreement(agreement: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
+    """Krippendorff's alpha per rubric dimension and for the preferences, with 95% bootstrap intervals."""
+    plt = _pyplot()
+    names = list(agreement)
+    alphas = [agreement[n].get("alpha") for n in names]
+    values = [a if a is not None else math.nan for a in alphas]
+    lows = [v - (agreement[n].get("ci") or [v, v])[0] if agreement[n].get("ci") else 0 for n, v in zip(names, values)]
+    highs = [(agreement[n].get("ci") or [v, v])[1] - v if agreement[n].get("ci") else 0 for n, v in zip(names, values)]
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    ax.bar(names, values, yerr=[lows, highs], capsize=4, color=["#4c72b0"] * (len(names) - 1) + ["#dd8452"] if names else None)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("Krippendorff's alpha")
+    ax.set_title("Agreement per dimension (simulated annotators, round 0)")
+    return _save(fig, path)
+
+
+def plot_annotators(rows: pd.DataFrame, path: Path, *, spammer_skill: float = 0.1) -> Path:
+    """Per simulated annotator: DS skill, left share, longer share — coloured by planted trait, flagged ones outlined."""
+    plt = _pyplot()
+    rows = rows.sort_values("username").reset_index(drop=True)
+    x = range(len(rows))
+    flags = rows["flags"].fillna("").astype(str)
+    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    panels = [
+        ("ds_skill", "planted_spammer", "spammer", "Dawid–Skene skill\n(ratings and\npreferences)", spammer_skill, "spammer flag below"),
+        ("left_share", "planted_position_bias", "position_bias", "share picking the left side", 0.5, "no bias"),
+        ("longer_share", "planted_length_bias", "length_bias", "share picking the longer side", None, ""),
+    ]
+    for ax, (column, trait, flag, label, line, line_label) in zip(axes, panels):
+        planted = rows[trait].astype(float) > 0
+        colours = ["#c44e52" if p else "#4c72b0" for p in planted]
+        edges = ["black" if flag in f.split(",") else "none" for f in flags]
+        ax.bar(x, rows[column].astype(float), color=colours, edgecolor=edges, linewidth=2)
+        if line is not None:
+            ax.axhline(line, color="grey", linestyle="--", linewidth=1, label=line_label)
+        ax.set_ylabel(label, fontsize=8)
+        ax.set_title(f"red: planted {flag.replace('_', ' ')}; black outline: flagged {flag.replace('_', ' ')}", fontsize=9)
+    axes[-1].set_xticks(list(x))
+    axes[-1].set_xticklabels(rows["username"], rotation=70, fontsize=7)
+    return _save(fig, path)
+
+
+def plot_reward(reward: Mapping[str, Any], path: Path) -> Path:
+    """Reward-model accuracy against gold next to the ceiling the noise allows, and the labels' own accuracy."""
+    plt = _pyplot()
+    items = [
+        ("RM vs gold", reward.get("accuracy_vs_gold")),
+        ("best achievable\n(noise ceiling)", reward.get("best_achievable")),
+        ("majority labels\nvs gold", reward.get("labels_vs_gold")),
+        ("RM vs held-out\nlabels", reward.get("accuracy_vs_labels")),
+    ]
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    values = [v if v is not None else math.nan for _, v in items]
+    ax.bar([name for name, _ in items], values, color=["#4c72b0", "#55a868", "#8172b2", "#937860"])
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    if reward.get("best_achievable") is not None:
+        ax.axhline(reward["best_achievable"] - 0.05, color="#55a868", linestyle=":", linewidth=1, label="ceiling − 5 points")
+        ax.legend(fontsize=8)
+    for i, v in enumerate(values):
+        if not math.isnan(v):
+            ax.text(i, v + 0.01, f"{v:.3f}", ha="center", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy on held-out pairs")
+    ax.set_title(f"Reward model ({reward.get('test_pairs', '?')} held-out pairs)")
+    return _save(fig, path)
+
+
+def plot_ppo(history: Sequence[Mapping[str, float]], path: Path) -> Path:
+    """Reward-model score and KL(policy || reference) per PPO iteration, with the KL limit."""
+    plt = _pyplot()
+    steps = list(range(1, len(history) + 1))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(steps, [h.get("objective/score", math.nan) for h in history], marker="o", markersize=3)
+    left.set_xlabel("iteration")
+    left.set_ylabel("reward-model score (normalised)")
+    left.set_title("PPO: score of sampled responses")
+    right.plot(steps, [h.get("objective/kl", math.nan) for h in history], marker="o", markersize=3, color="#c44e52")
+    right.axhline(KL_LIMIT, color="grey", linestyle="--", linewidth=1, label=f"{KL_LIMIT:g} nats")
+    right.set_xlabel("iteration")
+    right.set_ylabel("KL per response (nats)")
+    right.set_title("PPO: KL from the reference")
+    right.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_leaderboard(board: pd.DataFrame, preference: Mapping[str, Any], path: Path) -> Path:
+    """Elo of each model with its bootstrap interval, and the share of votes for the new round."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5), gridspec_kw={"width_ratios": [2, 1]})
+    if len(board):
+        board = board.sort_values("elo")
+        y = range(len(board))
+        left.errorbar(board["elo"], list(y), xerr=[board["elo"] - board["elo_low"], board["elo_high"] - board["elo"]], fmt="o", capsize=4)
+        left.set_yticks(list(y))
+        left.set_yticklabels(board["model"], fontsize=8)
+        left.set_xlabel("Elo (Bradley–Terry, 95% bootstrap interval)")
+    left.set_title("Leaderboard of rounds")
+    shares = [("all votes", preference.get("vote_share")), ("unflagged\nannotators", preference.get("vote_share_unflagged")), ("gold judge", preference.get("gold_win_rate")), ("gold, untrained\npolicy", preference.get("control_gold_win_rate"))]
+    values = [v if v is not None else math.nan for _, v in shares]
+    right.bar([n for n, _ in shares], values, color=["#4c72b0", "#4c72b0", "#55a868", "#bbbbbb"])
+    right.axhline(0.6, color="grey", linestyle="--", linewidth=1)
+    right.axhline(0.5, color="black", linewidth=0.6)
+    right.set_ylim(0, 1)
+    right.set_title("Round 1 preferred over round 0", fontsize=9)
+    right.tick_params(axis="x", labelsize=7)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def targets_table(targets: Sequence[Mapping[str, Any]]) -> str:
+    lines = ["| target | value | goal | met |", "|---|---|---|---|"]
+    for t in targets:
+        met = "n/a" if t.get("passed") is None else ("yes" if t["passed"] else "**no**")
+        lines.append(f"| {t['name']} | {_fmt(t.get('value'))} | {t['goal']} | {met} |")
+    return "\n".join(lines)
+
+
+def frame_table(frame: pd.DataFrame, columns: Sequence[str]) -> str:
+    columns = [c for c in columns if c in frame.columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in frame[columns].itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(out_dir: Path, summary: Mapping[str, Any], annotators: pd.DataFrame, board: pd.DataFrame, plots: Mapping[str, Optional[str]], notes: Sequence[str]) -> Path:
+    """report.md: targets first, then each step with its figure and table."""
+    s = summary
+    reward, ppo, pref = s.get("reward", {}), s.get("ppo", {}), s.get("preference_for_new_round", {})
+
+    def image(name: str, alt: str) -> str:
+        return f"![{alt}]({plots[name]})" if plots.get(name) else f"_({alt}: plot not drawn)_"
+
+    timings = s.get("timings_s", {})
+    parts = [
+        f"# RLHF Studio end to end — {s.get('started_at', '')}{' (quick)' if s.get('config', {}).get('quick') else ''}",
+        "",
+        f"Total {_fmt(timings.get('total', 0) / 60, 1)} minutes on {s.get('machine', {}).get('device', 'cpu')} "
+        f"({s.get('machine', {}).get('cpus', '?')} CPUs, {s.get('machine', {}).get('torch_threads', '?')} torch threads). "
+        f"Data: {s.get('data', {}).get('prompts', '?')} prompts, {s.get('data', {}).get('responses', '?')} responses "
+        f"({s.get('data', {}).get('source', '')}).",
+        "",
+        "## Targets",
+        "",
+        targets_table(s.get("targets", [])),
+        "",
+        "## What the simulated annotators want (the gold)",
+        "",
+        "Each simulated annotator judges with `rlhf.simulation.gold.gold_score` (a weighted sum: finished sentence 0.30, "
+        "length within 4–60 words 0.25, no repeated trigrams 0.15, the prompt's key terms 0.15, refusing unsafe requests "
+        "0.15), blurred by its planted Bradley–Terry noise and biases. It rewards surface quality, not correctness. "
+        "A 135M policy can realistically move the first two within a few dozen PPO iterations (stop sooner, end on a "
+        "full stop); the others move little. The figures below measure exactly that, no more.",
+        "",
+        "## Agreement (round 0)",
+        "",
+        image("agreement", "agreement per dimension"),
+        "",
+        "## Annotator quality against the planted truth",
+        "",
+        image("annotators", "annotator flags against planted traits"),
+        "",
+        "| flag | planted | flagged | true positives | precision | recall |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {name} | {r['planted']} | {r['flagged']} | {r['true_positives']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} |"
+            for name, r in s.get("annotator_recovery", {}).items()
+        ],
+        "",
+        "After round 1 (more judgments per annotator):",
+        "",
+        "| flag | precision | recall |",
+        "|---|---|---|",
+        *[f"| {name} | {_fmt(r['precision'])} | {_fmt(r['recall'])} |" for name, r in s.get("annotator_recovery_final", {}).items()],
+        "",
+        frame_table(annotators, ["username", "planted_spammer", "planted_noise", "planted_position_bias", "planted_length_bias", "n_annotations", "ds_skill", "left_share", "longer_share", "median_time_s", "flags"]),
+        "",
+        "## Reward model",
+        "",
+        f"Export: {s.get('export', {}).get('rows', '?')} pairs (majority vote), split by prompt: {s.get('export', {}).get('split_counts', {})}. "
+        f"Reward model: {reward.get('base', '')}, LoRA on {reward.get('lora_scope', '')}, {reward.get('steps', '?')} steps "
+        f"of {reward.get('batch_size', '?')} pairs, {_fmt(timings.get('reward', 0) / 60, 1)} minutes.",
+        "",
+        "Best achievable = the expected agreement of a noiseless gold judge with the majority label of the planted annotator pool "
+        "(`rlhf.simulation.best_achievable_accuracy`): what the labels themselves get right against gold, and what even a perfect "
+        "model would score against held-out labels.",
+        "",
+        image("reward", "reward model accuracy"),
+        "",
+        "## PPO",
+        "",
+        f"{ppo.get('iterations_done', '?')} of {ppo.get('iterations_planned', '?')} iterations"
+        f"{' (stopped by the time budget)' if ppo.get('stopped_by_budget') else ''}; score {_fmt(ppo.get('score_first'))} → "
+        f"{_fmt(ppo.get('score_last'))}; KL last {_fmt(ppo.get('kl_last'))} nats, max {_fmt(ppo.get('kl_max'))}; "
+        f"{_fmt(timings.get('ppo', 0) / 60, 1)} minutes.",
+        "",
+        image("ppo", "PPO score and KL"),
+        "",
+        "## Round 1 against round 0",
+        "",
+        f"Round 1: {s.get('round1', {}).get('responses', '?')} responses from the PPO policy, {s.get('round1', {}).get('pairwise_tasks', '?')} "
+        f"pairwise tasks against round 0. Share of decisive votes for round 1: {_fmt(pref.get('vote_share'))} "
+        f"({pref.get('n_votes', '?')} votes; {_fmt(pref.get('vote_share_unflagged'))} without flagged spammers; "
+        f"tasks won {_fmt(pref.get('task_share'))}). A noiseless gold judge prefers round 1 in {_fmt(pref.get('gold_win_rate'))} of the pairs; "
+        f"the untrained policy sampled the same way would win {_fmt(pref.get('control_gold_win_rate'))} (control).",
+        "",
+        f"Round 0 vs round 1 responses: finished {_fmt(s.get('round0', {}).get('finished_share'))} → {_fmt(s.get('round1', {}).get('finished_share'))}, "
+        f"mean words {_fmt(s.get('round0', {}).get('mean_words'), 1)} → {_fmt(s.get('round1', {}).get('mean_words'), 1)}, "
+        f"mean gold {_fmt(s.get('round0', {}).get('mean_gold'))} → {_fmt(s.get('round1', {}).get('mean_gold'))} "
+        f"(untrained policy: {_fmt(s.get('control', {}).get('mean_gold'))}).",
+        "",
+        image("leaderboard", "leaderboard of rounds"),
+        "",
+        frame_table(board, ["rank", "model", "elo", "elo_low", "elo_high", "wins", "losses", "ties", "n_comparisons"]),
+        "",
+        "## Timings (seconds)",
+        "",
+        "| step | seconds |",
+        "|---|---|",
+        *[f"| {name} | {_fmt(float(sec), 1)} |" for name, sec in timings.items()],
+        "",
+    ]
+    if notes:
+        parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def draw(plots: dict[str, Optional[str]], notes: list[str], name: str, make: Callable[[Path], Path], out_dir: Path) -> None:
+    """Draw one plot into `out_dir/<name>.png`; on failure record a note instead of raising."""
+    try:
+        plots[name] = make(out_dir / f"{name}.png").name
+    except Exception as exc:  # noqa: BLE001 - a plot must never cost the figures
+        plots[name] = None
+        notes.append(f"plot {name} not drawn: {exc.__class__.__name__}: {exc}")

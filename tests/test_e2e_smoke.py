@@ -1,0 +1,108 @@
+"""The end-to-end run (`make e2e`) at smoke size on the tiny model: every step runs and the report is complete."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+WORDS = "the a good bad answer help simple clear steps first then finally because python code sum number cat dog tree sky".split()
+
+
+def write_sample(path: Path, n_prompts: int = 8) -> Path:
+    """A small sample file in the importer's shape (a): three responses per prompt, some finished, some cut off, one unsafe prompt."""
+    import random
+
+    rng = random.Random(0)
+    lines = []
+    for i in range(n_prompts):
+        responses = []
+        for j in range(3):
+            words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 70)))
+            responses.append({"text": f"{words}{'.' if (i + j) % 2 else ''} {j}", "model": "base-model"})
+        category = "safety" if i == 0 else "advice"
+        prompt = "how do i write good python code" if i % 3 else [{"role": "user", "content": "explain why the sky is blue"}, {"role": "assistant", "content": "sure"}, {"role": "user", "content": f"and the tree {i}"}]
+        lines.append(json.dumps({"prompt": prompt if not isinstance(prompt, str) else f"{prompt} {i}", "category": category, "responses": responses}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_parse_args_quick_and_overrides():
+    import e2e
+
+    config = e2e.parse_args(["--quick", "--ppo-iterations", "3", "--quiet", "--no-control"])
+    assert config.quick and config.prompt_limit == 12 and config.ppo_iterations == 3
+    assert not config.progress and not config.control
+    full = e2e.parse_args([])
+    assert (full.annotators, full.spammers, full.ppo_iterations, full.budget_minutes) == (20, 3, 30, 45.0)
+
+
+def test_deadline_reporter_keeps_one_step_then_stops():
+    import time
+
+    import e2e
+    from rlhf.progress import RecordingReporter
+
+    reporter = e2e.DeadlineReporter(RecordingReporter(), deadline=time.monotonic() - 1)
+    assert not reporter.should_stop()  # no iteration done yet: PPO must keep at least one
+    reporter.metrics(1, {"objective/score": 0.0})
+    assert reporter.should_stop() and reporter.stopped
+
+
+def test_checks_on_hand_made_inputs():
+    import pandas as pd
+
+    import e2e_checks as checks
+    from rlhf.simulation import AnnotatorProfile
+
+    r = checks.recovery("spammer", flagged={"a", "b", "c"}, planted={"a", "b", "d", "e"})
+    assert (r.true_positives, r.precision, r.recall) == (2, 2 / 3, 0.5)
+    assert checks.recovery("x", flagged=set(), planted={"a"}).precision is None
+    profiles = [AnnotatorProfile(0, "u0", True, 0.1, 0.0, 0.0, 0.1, 1, 1), AnnotatorProfile(1, "u1", False, 0.1, 0.5, 0.0, 0.1, 9, 9), AnnotatorProfile(2, "u2", False, 0.1, 0.0, 0.0, 0.1, 9, 9)]
+    table = pd.DataFrame({"username": ["u0", "u1", "u2", "human"], "flags": ["spammer,too_fast", "", "position_bias", "spammer"]})
+    found = checks.flag_recoveries(table, profiles)
+    assert (found["spammer"].precision, found["spammer"].recall) == (1.0, 1.0)  # the human is not a simulated annotator
+    assert (found["position_bias"].precision, found["position_bias"].recall) == (0.0, 0.0)
+    # RM ordering against gold: pair 3 has no gold preference; equal scores count one half
+    assert checks.agreement_with_gold([1.0, 0.0, 5.0, 2.0], [0.0, 1.0, 1.0, 2.0], [0.9, 0.9, 0.4, 0.7], [0.1, 0.1, 0.4, 0.1]) == pytest.approx(1.5 / 3)
+    prefs = pd.DataFrame(
+        {"task_id": [1, 1, 1, 2, 2, 3], "round_a": [1, 1, 1, 0, 0, 0], "round_b": [0, 0, 0, 1, 1, 0], "choice": ["a", "a", "b", "a", "tie", "a"], "annotator_id": [1, 2, 3, 1, 2, 1]}
+    )
+    assert checks.new_round_preference(prefs, 1) == {"n_votes": 4, "vote_share": 0.5, "n_tasks": 2, "task_share": 0.5}
+    assert checks.new_round_preference(prefs, 1, exclude_annotators={3})["vote_share"] == pytest.approx(2 / 3)
+    assert checks.gold_win_rate({1: [0.8], 2: [0.5]}, {1: [0.5, 0.9], 2: [0.5]}) == pytest.approx((1 + 0 + 0.5) / 3)
+
+
+@pytest.mark.slow
+def test_e2e_quick_on_the_tiny_model(tmp_path, tiny_model_dir):
+    import torch
+
+    import e2e
+
+    torch.set_num_threads(1)
+    config = e2e.E2EConfig(
+        out_dir=tmp_path / "report", sample_file=write_sample(tmp_path / "records.jsonl"), reward_base=str(tiny_model_dir), policy=str(tiny_model_dir),
+        annotators=6, spammers=1, progress=False,
+    ).quick_version()
+    summary = e2e.run_e2e(config, echo=lambda *a, **k: None)
+
+    out = tmp_path / "report"
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["targets"] == json.loads(json.dumps(summary["targets"]))
+    assert {t["name"] for t in saved["targets"]} >= {"spammer flag precision (round 0)", "votes preferring round 1 (PPO) over round 0"}
+    # every step ran and left its figures
+    assert saved["simulation_round0"]["preferences"] == 8 * 3 * 3 and saved["simulation_round0"]["ratings"] == 8 * 3 * 3
+    assert saved["reward"]["test_pairs"] >= 1 and saved["reward"]["best_achievable"] is not None
+    assert 1 <= saved["ppo"]["iterations_done"] <= 2 and len(saved["ppo"]["history"]) == saved["ppo"]["iterations_done"]
+    assert saved["round1"]["pairwise_tasks"] > 0 and saved["simulation_round1"]["preferences"] == saved["round1"]["pairwise_tasks"] * 3
+    assert saved["preference_for_new_round"]["n_votes"] > 0
+    assert {row["model"] for row in saved["leaderboard"]} == {"base-model", "ppo-policy"}
+    report = (out / "report.md").read_text()
+    for name in ("agreement", "annotators", "reward", "ppo", "leaderboard"):
+        assert (out / f"{name}.png").stat().st_size > 1000, name
+        assert f"({name}.png)" in report
+    assert (out / "planted_truth.json").is_file()
