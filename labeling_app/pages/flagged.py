@@ -27,20 +27,16 @@ def set_status(flag_id: int, status: str) -> None:
 
 
 def show_task(engine, user, task_id: int) -> None:
-    """The flagged task's prompt and response(s), as annotators see them.
+    """The flagged task's prompt and response(s), with model names (`rlhf.annotate.task_view_for_admin`).
 
-    Uses `rlhf.annotate.task_view_for_admin(engine, actor, task_id)`; until the backend has it,
-    the page says so instead of reading the database itself.
+    Pairs are shown in the task's own order: response A left, B right (not an annotator's order).
     """
-    import rlhf.annotate as annotate
+    from rlhf.annotate import AnnotationError, task_view_for_admin
+    from rlhf.roles import PermissionDenied
 
-    view_for_admin = getattr(annotate, "task_view_for_admin", None)
-    if view_for_admin is None:
-        st.caption(f"Task {task_id}: showing task content here needs `rlhf.annotate.task_view_for_admin`, which the backend does not provide yet.")
-        return
     try:
-        view = view_for_admin(engine, user, task_id)
-    except (annotate.AnnotationError, PermissionError) as exc:
+        view = task_view_for_admin(engine, user, task_id)
+    except (AnnotationError, PermissionDenied) as exc:
         c.show_error(exc)
         return
     c.render_task_prompt(view)
@@ -49,9 +45,9 @@ def show_task(engine, user, task_id: int) -> None:
     else:
         left, right = st.columns(2)
         with left:
-            c.render_response(view.left, heading="A")
+            c.render_response(view.left, heading="Response A")
         with right:
-            c.render_response(view.right, heading="B")
+            c.render_response(view.right, heading="Response B")
 
 
 def main() -> None:
@@ -84,7 +80,8 @@ def main() -> None:
                     st.button("Dismiss", key=f"flagged.dismiss.{flag.id}", on_click=set_status, args=(flag.id, "dismissed"), icon=":material/close:")
                 else:
                     st.button("Reopen", key=f"flagged.reopen.{flag.id}", on_click=set_status, args=(flag.id, "open"), icon=":material/undo:")
-            with st.expander("Open the task"):
+            # Loaded on request: one query per flag opened, not per flag listed.
+            if st.toggle("Show the task", key=f"flagged.show.{flag.id}"):
                 show_task(engine, user, flag.task_id)
 
 

@@ -190,6 +190,9 @@ def test_flag_queue_resolve_and_dismiss(app_env):
     no_exception(at)
     shown = texts(at)
     assert "Harmful" in shown and "mean words" in shown and "Broken" in shown
+    assert view.response.text not in shown
+    at = at.toggle(key=f"flagged.show.{first}").set_value(True).run()
+    assert view.response.text in texts(at)  # the task's content, on request
     at = at.button(key=f"flagged.resolve.{first}").click().run()
     at = at.button(key=f"flagged.dismiss.{second}").click().run()
     no_exception(at)
