@@ -88,6 +88,13 @@ def slot_key(kind: str) -> str:
     return f"{PREFIX[kind]}.slot"
 
 
+def form_key(slot: Slot, name: str) -> str:
+    """Widget key of a form field, per task and per edit revision: each task starts with a clean
+    form, and an opened edit gets fresh widgets prefilled from the annotation."""
+    revision = f"e{slot.task.own.revision}" if slot.editing and slot.task.own else "n"
+    return f"{PREFIX[slot.kind]}.{slot.task.task_id}.{revision}.{name}"
+
+
 def new_token() -> str:
     return secrets.token_hex(8)
 
@@ -189,8 +196,8 @@ def submit(kind: str, token: Optional[str], fields: dict[str, Any]) -> None:
     With an expired session the submission is kept (`common.PENDING`) and the page asks to
     sign in again; `resume_pending` sends it then.
     """
-    slot: Optional[Slot] = st.session_state.get(slot_key(kind))
-    if slot is None or slot.task is None or token is None or slot.token != token:
+    slot = live_slot(kind, token)
+    if slot is None:
         return  # a second click or a stale button: the first one was (or is being) handled
     slot.token = None
     pending = PendingSubmission(kind, slot.task.task_id, slot.user_id, slot.project_id, dict(fields), time_spent(slot, time.time()))
@@ -223,14 +230,20 @@ def resume_pending(engine: "Engine", user: "User") -> None:
 # ------------------------------------------------------------------------------ skip, flag, edit
 
 
+def live_slot(kind: str, token: Optional[str]) -> Optional[Slot]:
+    """The slot when `token` is still the form on screen; None for a second click or a stale button."""
+    slot: Optional[Slot] = st.session_state.get(slot_key(kind))
+    if slot is None or slot.task is None or token is None or slot.token != token:
+        return None
+    return slot
+
+
 def skip(kind: str, token: Optional[str], reason_key: str, note_key: str) -> None:
     """Callback: pass on the task on screen with a reason; the next one comes back in the same call."""
     from rlhf.annotate import AnnotationError, skip_task
 
-    slot: Optional[Slot] = st.session_state.get(slot_key(kind))
-    if slot is None or slot.task is None or token is None or slot.token != token:
-        return
-    user = c.signed_in_user()
+    slot = live_slot(kind, token)
+    user = c.signed_in_user() if slot is not None else None
     if user is None:
         return
     reason = st.session_state.get(reason_key) or ""
@@ -251,10 +264,8 @@ def flag(kind: str, token: Optional[str], reason_key: str, note_key: str, also_s
     """Callback: report the task on screen for admin review (PII, harmful, broken, other); optionally skip it."""
     from rlhf.annotate import AnnotationError, flag_task
 
-    slot: Optional[Slot] = st.session_state.get(slot_key(kind))
-    if slot is None or slot.task is None or token is None or slot.token != token:
-        return
-    user = c.signed_in_user()
+    slot = live_slot(kind, token)
+    user = c.signed_in_user() if slot is not None else None
     if user is None:
         return
     reason = st.session_state.get(reason_key) or "other"
@@ -405,6 +416,26 @@ def skip_and_flag(slot: Slot) -> None:
         _skip_dialog(kind, slot.token)
     if st.button("Flag…", key=f"{prefix}.flag_open", shortcut="F", icon=":material/flag:"):
         _flag_dialog(kind, slot.token, slot.editing)
+
+
+def action_row(slot: Slot, send: Callable[[str], None]) -> None:
+    """Submit (Enter; "Save edit" when editing), Skip (S), Flag (F), then others' labels where revealed.
+
+    `send(token)` is the page's submit callback: it builds the fields and calls `submit`.
+    """
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.button(
+            "Save edit" if slot.editing else "Submit",
+            key=f"{PREFIX[slot.kind]}.submit",
+            type="primary",
+            shortcut="Enter",
+            icon=":material/send:",
+            disabled=slot.token is None,
+            on_click=send,
+            args=(slot.token,),
+        )
+        skip_and_flag(slot)
+    reveal_last(slot)
 
 
 def reveal_last(slot: Slot) -> None:

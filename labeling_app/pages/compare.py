@@ -16,13 +16,6 @@ from labeling_app.choices import CHOICES_BY_ID, DISPLAY_CHOICES, to_task_terms
 KIND = "pairwise"
 
 
-def _live(token: str | None) -> flow.Slot | None:
-    slot = st.session_state.get(flow.slot_key(KIND))
-    if slot is None or slot.task is None or token is None or slot.token != token:
-        return None
-    return slot
-
-
 def choose(choice_id: str) -> None:
     """A choice key or click: selects for the pair on screen when it arrives (no token: a key pressed
     while the next pair is being drawn is meant for that pair; only submitting needs the token)."""
@@ -31,14 +24,9 @@ def choose(choice_id: str) -> None:
         slot.choice = choice_id
 
 
-def comment_key(slot: flow.Slot) -> str:
-    revision = f"e{slot.task.own.revision}" if slot.editing and slot.task.own else "n"
-    return f"compare.{slot.task.task_id}.{revision}.comment"
-
-
 def send(token: str) -> None:
     """Enter / Submit: store the selected choice in the task's terms; the next pair comes back in the same call."""
-    slot = _live(token)
+    slot = flow.live_slot(KIND, token)
     if slot is None:
         return
     if slot.choice is None:
@@ -49,7 +37,7 @@ def send(token: str) -> None:
         "choice": choice,
         "strength": strength,
         "shown_left": slot.task.shown_left,
-        "comment": st.session_state.get(comment_key(slot)) or "",
+        "comment": st.session_state.get(flow.form_key(slot, "comment")) or "",
     }
     flow.submit(KIND, token, fields)
 
@@ -83,20 +71,8 @@ def render_task(slot: flow.Slot) -> None:
     st.markdown(f"Your choice: **{selected}**")
     own = view.own if slot.editing else None
     with st.expander("Comment (optional)", expanded=bool(own and own.comment)):
-        st.text_area("Comment", key=comment_key(slot), value=own.comment if own else "", height=80, max_chars=5000, on_change="ignore", label_visibility="collapsed")
-    with st.container(horizontal=True, vertical_alignment="center"):
-        st.button(
-            "Save edit" if slot.editing else "Submit",
-            key="compare.submit",
-            type="primary",
-            shortcut="Enter",
-            icon=":material/send:",
-            disabled=slot.token is None,
-            on_click=send,
-            args=(slot.token,),
-        )
-        flow.skip_and_flag(slot)
-    flow.reveal_last(slot)
+        st.text_area("Comment", key=flow.form_key(slot, "comment"), value=own.comment if own else "", height=80, max_chars=5000, on_change="ignore", label_visibility="collapsed")
+    flow.action_row(slot, send)
 
 
 def main() -> None:

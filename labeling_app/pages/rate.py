@@ -16,12 +16,6 @@ def _slot() -> flow.Slot | None:
     return slot if slot is not None and slot.task is not None else None
 
 
-def _live(token: str | None) -> flow.Slot | None:
-    """The slot when `token` is still the form on screen (a stale submit does nothing)."""
-    slot = _slot()
-    return slot if slot is not None and token is not None and slot.token == token else None
-
-
 # Scoring keys and clicks act on the task on screen when they arrive, without a token: a key
 # pressed just after a submit, while the next task is still being drawn, is meant for that
 # next task (nobody scores a task they already sent), and dropping it would lose a keystroke.
@@ -57,15 +51,9 @@ def move_focus(step: int) -> None:
         slot.focus = max(0, min(len(slot.task.rubric) - 1, slot.focus + step))
 
 
-def widget_key(slot: flow.Slot, name: str) -> str:
-    """Per task (and per edit revision) keys, so each task starts with a clean form and edits are prefilled."""
-    revision = f"e{slot.task.own.revision}" if slot.editing and slot.task.own else "n"
-    return f"rate.{slot.task.task_id}.{revision}.{name}"
-
-
 def send(token: str) -> None:
     """Enter / Submit: every dimension needs a score; then one backend call stores it and brings the next task."""
-    slot = _live(token)
+    slot = flow.live_slot(KIND, token)
     if slot is None:
         return
     missing = [d.name for d in slot.task.rubric if d.name not in slot.scores]
@@ -75,8 +63,8 @@ def send(token: str) -> None:
         return
     fields = {
         "scores": dict(slot.scores),
-        "tags": list(st.session_state.get(widget_key(slot, "tags")) or []),
-        "comment": st.session_state.get(widget_key(slot, "comment")) or "",
+        "tags": list(st.session_state.get(flow.form_key(slot, "tags")) or []),
+        "comment": st.session_state.get(flow.form_key(slot, "comment")) or "",
     }
     flow.submit(KIND, token, fields)
 
@@ -157,21 +145,9 @@ def render_task(slot: flow.Slot) -> None:
         rubric_form(slot)
         own = view.own if slot.editing else None
         if view.tags:
-            st.pills("Tags", list(view.tags), selection_mode="multi", key=widget_key(slot, "tags"), default=list(own.tags) if own else None, on_change="ignore", width="stretch")
-        st.text_area("Comment (optional)", key=widget_key(slot, "comment"), value=own.comment if own else "", height=80, max_chars=5000, on_change="ignore")
-        with st.container(horizontal=True, vertical_alignment="center"):
-            st.button(
-                "Save edit" if slot.editing else "Submit",
-                key="rate.submit",
-                type="primary",
-                shortcut="Enter",
-                icon=":material/send:",
-                disabled=slot.token is None,
-                on_click=send,
-                args=(slot.token,),
-            )
-            flow.skip_and_flag(slot)
-        flow.reveal_last(slot)
+            st.pills("Tags", list(view.tags), selection_mode="multi", key=flow.form_key(slot, "tags"), default=list(own.tags) if own else None, on_change="ignore", width="stretch")
+        st.text_area("Comment (optional)", key=flow.form_key(slot, "comment"), value=own.comment if own else "", height=80, max_chars=5000, on_change="ignore")
+        flow.action_row(slot, send)
 
 
 def main() -> None:
