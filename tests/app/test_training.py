@@ -320,8 +320,9 @@ def test_a_running_job_shows_progress_charts_and_log(app_env):
     assert list(dict.fromkeys(drawn["group"])) == ["Loss", "Accuracy", "KL", "Score / reward"]
     assert drawn[drawn["group"] == "Loss"][["step", "value"]].to_dict("list") == {"step": [1, 2], "value": [0.9, 0.7]}
     assert drawn[drawn["group"] == "KL"]["metric"].unique().tolist() == ["objective/kl"]
-    [code] = [cd.value for cd in at.code if "log line" in cd.value]
-    assert code.splitlines() == [f"log line {i}" for i in range(100 - tp.LOG_LINES_SHOWN, 100)]  # the tail
+    tail, kept = [cd.value.splitlines() for cd in at.code if "log line" in cd.value]
+    assert tail == [f"log line {i}" for i in range(100 - tp.LOG_LINES_SHOWN, 100)]  # the newest lines
+    assert kept == [f"log line {i}" for i in range(100)]  # the whole tail the row keeps, in an expander
 
     # The worker reports on: the next run shows it (in the browser, the fragment's next tick).
     report_state(app_env.engine, job_id, WORKER, progress=0.8, message="step 8/10", metric_points=[(3, {"loss": 0.5})])
