@@ -196,3 +196,16 @@ def test_page_scripts_draw_nothing_by_accident():
         for node in body[1:]:
             if isinstance(node, ast.Expr):
                 assert isinstance(node.value, ast.Call), f"{script.name}:{node.lineno}: a bare expression would be drawn on the page"
+
+
+def test_the_app_never_imports_database_query_apis():
+    """Pages call the backend; sqlalchemy / sqlmodel appear only as type names (under TYPE_CHECKING)."""
+    import ast
+
+    for script in sorted(c.APP_DIR.rglob("*.py")):
+        tree = ast.parse(script.read_text(encoding="utf-8"))
+        type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and getattr(block.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(block)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in type_only:
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(n.split(".")[0] in ("sqlalchemy", "sqlmodel") for n in names), f"{script.name}:{node.lineno} imports {names}"
