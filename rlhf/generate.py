@@ -523,11 +523,19 @@ def build_records(
     return records
 
 
+def _current_umask() -> int:
+    # os.umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_jsonl_atomic(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> Path:
     """Write records as JSONL to a temp file beside `path`, fsync, then rename over it.
 
     Readers see the old file or the complete new one, never a partial one; on any error the
-    temp file is removed and `path` is left as it was.
+    temp file is removed and `path` is left as it was. The file gets the permissions a plain
+    `open()` would give it (mkstemp's are owner-only).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -538,6 +546,7 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Sequence[dict[str, Any]
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~_current_umask())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -343,6 +343,18 @@ def test_generate_file_writes_importer_shape_with_provenance(tiny_model_dir, tmp
     assert not list(out.parent.glob(".*.tmp"))
 
 
+def test_written_file_has_plain_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = write_jsonl_atomic(tmp_path / "gen.jsonl", [{"a": 1}])
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.read_text() == '{"a": 1}\n'
+
+
 def test_write_is_atomic_old_file_survives_a_failure(tmp_path):
     out = tmp_path / "gen.jsonl"
     out.write_text("previous\n")
