@@ -11,7 +11,10 @@ critic. One warm-up iteration, then `iterations` measured ones; the figure is th
 Memory: peak resident set size during the measured iterations (Linux VmHWM, reset after
 warm-up), so model loading, identical for all three, does not mask the training peak.
 
-Set RLHF_BENCH_THREADS to pin torch's thread count (the machine may be shared).
+On a shared machine: RLHF_BENCH_THREADS=1 pins torch to one thread, RLHF_BENCH_CLOCK=cpu times
+phases in CPU seconds of each process (other jobs do not inflate them; with one thread they are
+what a quiet machine's wall clock would show), and RLHF_BENCH_CONCURRENT=1 runs the three
+trainers side by side so they share the same conditions.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ def _threads() -> None:
         torch.set_num_threads(int(os.environ["RLHF_BENCH_THREADS"]))
 
 
+def _clock():
+    return time.process_time if os.environ.get("RLHF_BENCH_CLOCK") == "cpu" else time.perf_counter
+
+
 def _reset_peak() -> None:
     """Reset the process's peak RSS (VmHWM) so it covers only what follows."""
     try:
@@ -81,6 +88,7 @@ def child_ours(settings: dict) -> dict:
     from rlhf.models import PACKAGED_SMOLLM2
     from rlhf.ppo import PPOConfig
     from rlhf.ppo.reward import CallableReward
+    from rlhf.ppo.rollout import PhaseTimer
     from rlhf.ppo.trainer import run_iteration, setup_run
 
     work = Path(tempfile.mkdtemp(prefix="bench-ppo-"))
@@ -101,7 +109,7 @@ def child_ours(settings: dict) -> dict:
     _reset_peak()
     rows = []
     for i in range(1, 1 + settings["iterations"]):
-        metrics = run_iteration(run, i)
+        metrics = run_iteration(run, i, PhaseTimer(clock=_clock()))
         rows.append({k: v for k, v in metrics.items() if k.startswith("time/")} | {"response/length": metrics["response/length"]})
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
     return {
@@ -149,13 +157,15 @@ def child_trl(settings: dict, kind: str) -> dict:
 
     phases = {"generate": 0.0, "score": 0.0, "rollout": 0.0}
 
+    clock = _clock()
+
     def timed(name, fn):
         def wrapper(*a, **k):
-            start = time.perf_counter()
+            start = clock()
             try:
                 return fn(*a, **k)
             finally:
-                phases[name] += time.perf_counter() - start
+                phases[name] += clock() - start
         return wrapper
 
     trainer._generate = timed("generate", trainer._generate)
@@ -166,7 +176,7 @@ def child_trl(settings: dict, kind: str) -> dict:
     class Iterations(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step % per_iteration_steps == 0:
-                marks.append((time.perf_counter(), dict(phases)))
+                marks.append((clock(), dict(phases)))
                 if len(marks) == 1:
                     _reset_peak()
 
@@ -215,13 +225,22 @@ def _in_subprocess(kind: str, settings: dict) -> dict:
 
 
 def _split(result: dict) -> str:
-    return (f"generate {result['generate_s']:.1f}s, forward {result['forward_s']:.1f}s, score {result['score_s']:.2f}s, "
-            f"train {result['train_s']:.1f}s")
+    return (f"generate {result['generate_s']:.1f}, forward {result['forward_s']:.1f}, score {result['score_s']:.2f}, "
+            f"train {result['train_s']:.1f}")
 
 
 def run(quick: bool = False) -> list[BenchRow]:
     settings = {"prompts": 8, "tokens": 16 if quick else 48, "epochs": 4, "iterations": 1 if quick else 2}
-    results = {kind: _in_subprocess(kind, settings) for kind in ("ours", "rloo", "grpo", "footprint")}
+    kinds = ("ours", "rloo", "grpo", "footprint")
+    if os.environ.get("RLHF_BENCH_CONCURRENT") == "1":
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(kinds)) as pool:
+            futures = {kind: pool.submit(_in_subprocess, kind, settings) for kind in kinds}
+            results = {kind: future.result() for kind, future in futures.items()}
+    else:
+        results = {kind: _in_subprocess(kind, settings) for kind in kinds}
+    clock = "CPU s" if os.environ.get("RLHF_BENCH_CLOCK") == "cpu" else "s"
     ours = results["ours"]
     size = f"{settings['prompts']}×{settings['tokens']} tok, {settings['epochs']} epochs, NF4+LoRA r16, CPU, {ours['threads']} threads"
     rows = []
@@ -229,7 +248,7 @@ def run(quick: bool = False) -> list[BenchRow]:
         theirs = results[anchor]
         name = "RLOOTrainer" if anchor == "rloo" else "GRPOTrainer"
         rows.append(BenchRow(
-            work=f"PPO iteration ({size}) vs TRL {name}", ours=ours["iteration_s"], unit="s", anchor=theirs["iteration_s"],
+            work=f"PPO iteration ({size}) vs TRL {name}", ours=ours["iteration_s"], unit=clock, anchor=theirs["iteration_s"],
             anchor_name=f"TRL {name}", ratio=theirs["iteration_s"] / ours["iteration_s"], target="time ≤ 1.2× theirs (ratio ≥ 0.83)",
             note=f"ours: {_split(ours)} (critic on top {ours['value_layers']}/{ours['num_layers']} layers); theirs: {_split(theirs)}",
         ))

@@ -357,6 +357,16 @@ def test_reward_on_another_base_loads_separately_and_cannot_seed_the_value_head(
     assert run.reward.score(["hello"], ["good helpful"]).shape == (1,)
 
 
+def test_reward_with_another_tokenizer_is_not_put_on_the_policy_base(tiny_model_dir, tmp_path, reward_dir):
+    changed = tmp_path / "rm-tokenizer"
+    shutil.copytree(reward_dir, changed)
+    spec = json.loads((changed / "tokenizer.json").read_text())
+    spec["model"]["vocab"]["zebra"] = max(spec["model"]["vocab"].values()) + 1
+    (changed / "tokenizer.json").write_text(json.dumps(spec))
+    problem = RewardDirectory(changed).sharing_problem(base_model_path(str(tiny_model_dir)), load_tokenizer(tiny_model_dir), False)
+    assert problem == "its tokenizer differs from the policy's"
+
+
 def test_reward_directory_errors_name_the_problem(tmp_path, reward_dir):
     with pytest.raises(RewardError, match="no such directory"):
         RewardDirectory(tmp_path / "missing")
