@@ -279,3 +279,32 @@ def test_train_from_a_project_records_the_artifact(tiny_model_dir, tmp_path, sql
     assert (artifact.kind, artifact.id, artifact.path) == ("reward_model", result.artifact_id, str((out_root / "rm").resolve()))
     assert artifact.metrics["held_out"]["pairs"] == 2 and artifact.project_id is not None
     assert sorted(p.name for p in out_root.iterdir()) == ["rm"]  # the on-the-fly export is gone
+
+
+def test_fuzzed_preference_files_fail_only_with_a_data_error(tmp_path_factory):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from rlhf.reward.data import read_preference_pairs, read_scoring_rows
+
+    directory = tmp_path_factory.mktemp("fuzz")
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+        lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(["role", "content", "x"]), children, max_size=3),
+        max_leaves=6,
+    )
+    record = st.dictionaries(st.sampled_from(["prompt", "chosen", "rejected", "response", "margin", "tie", "split"]), json_values, max_size=7)
+    line = record.map(json.dumps) | st.text(max_size=20)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(line, min_size=0, max_size=4))
+    def check(lines):
+        path = directory / "fuzz.jsonl"
+        path.write_text("\n".join(lines))
+        for reader in (read_preference_pairs, read_scoring_rows):
+            try:
+                reader(path)
+            except RewardDataError:
+                pass
+
+    check()
