@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from rlhf.export import ExportError, ExportManifest, grouped_split, read_export_rows, read_manifest
-
-Messages = list[dict[str, str]]
-PromptInput = Union[str, Messages]
+from rlhf.generate import ChatMessages, PromptInput, render_prompt
 
 
 class RewardDataError(ValueError):
@@ -53,7 +51,7 @@ def response_value(value: Any, where: str) -> str:
     return assistant[0]
 
 
-def _messages(value: Any, where: str) -> Messages:
+def _messages(value: Any, where: str) -> ChatMessages:
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if not isinstance(value, (list, tuple)):
@@ -184,18 +182,11 @@ def uses_chat_template(tokenizer) -> bool:
 
 
 def render_prompt_text(tokenizer, prompt: PromptInput, *, use_chat_template: bool) -> str:
-    """The prompt as the model sees it just before the response.
-
-    With a chat template: the messages (a plain prompt becomes one user message) with the
-    generation prompt, exactly what a policy sampling from this tokenizer is given. Without:
-    a plain prompt followed by a newline, or a chat as "role: content" lines and "assistant: ".
-    """
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    if use_chat_template:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    if isinstance(prompt, str):
-        return prompt if prompt.endswith("\n") else prompt + "\n"
-    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+    """The prompt exactly as generation renders it for the policy (`rlhf.generate.render_prompt`):
+    the chat template with the generation prompt for chat-style tokenizers; otherwise plain
+    text as is, or a chat as "role: content" lines ending "assistant:". The response follows
+    directly, as a generated continuation would."""
+    return render_prompt(tokenizer, prompt, use_chat_template=use_chat_template)[0]
 
 
 def format_pair(tokenizer, prompt: PromptInput, response: str, *, use_chat_template: bool | None = None) -> str:
