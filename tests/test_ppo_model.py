@@ -35,6 +35,23 @@ def _batch(tokenizer, texts=("hello world", "write a short poem about the blue s
     return encoded.input_ids, encoded.attention_mask
 
 
+def _perturbed_rollout(tiny_model_dir, value_seed: int):
+    """A model with non-zero policy and value adapters, and one sampled batch: (model, full, mask, length)."""
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = build_policy_value_model(tiny_model_dir, device="cpu", adapters=SMALL)
+    _perturb(model, "policy")
+    _perturb(model, "value", seed=value_seed)
+    ids, mask = _batch(tokenizer)
+    full, full_mask, responses, _ = _query_response(model, tokenizer, ids, mask)
+    return model, full, full_mask, responses.size(1)
+
+
+def _plain_logits(causal_lm, full, full_mask, length):
+    """Response-position logits of a plain causal LM, positions counted from each row's first real token."""
+    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
+    return causal_lm(input_ids=full, attention_mask=full_mask, position_ids=positions).logits[:, -length - 1 : -1]
+
+
 def _query_response(model, tokenizer, ids, mask, new_tokens=5, seed=0):
     torch.manual_seed(seed)
     responses, sampler = model.generate(
@@ -72,18 +89,9 @@ def _name_of(model, param):
 
 
 def test_reference_is_the_base_with_adapters_disabled(tiny_model_dir):
-    tokenizer = load_tokenizer(tiny_model_dir)
-    model = build_policy_value_model(tiny_model_dir, device="cpu", adapters=SMALL)
-    _perturb(model, "policy")
-    _perturb(model, "value", seed=2)
-    ids, mask = _batch(tokenizer)
-    full, full_mask, responses, _ = _query_response(model, tokenizer, ids, mask)
-    length = responses.size(1)
-
+    model, full, full_mask, length = _perturbed_rollout(tiny_model_dir, value_seed=2)
     ref_logits, _ = model.reference_forward(full, full_mask, length)
-    base = load_causal_lm(tiny_model_dir, device="cpu")
-    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
-    expected = base(input_ids=full, attention_mask=full_mask, position_ids=positions).logits[:, -length - 1 : -1]
+    expected = _plain_logits(load_causal_lm(tiny_model_dir, device="cpu"), full, full_mask, length)
     assert torch.allclose(ref_logits, expected, atol=1e-5)
     policy_logits = model.policy_logits(full, full_mask, length)
     assert not torch.allclose(policy_logits, ref_logits, atol=1e-3)  # the perturbed policy differs
@@ -128,13 +136,7 @@ def test_sampling_ignores_the_checkpoints_stored_generation_settings(tiny_model_
 
 
 def test_critic_short_path_equals_full_forward(tiny_model_dir):
-    tokenizer = load_tokenizer(tiny_model_dir)
-    model = build_policy_value_model(tiny_model_dir, device="cpu", adapters=SMALL)
-    _perturb(model, "policy")
-    _perturb(model, "value", seed=3)
-    ids, mask = _batch(tokenizer)
-    full, full_mask, responses, _ = _query_response(model, tokenizer, ids, mask)
-    length = responses.size(1)
+    model, full, full_mask, length = _perturbed_rollout(tiny_model_dir, value_seed=3)
     _, features = model.reference_forward(full, full_mask, length)
     assert features.shape == (2, full.size(1) - 1, model.config.hidden_size)
     short = model.values(full, full_mask, length, features)
@@ -174,10 +176,7 @@ def test_sft_adapter_start_keeps_a_frozen_reference_copy(tiny_model_dir, tmp_pat
     _perturb(model, "policy", seed=9)
     ref_after, _ = model.reference_forward(full, full_mask, length)
     assert torch.equal(ref_before, ref_after)
-    sft_alone = load_causal_lm(sft_dir, device="cpu")
-    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
-    expected = sft_alone(input_ids=full, attention_mask=full_mask, position_ids=positions).logits[:, -length - 1 : -1]
-    assert torch.allclose(ref_after, expected, atol=1e-5)
+    assert torch.allclose(ref_after, _plain_logits(load_causal_lm(sft_dir, device="cpu"), full, full_mask, length), atol=1e-5)
 
 
 def test_saved_policy_adapter_loads_through_resolve_model(tiny_model_dir, tmp_path):
@@ -187,10 +186,8 @@ def test_saved_policy_adapter_loads_through_resolve_model(tiny_model_dir, tmp_pa
     out = model.save_policy_adapter(tmp_path / "policy", str(tiny_model_dir))
     source = resolve_model(out)
     assert source.kind == "adapter" and source.adapter_of == str(tiny_model_dir)
-    loaded = load_causal_lm(out, device="cpu")
     ids, mask = _batch(tokenizer)
     full, full_mask, responses, _ = _query_response(model, tokenizer, ids, mask)
-    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
-    expected = loaded(input_ids=full, attention_mask=full_mask, position_ids=positions).logits[:, -responses.size(1) - 1 : -1]
+    expected = _plain_logits(load_causal_lm(out, device="cpu"), full, full_mask, responses.size(1))
     with torch.no_grad():
         assert torch.allclose(model.policy_logits(full, full_mask, responses.size(1)), expected, atol=1e-5)

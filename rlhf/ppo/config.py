@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import textwrap
 import types
 import typing
 from dataclasses import dataclass
@@ -58,6 +59,10 @@ class PPOConfig:
     value_head_init: str = "auto"
     """Value head initialisation: `reward` (copy the reward model's score head; needs the same base),
     `random`, or `auto` (reward when the bases match, else random)."""
+    reward_on_policy_base: bool = True
+    """When the reward model was trained on the policy's base (same weights, tokenizer and
+    quantisation), load its LoRA as a third frozen adapter on the shared base instead of a second
+    copy of the base. Otherwise (or when off) it loads on its own base."""
 
     # ------------------------------------------------------------------ rollouts
     total_iterations: int = 30
@@ -219,8 +224,11 @@ def field_docs(cls) -> dict[str, str]:
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
             continue
-        tree = ast.parse(inspect.getsource(klass))
-        body = tree.body[0].body  # type: ignore[attr-defined]
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):  # no source (e.g. a frozen app): no help texts, not an error
+            continue
+        body = next((node.body for node in tree.body if isinstance(node, ast.ClassDef)), [])
         for node, following in zip(body, body[1:]):
             if (
                 isinstance(node, ast.AnnAssign)
