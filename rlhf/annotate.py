@@ -21,7 +21,7 @@ import random
 from functools import lru_cache
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable, Optional
 
 from sqlalchemy import and_, bindparam, delete, func, select, update

@@ -22,14 +22,11 @@ directories, secrets) are left out.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import importlib
 import importlib.util
-import inspect
 import json
 import os
-import textwrap
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
+from rlhf.configdoc import field_docs
 from rlhf.jobs import ArtifactRecord, InvalidJobParams
 
 if TYPE_CHECKING:
@@ -122,32 +120,6 @@ class JobKind:
 
 
 # --------------------------------------------------------------------------- params helpers
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Docstrings written under the fields of a dataclass (`x: int = 1` then `\"\"\"doc\"\"\"`), base classes included.
-
-    Read from the class source with `ast`; a class whose source is not available adds nothing.
-    """
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):
-            continue
-        body = next((node.body for node in tree.body if isinstance(node, ast.ClassDef)), [])
-        for current, following in zip(body, body[1:]):
-            if (
-                isinstance(current, ast.AnnAssign)
-                and isinstance(current.target, ast.Name)
-                and isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant)
-                and isinstance(following.value.value, str)
-            ):
-                docs[current.target.id] = " ".join(following.value.value.split())
-    return docs
 
 
 def type_name(tp: Any) -> str:

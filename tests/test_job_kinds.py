@@ -19,10 +19,10 @@ from rlhf.job_kinds import (
     coerce_value,
     dataclass_specs,
     describe_kinds,
-    field_docs,
     load_registry,
     type_name,
 )
+from rlhf.configdoc import field_docs
 from rlhf.jobs import InvalidJobParams, artifact_lineage, get_job, job_artifacts, job_metrics, submit_job
 from rlhf.roles import SYSTEM
 from rlhf.schema import JOB_KINDS, Preference, Project, Prompt, Response, Task, User

@@ -347,7 +347,7 @@ def _newton(lo, hi, counts, n_models, with_ties, prior, max_iter, tol, theta=Non
     is assembled with bincount scatters (no Python loop over pairs or rows) and each
     replicate's Newton system solved in one batched `np.linalg.solve`.
     """
-    batch, n_pairs = counts.shape[0], counts.shape[1]
+    batch = counts.shape[0]
     size = n_models + (1 if with_ties else 0)
     theta = np.zeros((batch, n_models)) if theta is None else theta.copy()
     if gamma is None:

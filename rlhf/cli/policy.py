@@ -18,7 +18,8 @@ import typer
 
 from rlhf.cli import app, fail
 from rlhf.dpo import DPORunConfig
-from rlhf.ppo.config import PPOConfig, field_docs, field_types
+from rlhf.configdoc import field_docs, field_types
+from rlhf.ppo.config import PPOConfig
 
 # Short aliases the examples use.
 ALIASES = {"load_in_4bit": ["--4bit"], "data": ["--data"]}

@@ -9,13 +9,8 @@ down to LoRA on a small model (higher learning rate, short responses).
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import json
-import textwrap
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,46 +209,4 @@ def _from_json(cls, path: str | Path):
     return _from_dict(cls, values, source=f"config file {path}")
 
 
-def field_docs(cls) -> dict[str, str]:
-    """Each dataclass field's docstring (the string literal under it), read from the source.
-
-    The CleanRL habit of a docstring under every field keeps the documentation next to the
-    setting; this reads it back so the CLI help and the config stay one text.
-    """
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):  # no source (e.g. a frozen app): no help texts, not an error
-            continue
-        body = next((node.body for node in tree.body if isinstance(node, ast.ClassDef)), [])
-        for node, following in zip(body, body[1:]):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant)
-                and isinstance(following.value.value, str)
-            ):
-                docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
-
-
-def field_types(cls) -> dict[str, tuple[type, bool]]:
-    """Each field's scalar type and whether it accepts None: `int | None` → (int, True)."""
-    hints = typing.get_type_hints(cls)
-    result: dict[str, tuple[type, bool]] = {}
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        args = typing.get_args(hint)
-        if typing.get_origin(hint) in (typing.Union, types.UnionType):
-            scalars = [a for a in args if a is not type(None)]
-            result[f.name] = (scalars[0], type(None) in args)
-        else:
-            result[f.name] = (hint, False)
-    return result
-
-
-__all__ = ["PPOConfig", "field_docs", "field_types", "PACKAGED_POLICY"]
+__all__ = ["PPOConfig", "PACKAGED_POLICY"]

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from rlhf.models import ModelSource, load_causal_lm, load_tokenizer, lora_config, resolve_model
-from rlhf.ppo.core import logprobs_from_logits, position_ids_from_mask
+from rlhf.ppo.core import position_ids_from_mask
 
 POLICY = "policy"
 VALUE = "value"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from apphelpers import PASSWORD, go, no_exception, rows, signed_in_app, texts, write_jsonl
+from apphelpers import PASSWORD, go, no_exception, rows, signed_in_app, texts
 from labeling_app.admin_forms import FormError, format_labels, import_error_text, parse_labels, parse_tags, rows_to_rubric, rubric_rows
 
 from rlhf.schema import DEFAULT_RUBRIC, Flag, Project, Task, User
