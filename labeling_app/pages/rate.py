@@ -76,17 +76,18 @@ def anchors(dim) -> str:
 
 
 def rubric_form(slot: flow.Slot) -> None:
-    """One bordered block per dimension. The focused one shows its scale as buttons carrying the
-    number keys (drawn as key caps); the others one segmented control each, for the mouse (one
-    element instead of a row of buttons: every element is redrawn on each key press).
+    """One bordered block per dimension, each with one segmented control for the mouse; below them
+    one row of number-key buttons that score whichever dimension has the focus (marked with the
+    keyboard icon).
 
-    Not a fragment of its own inside the task's fragment, though that would redraw less on a
-    digit key: a key pressed while Enter's redraw of the outer fragment runs was then lost.
+    The key row sits at the same place on every run. When the keys lived inside the focused block,
+    they moved to the next block after each press, and a second key pressed while the page was
+    redrawing found no button listening and was lost. Not a fragment of its own inside the task's
+    fragment either: a key pressed while Enter's redraw of the outer fragment ran was then lost.
     """
     view = slot.task
     for index, dim in enumerate(view.rubric):
         focused = index == slot.focus
-        keys = scale_keys(dim.min, dim.max)
         score = slot.scores.get(dim.name)
         with st.container(border=True, key=f"rate-dim-{index}"):
             marker = ":material/keyboard: " if focused else ""
@@ -94,33 +95,26 @@ def rubric_form(slot: flow.Slot) -> None:
             if dim.labels:  # the labelled scale points, under the name, in the same element
                 title += "  \n:gray[" + c.safe_markdown(anchors(dim)).replace("]", "\\]") + "]"
             st.markdown(title, help=c.safe_markdown(dim.question) if dim.question else None)
-            if focused:
-                with st.container(horizontal=True, gap="small"):
-                    for value in range(dim.min, dim.max + 1):
-                        kind = "primary" if score == value else "secondary"
-                        if value in keys:
-                            # Generic keys: the button for digit d scores whichever dimension has the
-                            # focus when the press arrives, so a fast second key never hits a stale row.
-                            st.button("", key=f"rate.key.{keys[value]}", shortcut=keys[value], type=kind, on_click=press_digit, args=(keys[value],))
-                        else:  # scales longer than ten points: the rest by click
-                            st.button(str(value), key=f"rate.pt.{index}.{value}", type=kind, on_click=click_point_button, args=(index, value))
-            else:
-                # The key names the score it shows, so a score set by keys appears here as a fresh widget.
-                widget = f"rate.seg.{view.task_id}.{index}.{score}"
-                st.segmented_control(
-                    dim.name, list(range(dim.min, dim.max + 1)), default=score, key=widget, label_visibility="collapsed", on_change=click_point, args=(index, widget)
-                )
+            # The key names the score it shows, so a score set by keys appears here as a fresh widget.
+            widget = f"rate.seg.{view.task_id}.{index}.{score}"
+            st.segmented_control(
+                dim.name, list(range(dim.min, dim.max + 1)), default=score, key=widget, label_visibility="collapsed", on_change=click_point, args=(index, widget)
+            )
+    key_row(slot)
     keyboard_help(slot)
 
 
-def click_point_button(index: int, value: int) -> None:
-    """A click on a scale point beyond the number keys (scales longer than ten points)."""
-    slot = _slot()
-    if slot is None or index >= len(slot.task.rubric):
-        return
-    rubric = slot.task.rubric
-    slot.scores[rubric[index].name] = value
-    slot.focus = next_focus([d.name for d in rubric], slot.scores, index)
+def key_row(slot: flow.Slot) -> None:
+    """The focused dimension's number keys as buttons (drawn as key caps). Generic keys: the button
+    for digit d scores whichever dimension has the focus when the press arrives, so a fast second
+    key never hits a stale dimension. Scales longer than ten points take the rest by click."""
+    dim = slot.task.rubric[min(slot.focus, len(slot.task.rubric) - 1)]
+    keys = scale_keys(dim.min, dim.max)
+    score = slot.scores.get(dim.name)
+    with st.container(horizontal=True, gap="small", key="rate-keys"):
+        for value in sorted(keys):
+            kind = "primary" if score == value else "secondary"
+            st.button("", key=f"rate.key.{keys[value]}", shortcut=keys[value], type=kind, on_click=press_digit, args=(keys[value],))
 
 
 def keyboard_help(slot: flow.Slot) -> None:
