@@ -33,7 +33,6 @@ import argparse
 import dataclasses
 import gc
 import json
-import math
 import os
 import sys
 import time
@@ -72,6 +71,9 @@ class E2EConfig:
     """Use only the first N records of the sample file (None: all)."""
     device: str = "cpu"
     """Where the models train and sample: the targets are for CPU."""
+    torch_threads: Optional[int] = None
+    """torch's CPU threads (None: its default, one per core). On a machine shared with other jobs, 1 can be
+    many times faster: idle-waiting threads of small matmuls fight over busy cores."""
     # ---- simulated annotators
     annotators: int = 20
     """Simulated annotators."""
@@ -295,6 +297,8 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         base_model=config.reward_base, max_steps=config.reward_steps, batch_size=config.reward_batch_size, max_length=config.reward_max_length,
         learning_rate=config.reward_learning_rate, lora_target_modules=scope, eval_fraction=config.test_size, seed=config.seed, device=config.device,
         warmup_ratio=0.1, logging_steps=5, save_steps=max(config.reward_steps, 1),
+        # The normalisation only centres and scales the scores: a few hundred responses pin it down on CPU.
+        normalization_samples=256,
     )
     reporter = _reporter(config, "reward model", "step")
     try:
@@ -458,6 +462,8 @@ def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
     def say(message: str) -> None:
         echo(message, flush=True) if echo is print else echo(message)
 
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
     started_at = datetime.now(timezone.utc)
     t0 = time.monotonic()
     deadline = t0 + config.budget_minutes * 60
@@ -592,23 +598,12 @@ def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
     return summary
 
 
-def _json_plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """summary.json, strict JSON (NaN as null), written to a temp name then renamed."""
+    from rlhf.jobs import json_safe
+
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_json_plain(summary), indent=2, sort_keys=False, default=str))
+    tmp.write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False))
     os.replace(tmp, path)
 
 
@@ -634,6 +629,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no-control", action="store_true", help="skip sampling the untrained policy")
     parser.add_argument("--no-ppo-4bit", action="store_true", help="train PPO on a full-precision base")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core; 1 on a busy shared machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     config = E2EConfig()
@@ -643,6 +639,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
         "budget_minutes": args.budget_minutes, "out_dir": args.out_dir, "database_url": args.database_url, "sample_file": args.sample_file,
         "prompt_limit": args.prompt_limit, "reward_base": args.reward_base, "policy": args.policy, "reward_steps": args.reward_steps,
         "ppo_iterations": args.ppo_iterations, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
+        "torch_threads": args.threads,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.no_control:
