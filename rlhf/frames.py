@@ -229,6 +229,13 @@ def preference_frame(engine: Engine, project: str | int, columns: Sequence[str] 
         for column in (c for c in wanted if c in RESPONSE_FIELDS):
             which, attribute = RESPONSE_FIELDS[column]
             frame[column] = _lookup(responses, frame[which], attribute)
+    _common_vote_columns(engine, frame, wanted)
+    typed = ["task_id", "prompt_id", "response_a_id", "response_b_id", "len_a", "len_b", "round_a", "round_b", "annotator_id", "strength"]
+    return _typed_ids(frame, [c for c in typed if c in frame.columns])[wanted]
+
+
+def _common_vote_columns(engine: Engine, frame: pd.DataFrame, wanted: Sequence[str]) -> None:
+    """Fill or type the columns preference and rating frames share, in place."""
     if "annotator_role" in wanted:
         frame["annotator_role"] = _lookup(_user_roles(engine).to_frame(), frame["annotator_id"], "role")
     if "time_spent_s" in wanted:
@@ -237,8 +244,6 @@ def preference_frame(engine: Engine, project: str | int, columns: Sequence[str] 
         frame["created_at"] = _utc(frame["created_at"])
     if "is_gold" in wanted:
         frame["is_gold"] = frame["is_gold"].astype(bool)
-    typed = ["task_id", "prompt_id", "response_a_id", "response_b_id", "len_a", "len_b", "round_a", "round_b", "annotator_id", "strength"]
-    return _typed_ids(frame, [c for c in typed if c in frame.columns])[wanted]
 
 
 RATING_VOTE_FIELDS = ("annotator_id", "dimension", "value", "time_spent_s", "created_at")
@@ -275,14 +280,7 @@ def rating_frame(engine: Engine, project: str | int, columns: Sequence[str] | No
                 frame[column] = _lookup(tasks, frame["task_id"], source)
     if "model_name" in wanted:
         frame["model_name"] = _lookup(_response_table(engine, project_id), frame["response_id"], "model_name")
-    if "annotator_role" in wanted:
-        frame["annotator_role"] = _lookup(_user_roles(engine).to_frame(), frame["annotator_id"], "role")
-    if "time_spent_s" in wanted:
-        frame["time_spent_s"] = frame["time_spent_s"].astype("float64")
-    if "created_at" in wanted:
-        frame["created_at"] = _utc(frame["created_at"])
-    if "is_gold" in wanted:
-        frame["is_gold"] = frame["is_gold"].astype(bool)
+    _common_vote_columns(engine, frame, wanted)
     return _typed_ids(frame, [c for c in ("task_id", "prompt_id", "response_id", "annotator_id") if c in frame.columns])[wanted]
 
 
