@@ -63,6 +63,7 @@ from rlhf.jobs import (
     report_state,
     requeue_stale_jobs,
 )
+from rlhf.progress import NullReporter
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -228,22 +229,13 @@ class DatabaseReporter:
         self.flush()
 
 
-class ControlOnlyReporter:
+class ControlOnlyReporter(NullReporter):
     """For the non-main ranks under a launcher: reports nothing, but learns about cancel."""
 
     def __init__(self, engine: Engine, job_id: int, worker_id: str, *, interval_s: float = 0.5) -> None:
         self._engine, self._job_id, self._worker_id, self._interval_s = engine, job_id, worker_id, interval_s
         self._state = Heartbeat(owned=True, cancel_requested=False)
         self._checked_at = 0.0
-
-    def progress(self, done: float, total: float | None = None, message: str = "") -> None:
-        pass
-
-    def metrics(self, step: int, values: dict[str, float]) -> None:
-        pass
-
-    def log(self, line: str) -> None:
-        pass
 
     def should_stop(self) -> bool:
         now = time.monotonic()
