@@ -12,7 +12,8 @@ import uuid
 import pytest
 
 POSTGRES_ADMIN_URL = os.environ.get("RLHF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-BACKENDS = ["sqlite", "postgres"]
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+"""Every test taking `db_url` (or `engine`) runs on both; `-m "not postgres"` leaves the server out."""
 
 
 def _postgres_available() -> str | None:
