@@ -159,14 +159,16 @@ def grouped_split(group_keys: pd.Series | list[str], test_size: float, seed: int
     all). The rank of a group depends only on its own key and the seed, so the split is the same
     on every run and a prompt keeps its side when others are added.
     """
-    keys = pd.Series(list(group_keys), dtype="object").astype(str)
-    unique = pd.unique(keys)
+    # Factorise the raw keys first: text conversion and hashing then run once per group, not per row.
+    codes, raw_unique = pd.factorize(pd.Series(list(group_keys), dtype="object"), use_na_sentinel=False)
+    names = [str(key) for key in raw_unique]
+    unique = list(dict.fromkeys(names))  # distinct as text, as the groups are compared
     if test_size <= 0 or len(unique) < 2:
-        return np.zeros(len(keys), dtype=bool)
+        return np.zeros(len(codes), dtype=bool)
     ranks = sorted(unique, key=lambda key: hashlib.sha256(f"{seed}:{key}".encode()).hexdigest())
     n_test = min(len(unique) - 1, max(1, int(round(test_size * len(unique)))))
     held_out = set(ranks[:n_test])
-    return keys.isin(held_out).to_numpy()
+    return np.fromiter((name in held_out for name in names), dtype=bool, count=len(names))[codes]
 
 
 def vote_labels(votes: pd.DataFrame, method: str) -> pd.DataFrame:
@@ -541,6 +543,8 @@ def _column_json(column: pd.Series) -> list[str]:
     if numpy_dtype and column.dtype.kind in "iu":
         return list(map(str, column.tolist()))
     if numpy_dtype and column.dtype.kind == "f":
+        if np.isfinite(column.to_numpy()).all():  # the common case: repr is json.dumps' text
+            return list(map(float.__repr__, column.tolist()))
         return [_float_json(v) for v in column.tolist()]
     values = column.tolist()
     try:
