@@ -433,7 +433,8 @@ def test_rlhf_worker_burst_runs_queued_jobs(sqlite_engine, tmp_path):
     assert (tmp_path / "artifacts" / "reward_model" / f"{ok}-sleepy-model" / "weights.txt").exists()
 
 
-def test_rlhf_app_starts_streamlit_and_a_worker_and_ctrl_c_stops_both(sqlite_engine, tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_rlhf_app_starts_streamlit_and_a_worker_and_ctrl_c_or_sigterm_stops_both(sqlite_engine, tmp_path, stop):
     import socket
     import urllib.request
 
@@ -456,7 +457,10 @@ def test_rlhf_app_starts_streamlit_and_a_worker_and_ctrl_c_stops_both(sqlite_eng
                 return False
 
         wait_for(healthy, timeout_s=60, interval_s=0.3)
-        os.killpg(app.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        if stop == "ctrl-c":
+            os.killpg(app.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        else:
+            os.kill(app.pid, signal.SIGTERM)  # what `timeout`, systemd or `docker stop` do: to the app alone
         output, _ = app.communicate(timeout=40)
     finally:
         if app.poll() is None:

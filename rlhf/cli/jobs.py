@@ -130,6 +130,9 @@ def app_command(
         app_path = default_app_path()
     except FileNotFoundError as exc:
         raise fail(str(exc))
+    # `timeout`, systemd and `docker stop` send SIGTERM: treat it as Ctrl-C, so the `finally`
+    # below still stops Streamlit and the worker instead of leaving them running.
+    signal.signal(signal.SIGTERM, _interrupt)
     worker_process = None
     if worker:
         # Its own session: Ctrl-C reaches Streamlit from the terminal, the worker hears from us
@@ -157,6 +160,10 @@ def app_command(
         if worker_process is not None:
             stop_process(worker_process)
     raise typer.Exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command("worker")
