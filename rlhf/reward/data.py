@@ -189,10 +189,19 @@ def render_prompt_text(tokenizer, prompt: PromptInput, *, use_chat_template: boo
     return render_prompt(tokenizer, prompt, use_chat_template=use_chat_template)[0]
 
 
+def end_token(tokenizer) -> tuple[str, int]:
+    """The token that closes a scored response, as (text, id): the EOS of a decoder, else the
+    separator of an encoder (BERT-style tokenizers have [SEP] and no EOS). The reward is read there."""
+    for text, token_id in ((tokenizer.eos_token, tokenizer.eos_token_id), (getattr(tokenizer, "sep_token", None), getattr(tokenizer, "sep_token_id", None))):
+        if text is not None and token_id is not None:
+            return text, token_id
+    raise ValueError("the tokenizer has no EOS or separator token: the reward could not be read at the end of a response")
+
+
 def format_pair(tokenizer, prompt: PromptInput, response: str, *, use_chat_template: bool | None = None) -> str:
-    """The exact text a (prompt, response) pair is scored as: rendered prompt + response + EOS token."""
+    """The exact text a (prompt, response) pair is scored as: rendered prompt + response + end token (EOS, or SEP for encoders)."""
     use_template = uses_chat_template(tokenizer) if use_chat_template is None else use_chat_template
-    return render_prompt_text(tokenizer, prompt, use_chat_template=use_template) + response + tokenizer.eos_token
+    return render_prompt_text(tokenizer, prompt, use_chat_template=use_template) + response + end_token(tokenizer)[0]
 
 
 @dataclass(frozen=True)
@@ -235,20 +244,18 @@ class EncodedBatch:
 def encode_pairs(
     tokenizer, prompts: Sequence[PromptInput], responses: Sequence[str], *, max_length: int, use_chat_template: bool
 ) -> EncodedBatch:
-    """Token ids for each (prompt, response): rendered prompt ids + response ids + [EOS], fitted to `max_length`.
+    """Token ids for each (prompt, response): rendered prompt ids + response ids + end token, fitted to `max_length`.
 
     Prompt and response are tokenised separately (then joined), so the response's tokens are
     the same whatever the prompt, and a policy's generated tokens line up with training's.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no EOS token: the reward could not be read at the end of a response")
+    eos = end_token(tokenizer)[1]
     prompt_texts = [render_prompt_text(tokenizer, p, use_chat_template=use_chat_template) for p in prompts]
     # A chat template writes its own special tokens; plain text gets the tokenizer's usual ones (e.g. BOS).
     prompt_ids = tokenizer(prompt_texts, add_special_tokens=not use_chat_template)["input_ids"] if prompt_texts else []
     response_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"] if responses else []
-    eos = tokenizer.eos_token_id
     encoded, prompts_cut, responses_cut = [], 0, 0
     for p_ids, r_ids in zip(prompt_ids, response_ids):
         ids, cut = fit_to_length(p_ids, list(r_ids) + [eos], max_length)
