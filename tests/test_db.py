@@ -42,6 +42,34 @@ def test_migration_from_empty_reaches_head_and_matches_models(engine):
     assert diff == [], f"models and migrations disagree: {diff}"
 
 
+def test_an_older_database_is_brought_to_head_keeping_its_rows(db_url):
+    from alembic import command
+
+    from rlhf.db import _alembic_config
+
+    engine = make_engine(db_url)
+    command.upgrade(_alembic_config(engine), "0001")
+    with session_scope(engine, write=True) as session:
+        task, _ = _seed_task(session)
+        task_id = task.id
+    assert current_revision(engine) == "0001"
+    init_database(engine)
+    assert current_revision(engine) != "0001"
+    with session_scope(engine) as session:
+        assert session.get(Task, task_id).content_hash == "t1"
+    # 0002: the extra-votes index holds only tasks whose target was raised.
+    indexes = {i["name"]: i for i in inspect(engine).get_indexes("task")}
+    assert "ix_task_extra_votes" in indexes
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:
+            sql = connection.execute(text("SELECT sql FROM sqlite_master WHERE name = 'ix_task_extra_votes'")).scalar()
+    else:
+        with engine.connect() as connection:
+            sql = connection.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_task_extra_votes'")).scalar()
+    assert "target_overlap IS NOT NULL" in sql
+    engine.dispose()
+
+
 def test_schema_round_trip(engine):
     with session_scope(engine, write=True) as session:
         task, user = _seed_task(session)
