@@ -11,7 +11,8 @@ What is measured:
   the same file, extrapolated linearly to the full size;
 - `rlhf --help`, best of 3, as a subprocess.
 The importer process's own CPU seconds are in the note: on a shared machine they move less
-than wall time (the database server's CPU is not in them).
+than wall time (the database server's CPU is not in them). A file of 16 MB or more is read by a
+reader process beside the writer (`rlhf.importer.stream`); its peak RSS is in the note too.
 
 Sizes: `RLHF_BENCH_IMPORT_PROMPTS` (default 100000; `--quick`: 4000) and
 `RLHF_BENCH_IMPORT_BACKENDS` (default "sqlite,postgres").
@@ -55,7 +56,8 @@ start, cpu_start = time.perf_counter(), cpu()
 summary = import_file(engine, path, "bench")
 seconds, cpu_seconds = time.perf_counter() - start, cpu() - cpu_start
 rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "rows": summary.rows_added, "rss_before_mb": rss_before, "rss_peak_mb": rss_peak}))
+reader_rss_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the reader process of a large file
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "rows": summary.rows_added, "rss_before_mb": rss_before, "rss_peak_mb": rss_peak, "reader_rss_peak_mb": reader_rss_peak}))
 """
 
 NAIVE_CHILD = r"""
@@ -216,7 +218,10 @@ def run(quick: bool = False) -> list[BenchRow]:
                     anchor_name=f"same import at {small:,} prompts",
                     ratio=little["rss_peak_mb"] / big["rss_peak_mb"],
                     target="flat in file size (ratio ≈ 1)",
-                    note=f"growth during import {big['rss_peak_mb'] - big['rss_before_mb']:.0f} MB vs {little['rss_peak_mb'] - little['rss_before_mb']:.0f} MB",
+                    note=(
+                        f"growth during import {big['rss_peak_mb'] - big['rss_before_mb']:.0f} MB vs {little['rss_peak_mb'] - little['rss_before_mb']:.0f} MB; "
+                        f"reader process peak {big['reader_rss_peak_mb']:.0f} vs {little['reader_rss_peak_mb']:.0f} MB"
+                    ),
                 )
             )
         rows.append(BenchRow(work="rlhf --help", ours=measure_help(), unit="s", target="≤ 1 s", note="best of 3, fresh interpreter"))

@@ -98,3 +98,48 @@ def select_pairs(
         counts[best[0]] += 1
         counts[best[1]] += 1
     return chosen
+
+
+PlannedTask = tuple[str, str, int, str, "str | None"]
+"""(kind, task hash, shuffle key, response A hash, response B hash or None for a rating task)."""
+
+
+def plan_new_prompt_tasks(
+    prompt_hash: str,
+    response_hashes: Sequence[str],
+    *,
+    seed: int,
+    round: int,
+    max_pairs_per_prompt: int,
+    make_rating_tasks: bool,
+) -> tuple[list[PlannedTask], int]:
+    """The tasks of a prompt new to the project whose responses are `response_hashes` (in
+    source order, repeats allowed), all of round `round`, without labelled pairs; and how many
+    rating tasks were repeats (skipped).
+
+    One rating task per distinct response, then pairs within the round: every pair when they fit
+    `max_pairs_per_prompt`, else a balanced seeded choice (`select_pairs`); each pair oriented by
+    its seeded coin. The writer uses this for every new prompt, whether the plan was made in
+    process or ahead by a reader process, so both make the same tasks.
+    """
+    plan: list[PlannedTask] = []
+    repeats = 0
+    if make_rating_tasks:
+        seen: set[str] = set()
+        for response_hash in response_hashes:
+            if response_hash in seen:
+                repeats += 1
+                continue
+            seen.add(response_hash)
+            digest = rating_task_hash(prompt_hash, response_hash)
+            plan.append(("rating", digest, task_draw(seed, digest)[0], response_hash, None))
+    candidates = within_pairs(response_hashes)
+    if max_pairs_per_prompt >= len(candidates):
+        chosen = candidates
+    else:
+        chosen = select_pairs(candidates, max_pairs_per_prompt, f"{seed}:{prompt_hash}:{round}:None", usage=Counter())
+    for pair in chosen:
+        digest = pairwise_task_hash(prompt_hash, *pair)
+        shuffle_key, swap = task_draw(seed, digest)
+        plan.append(("pairwise", digest, shuffle_key, *orient_pair(swap, *pair)))
+    return plan, repeats
