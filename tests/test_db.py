@@ -143,3 +143,18 @@ def test_run_transaction_does_not_retry_real_errors(sqlite_engine):
     with pytest.raises(ValueError):
         run_transaction(sqlite_engine, work)
     assert len(calls) == 1
+
+
+def test_sqlite_foreign_key_checks_are_skipped_for_that_transaction_only(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'fk.db'}", pool_size=1)
+    init_database(engine)
+
+    def checks_on(session) -> int:
+        return session.connection().exec_driver_sql("PRAGMA foreign_keys").scalar()
+
+    assert run_transaction(engine, checks_on, sqlite_foreign_keys=False) == 0
+    assert run_transaction(engine, checks_on) == 1  # the same pooled connection, checks back on
+    with pytest.raises(IntegrityError):
+        with session_scope(engine, write=True) as session:
+            session.add(Prompt(project_id=12345, content_hash="orphan", text="no such project"))
+    engine.dispose()

@@ -1,7 +1,9 @@
 """The import entry points: `import_file` (any supported format) and `import_records` (parsed shape-(a) records).
 
 Both run the whole source in one write transaction: all of it is imported, or (on any error)
-none of it, not even the project it would have created. A second import of the same content
+none of it, not even the project it would have created. On SQLite that transaction skips the
+foreign-key checks: the writer takes every id it writes from rows it read back in the same
+transaction, and the same writer runs with the checks on PostgreSQL (and in the tests). A second import of the same content
 adds no rows (only a new ImportRecord saying so).
 """
 
@@ -83,7 +85,7 @@ def import_file(
                 session, chunks_for, project, options, source=str(path), file_hash=lambda: digest, actor=actor, reporter=reporter, require_records=True
             )
 
-    return run_transaction(engine, work)
+    return run_transaction(engine, work, sqlite_foreign_keys=False)
 
 
 def import_records(
@@ -126,7 +128,7 @@ def import_records(
             session, lambda seed: chunked(prompts(), options.chunk_prompts), project, options, source=source_name, file_hash=digest.hexdigest, actor=actor, reporter=reporter, require_records=False
         )
 
-    return run_transaction(engine, work, attempts=attempts)
+    return run_transaction(engine, work, attempts=attempts, sqlite_foreign_keys=False)
 
 
 def _options(round, pair_against_round, max_pairs_per_prompt, make_rating_tasks, as_labels, chunk_prompts) -> ImportOptions:
