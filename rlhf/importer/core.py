@@ -1,10 +1,12 @@
 """The import entry points: `import_file` (any supported format) and `import_records` (parsed shape-(a) records).
 
 Both run the whole source in one write transaction: all of it is imported, or (on any error)
-none of it, not even the project it would have created. On SQLite that transaction skips the
-foreign-key checks: the writer takes every id it writes from rows it read back in the same
-transaction, and the same writer runs with the checks on PostgreSQL (and in the tests). A second import of the same content
+none of it, not even the project it would have created. A second import of the same content
 adds no rows (only a new ImportRecord saying so).
+
+On SQLite that transaction skips the foreign-key checks: the writer takes every id it writes
+from rows it read back in the same transaction, and the same writer runs with the checks on
+PostgreSQL (and in the tests).
 """
 
 from __future__ import annotations
