@@ -113,7 +113,9 @@ def test_prepared_prompts_carry_the_plan_the_writer_would_make(tmp_path):
     from rlhf.importer.readers import open_source
 
     path = write_jsonl(tmp_path / "few.jsonl", _records(5))
-    planning = stream.TaskPlanning(seed=1234, round=0, max_pairs_per_prompt=6, make_rating_tasks=True)
+    from rlhf.importer.pairing import TaskPlanning
+
+    planning = TaskPlanning(seed=1234, round=0, max_pairs_per_prompt=6, make_rating_tasks=True)
     with open_source(Path(path)) as source:
         chunks = list(stream.read_chunks(source, 10, planning, prepare=True))
     prompt = chunks[0][1][4]  # five responses: ten candidate pairs, six chosen

@@ -25,7 +25,8 @@ from rlhf.hashing import canonical_json
 from rlhf.importer.errors import ImportFormatError
 from rlhf.importer.readers import detect_format, source_hash, source_size
 from rlhf.importer.shapes import PromptIn, check_name, normalise_responses_record
-from rlhf.importer.stream import Chunk, TaskPlanning, chunked, file_chunks, use_reader_process
+from rlhf.importer.pairing import TaskPlanning
+from rlhf.importer.stream import Chunk, chunked, file_chunks, use_reader_process
 from rlhf.importer.writer import ChunkWriter, ImportOptions, ImportSummary
 from rlhf.progress import Reporter, check_stop
 from rlhf.projects import ProjectValidationError, get_or_create_project_in

@@ -12,6 +12,7 @@ import itertools
 import random
 from collections import Counter
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 
 SHUFFLE_KEY_MASK = 0x7FFFFFFF
@@ -98,6 +99,23 @@ def select_pairs(
         counts[best[0]] += 1
         counts[best[1]] += 1
     return chosen
+
+
+@dataclass(frozen=True)
+class TaskPlanning:
+    """What planning a new prompt's tasks depends on: the project seed and the import's options."""
+
+    seed: int
+    round: int
+    max_pairs_per_prompt: int
+    make_rating_tasks: bool
+
+    def plan(self, prompt_hash: str, response_hashes: Sequence[str]) -> tuple[list["PlannedTask"], int]:
+        """`plan_new_prompt_tasks` with these settings."""
+        return plan_new_prompt_tasks(
+            prompt_hash, response_hashes, seed=self.seed, round=self.round,
+            max_pairs_per_prompt=self.max_pairs_per_prompt, make_rating_tasks=self.make_rating_tasks,
+        )  # fmt: skip
 
 
 PlannedTask = tuple[str, str, int, str, "str | None"]

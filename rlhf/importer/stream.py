@@ -25,11 +25,11 @@ import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from rlhf.importer.errors import ImportFormatError
-from rlhf.importer.pairing import plan_new_prompt_tasks
+from rlhf.importer.pairing import TaskPlanning
 from rlhf.importer.readers import Source, open_source
 from rlhf.importer.shapes import PromptIn, detect_shape, normaliser
 
@@ -109,16 +109,6 @@ def _encoded(value) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-@dataclass(frozen=True)
-class TaskPlanning:
-    """What planning a new prompt's tasks depends on: the project seed and the import's options."""
-
-    seed: int
-    round: int
-    max_pairs_per_prompt: int
-    make_rating_tasks: bool
-
-
 def prepare_for_writer(prompt: PromptIn, planning: TaskPlanning | None) -> None:
     """Do ahead, in the reader process, what the writer would otherwise do: encode each
     response's JSON (`encoded_json`) and, with `planning`, plan the prompt's tasks as a prompt
@@ -130,10 +120,7 @@ def prepare_for_writer(prompt: PromptIn, planning: TaskPlanning | None) -> None:
     for response in prompt.responses:
         response.encoded_json = (_encoded(response.generation_params), _encoded(response.meta))
     if planning is not None and not prompt.pairs:
-        prompt.task_plan = plan_new_prompt_tasks(
-            prompt.content_hash, [r.content_hash for r in prompt.responses], seed=planning.seed, round=planning.round,
-            max_pairs_per_prompt=planning.max_pairs_per_prompt, make_rating_tasks=planning.make_rating_tasks,
-        )  # fmt: skip
+        prompt.task_plan = planning.plan(prompt.content_hash, [r.content_hash for r in prompt.responses])
 
 
 def read_chunks(source: Source, chunk_prompts: int, planning: TaskPlanning | None = None, *, prepare: bool = False) -> Iterator[Chunk]:

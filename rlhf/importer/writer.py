@@ -33,8 +33,8 @@ from rlhf.importer.errors import ImportFormatError
 from rlhf.importer.pairing import (
     cross_pairs,
     orient_pair,
+    TaskPlanning,
     pairwise_task_hash,
-    plan_new_prompt_tasks,
     rating_task_hash,
     select_pairs,
     task_draw,
@@ -192,6 +192,7 @@ class ChunkWriter:
         self.options = options
         self.label_user_id = label_user_id
         self.summary = summary
+        self.planning = TaskPlanning(project_seed, options.round, options.max_pairs_per_prompt, options.make_rating_tasks)
         dialect = connection.dialect
         self._statements: dict[str, str] = {}
         if dialect.name == "postgresql":
@@ -368,16 +369,12 @@ class ChunkWriter:
         self._insert_ignoring_duplicates(TASK_T, TASK_COLUMNS, new_rows)
         return labels
 
-    def plan(self, group: PromptIn) -> tuple[list, int]:
-        """The tasks of `group` as a prompt new to the project (`plan_new_prompt_tasks` with this import's options)."""
-        return plan_new_prompt_tasks(
-            group.content_hash, [r.content_hash for r in group.responses], seed=self.seed, round=self.options.round,
-            max_pairs_per_prompt=self.options.max_pairs_per_prompt, make_rating_tasks=self.options.make_rating_tasks,
-        )  # fmt: skip
-
     def _add_planned_tasks(self, group: PromptIn, state: _PromptState, new_rows: list) -> None:
         """A new prompt's tasks, from the plan a reader process made ahead or from `plan` here."""
-        tasks, repeats = group.task_plan if group.task_plan is not None else self.plan(group)
+        if group.task_plan is not None:
+            tasks, repeats = group.task_plan
+        else:
+            tasks, repeats = self.planning.plan(group.content_hash, [r.content_hash for r in group.responses])
         ids, prompt_id = state.responses, state.prompt_id
         project_id, false, null, now = self.project_id, self._false, self._json_null, self._now
         ratings = 0
