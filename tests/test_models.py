@@ -101,3 +101,25 @@ def test_packaged_smollm2_loads_from_gguf():
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == tokenizer.eos_token
     model = load_causal_lm(source, device="cpu")
     assert model.config.num_hidden_layers == 30 and not hasattr(model.config, "quantization_config")
+
+
+@pytest.mark.parametrize("kind", ["causal", "classifier"])
+def test_cpu_4bit_layers_compute_sampling_and_training_alike(tiny_model_dir, kind):
+    """bitsandbytes would move 4-bit layers to a bf16 inference kernel on CPUs with AVX512-BF16
+    after their first no-grad eval forward; sampling and training must see the same numbers."""
+    import bitsandbytes as bnb
+
+    if kind == "causal":
+        model = load_causal_lm(tiny_model_dir, device="cpu", load_in_4bit=True)
+    else:
+        model = load_sequence_classifier(tiny_model_dir, device="cpu", load_in_4bit=True)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and not any(m.support_avx512bf16_for_cpu for m in layers)
+
+    ids = torch.randint(3, 100, (2, 12))
+    with torch.no_grad():
+        sampled = model(input_ids=ids).logits  # what generation computes (eval, no gradients)
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)  # still one kernel
+    model.train()
+    trained = model(input_ids=ids).logits  # what the training step computes
+    assert torch.allclose(sampled, trained, atol=1e-5), (sampled - trained).abs().max()
