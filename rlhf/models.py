@@ -143,7 +143,8 @@ def resolve_model(name_or_path: str | os.PathLike) -> ModelSource:
     """Turn what a user typed into a loadable source.
 
     Accepts: the alias `smollm2-135m-instruct` (or its hub id when the hub is unreachable and
-    the package is installed); likewise `all-minilm-l6-v2` for the packaged MiniLM encoder; a local Transformers directory; a local PEFT adapter directory
+    the package is installed); likewise `all-minilm-l6-v2` for the packaged MiniLM encoder; a
+    local Transformers directory; a local PEFT adapter directory
     (`adapter_config.json`: its base is resolved recursively); a `.gguf` file (converted once
     to a cached safetensors checkpoint); otherwise a hub id, left to Transformers.
     """

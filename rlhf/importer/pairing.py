@@ -65,6 +65,11 @@ def cross_pairs(new_hashes: Sequence[str], old_hashes: Sequence[str]) -> list[tu
     return sorted(pairs)  # type: ignore[arg-type]
 
 
+def pair_rng_key(seed: int, prompt_hash: str, round: int, pair_against_round: int | None) -> str:
+    """The seed of `select_pairs` for one prompt's pairs in one import's pairing scheme."""
+    return f"{seed}:{prompt_hash}:{round}:{pair_against_round}"
+
+
 def select_pairs(
     candidates: Sequence[tuple[str, str]],
     budget: int,
@@ -155,7 +160,7 @@ def plan_new_prompt_tasks(
     if max_pairs_per_prompt >= len(candidates):
         chosen = candidates
     else:
-        chosen = select_pairs(candidates, max_pairs_per_prompt, f"{seed}:{prompt_hash}:{round}:None", usage=Counter())
+        chosen = select_pairs(candidates, max_pairs_per_prompt, pair_rng_key(seed, prompt_hash, round, None), usage=Counter())
     for pair in chosen:
         digest = pairwise_task_hash(prompt_hash, *pair)
         shuffle_key, swap = task_draw(seed, digest)

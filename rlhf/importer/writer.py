@@ -31,9 +31,10 @@ from sqlalchemy.engine import Connection
 
 from rlhf.importer.errors import ImportFormatError
 from rlhf.importer.pairing import (
+    TaskPlanning,
     cross_pairs,
     orient_pair,
-    TaskPlanning,
+    pair_rng_key,
     pairwise_task_hash,
     rating_task_hash,
     select_pairs,
@@ -370,7 +371,9 @@ class ChunkWriter:
         return labels
 
     def _add_planned_tasks(self, group: PromptIn, state: _PromptState, new_rows: list) -> None:
-        """A new prompt's tasks, from the plan a reader process made ahead or from `plan` here."""
+        """A new prompt's tasks, from the plan a reader process made ahead or made here now.
+
+        The rows are `_task_row`'s, written inline: this loop runs once per task of an import."""
         if group.task_plan is not None:
             tasks, repeats = group.task_plan
         else:
@@ -438,7 +441,7 @@ class ChunkWriter:
         else:
             hash_of_id = {i: h for h, (i, _) in state.responses.items()}
             usage = Counter(hash_of_id[i] for pair in in_scheme for i in pair)
-            rng_key = f"{self.seed}:{group.content_hash}:{self.options.round}:{self.options.pair_against_round}"
+            rng_key = pair_rng_key(self.seed, group.content_hash, self.options.round, self.options.pair_against_round)
             chosen_pairs = select_pairs(candidates, budget, rng_key, preferred=natural, usage=usage)
         for pair in chosen_pairs:
             self._add_pair(state, pair, digests[pair], present, new_rows)
