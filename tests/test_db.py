@@ -145,16 +145,59 @@ def test_run_transaction_does_not_retry_real_errors(sqlite_engine):
     assert len(calls) == 1
 
 
-def test_sqlite_foreign_key_checks_are_skipped_for_that_transaction_only(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'fk.db'}", pool_size=1)
+def _foreign_key_checks_on(session) -> bool:
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        return connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    return connection.exec_driver_sql("SELECT current_setting('session_replication_role')").scalar() == "origin"
+
+
+def _insert_orphan_prompt(session) -> None:
+    session.add(Prompt(project_id=12345, content_hash="orphan", text="no such project"))
+    session.flush()
+
+
+def test_foreign_key_checks_are_skipped_for_that_transaction_only(db_url):
+    engine = make_engine(db_url, pool_size=1)  # one pooled connection: the next transaction reuses it
     init_database(engine)
-
-    def checks_on(session) -> int:
-        return session.connection().exec_driver_sql("PRAGMA foreign_keys").scalar()
-
-    assert run_transaction(engine, checks_on, sqlite_foreign_keys=False) == 0
-    assert run_transaction(engine, checks_on) == 1  # the same pooled connection, checks back on
+    assert run_transaction(engine, _foreign_key_checks_on, foreign_key_checks=False) is False
+    assert run_transaction(engine, _foreign_key_checks_on) is True
     with pytest.raises(IntegrityError):
-        with session_scope(engine, write=True) as session:
-            session.add(Prompt(project_id=12345, content_hash="orphan", text="no such project"))
+        run_transaction(engine, _insert_orphan_prompt)
     engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_postgres_role_that_may_not_skip_foreign_key_checks_keeps_them(db_url):
+    """A role without the privilege (not a superuser) imports with the checks on instead of failing."""
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    role = f"r_{uuid.uuid4().hex[:12]}"
+    schema = make_url(db_url).query["options"].split("search_path=")[1]
+    admin = make_engine(db_url, pool_size=1)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        connection.execute(text(f'GRANT ALL ON SCHEMA "{schema}" TO "{role}"'))
+    engine = make_engine(make_url(db_url).set(username=role).render_as_string(hide_password=False), pool_size=1)
+    try:
+        init_database(engine)
+        assert run_transaction(engine, _foreign_key_checks_on, foreign_key_checks=False) is True
+        with pytest.raises(IntegrityError):
+            run_transaction(engine, _insert_orphan_prompt, foreign_key_checks=False)
+        # The importer's rows pass every foreign-key check it skips where it may.
+        from rlhf.importer import import_records
+        from rlhf.projects import create_project
+        from rlhf.roles import SYSTEM
+
+        create_project(engine, SYSTEM, "p")
+        records = [{"prompt": f"Question {i}?", "responses": [{"text": f"Answer {i}.{j}", "model": "m"} for j in range(3)]} for i in range(5)]
+        summary = import_records(engine, records, "p")
+        assert (summary.rating_tasks_added, summary.pairwise_tasks_added) == (15, 15)
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP OWNED BY "{role}" CASCADE'))
+            connection.execute(text(f'DROP ROLE "{role}"'))
+        admin.dispose()
