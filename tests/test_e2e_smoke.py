@@ -41,6 +41,18 @@ def test_parse_args_quick_and_overrides():
     assert (full.annotators, full.spammers, full.ppo_iterations, full.budget_minutes) == (20, 3, 30, 45.0)
 
 
+def test_seed_adds_the_extra_round0_samples_to_the_same_prompts(sqlite_engine):
+    """The default run: sample file, then the extra round-0 file on the same prompts, 9 comparisons per prompt."""
+    import e2e
+
+    summary = e2e.seed_project(sqlite_engine, e2e.E2EConfig(prompt_limit=4, progress=False))
+    assert summary["prompts"] == 4
+    assert summary["responses"] == 4 * 6
+    assert summary["rating_tasks"] == 4 * 6 and summary["pairwise_tasks"] == 4 * 9
+    assert e2e.parse_args(["--sample-file", "other.jsonl"]).extra_round0_file is None  # the extra file matches the sample file only
+    assert e2e.parse_args(["--no-extra-round0"]).extra_round0_file is None
+
+
 def test_deadline_reporter_keeps_one_step_then_stops():
     import time
 
@@ -86,7 +98,7 @@ def test_e2e_quick_on_the_tiny_model(tmp_path, tiny_model_dir):
     torch.set_num_threads(1)
     config = e2e.E2EConfig(
         out_dir=tmp_path / "report", sample_file=write_sample(tmp_path / "records.jsonl"), reward_base=str(tiny_model_dir), policy=str(tiny_model_dir),
-        annotators=6, spammers=1, progress=False,
+        annotators=6, spammers=1, progress=False, extra_round0_file=None,
     ).quick_version()
     summary = e2e.run_e2e(config, echo=lambda *a, **k: None)
 
