@@ -19,7 +19,7 @@ Frames used here:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -67,8 +67,11 @@ class QualityThresholds:
     position_p_value: flag "position_bias" when the two-sided binomial test of choosing the
         left response in decisive (a/b) judgments against 1/2 has a p-value below this.
     length_p_value: flag "length_bias" when the binomial test of choosing the longer response
-        against the share of all annotators together has a p-value below this (the crowd may
-        rightly prefer longer answers; the flag is for departing from it).
+        against the share of the other annotators together has a p-value below this (the crowd
+        may rightly prefer longer answers; the flag is for departing from it). Annotators with
+        spam evidence are left out of that share (random choices pull it toward 1/2, and
+        careful annotators then look biased against length: 6 false flags of 20 in the
+        end-to-end run) and are not flagged for it (their choices ignore the responses).
     min_gold_accuracy: flag "low_gold_accuracy" below this share of correct gold answers.
     min_retest_agreement: flag "inconsistent" when repeated judgments of the same item agree
         less often than this.
@@ -348,18 +351,22 @@ def position_bias(preferences: pd.DataFrame) -> pd.DataFrame:
     ).rename_axis("annotator")
 
 
-def length_bias(preferences: pd.DataFrame) -> pd.DataFrame:
+def length_bias(preferences: pd.DataFrame, reference_excludes: Collection = ()) -> pd.DataFrame:
     """Share of decisive choices between responses of different length that picked the longer.
 
     Index: annotator; columns length_n, longer_share, length_p_value (two-sided binomial test
-    against the share over all annotators together).
+    against the share over all annotators together, leaving out `reference_excludes` when
+    others remain).
     """
     decisive = preferences[preferences["value"].isin(["a", "b"]) & (preferences["len_a"] != preferences["len_b"])]
     a_longer = decisive["len_a"].to_numpy() > decisive["len_b"].to_numpy()
     chose_longer = ((decisive["value"].to_numpy() == "a") == a_longer).astype(np.int64)
     grouped = pd.DataFrame({"annotator": decisive["annotator"].to_numpy(), "longer": chose_longer}).groupby("annotator")["longer"]
     n, k = grouped.size(), grouped.sum()
-    pooled = float(chose_longer.mean()) if chose_longer.size else 0.5
+    reference = ~n.index.isin(list(reference_excludes))
+    if not reference.any():
+        reference = np.ones(len(n), dtype=bool)
+    pooled = float(k[reference].sum() / n[reference].sum()) if chose_longer.size else 0.5
     if pooled in (0.0, 1.0):
         p_values = np.where(k.to_numpy() == n.to_numpy() * pooled, 1.0, 0.0)
     else:
@@ -442,15 +449,13 @@ def annotator_table(inputs: QualityInputs) -> pd.DataFrame:
         if "shown_left" in prefs.columns:
             parts.append(position_bias(prefs))
         if {"len_a", "len_b"} <= set(prefs.columns):
-            parts.append(length_bias(prefs))
+            parts.append(length_bias(prefs, reference_excludes=_spam_evidence(ds_parts, inputs.thresholds)))
     if agreement_frames:
         parts.append(_combine_agreement(agreement_frames))
     if ds_parts:
         combined = _combine_weighted(ds_parts, "ds_n", ["ds_competence", "ds_skill", "spammer_score"])
         # A spammer in either kind of task is a spammer: the flag looks at each part alone.
-        enough = inputs.thresholds.min_annotations
-        spamming = [(part["ds_n"] >= enough) & (part["ds_skill"] < inputs.thresholds.spammer_skill) for part in ds_parts]
-        combined["spam_evidence"] = pd.concat(spamming, axis=1).reindex(combined.index).eq(True).any(axis=1)
+        combined["spam_evidence"] = combined.index.isin(list(_spam_evidence(ds_parts, inputs.thresholds)))
         parts.append(combined)
     if inputs.gold is not None and len(inputs.gold):
         labelled = [_long_frame(frame) for frame in (inputs.ratings, inputs.preferences) if _has_rows(frame)]
@@ -513,6 +518,15 @@ def _weighted_mean(frames: list[pd.DataFrame], column: str, weight: str) -> pd.S
     return (total / weights).where(weights > 0)
 
 
+def _spam_evidence(ds_parts: list[pd.DataFrame], thresholds: QualityThresholds) -> set:
+    """Annotators whose Dawid–Skene skill on ratings or on preferences is below the spammer threshold
+    (with enough annotations of that kind): a spammer in either kind of task is a spammer."""
+    out: set = set()
+    for part in ds_parts:
+        out |= set(part.index[(part["ds_n"] >= thresholds.min_annotations) & (part["ds_skill"] < thresholds.spammer_skill)])
+    return out
+
+
 def _combine_weighted(frames: list[pd.DataFrame], weight: str, columns: list[str]) -> pd.DataFrame:
     if len(frames) == 1:
         return frames[0]
@@ -533,7 +547,7 @@ def _flag(table: pd.DataFrame, thresholds: QualityThresholds) -> pd.DataFrame:
     rules = {
         "spammer": table["spam_evidence"].eq(True),
         "position_bias": (table["position_n"] >= enough) & (table["position_p_value"] < thresholds.position_p_value),
-        "length_bias": (table["length_n"] >= enough) & (table["length_p_value"] < thresholds.length_p_value),
+        "length_bias": (table["length_n"] >= enough) & (table["length_p_value"] < thresholds.length_p_value) & ~table["spam_evidence"].eq(True),
         "low_gold_accuracy": (table["gold_n"] >= min(enough, 5)) & (table["gold_accuracy"] < thresholds.min_gold_accuracy),
         "inconsistent": (table["retest_n"] >= min(enough, 5)) & (table["retest_agreement"] < thresholds.min_retest_agreement),
         "too_fast": (table["n_annotations"] >= enough) & (table["median_time_s"] < thresholds.min_median_time_s),

@@ -93,6 +93,24 @@ def test_length_bias_uses_only_unequal_lengths():
     assert table.loc["w", "longer_share"] == pytest.approx(2 / 3)
 
 
+def test_length_bias_reference_share_leaves_out_the_excluded_annotators():
+    """Spammers' random choices would pull the crowd's share toward 1/2 and make careful annotators look biased."""
+    from scipy import stats
+
+    def judgments(annotator: str, longer: int, total: int, start: int) -> list[tuple]:
+        return [(start + i, annotator, "a" if i < longer else "b", 100, 50) for i in range(total)]
+
+    rows = judgments("w1", 30, 100, 0) + judgments("w2", 30, 100, 100) + judgments("b", 45, 100, 200) + judgments("s", 100, 200, 300)
+    prefs = frame(rows, ("item", "annotator", "value", "len_a", "len_b"))
+    everyone = length_bias(prefs)
+    careful = length_bias(prefs, reference_excludes={"s"})
+    assert careful.loc["w1", "length_p_value"] == pytest.approx(stats.binomtest(30, 100, 105 / 300).pvalue)
+    assert everyone.loc["w1", "length_p_value"] == pytest.approx(stats.binomtest(30, 100, 205 / 500).pvalue)
+    assert careful.loc["w1", "length_p_value"] > 0.1 > everyone.loc["w1", "length_p_value"]
+    # excluding everyone leaves nobody to compare with: the whole crowd is the reference again
+    assert length_bias(prefs, reference_excludes={"w1", "w2", "b", "s"}).equals(everyone)
+
+
 def test_gold_accuracy_compares_numbers_as_numbers():
     labels = frame([(1, "a", 7), (2, "a", 3.0), (1, "b", 6), (9, "b", 1)])
     gold = frame([(1, 7.0), (2, 3)], ("item", "value"))
