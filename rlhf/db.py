@@ -138,12 +138,12 @@ def session_scope(engine: Engine, *, write: bool = False, foreign_key_checks: bo
             raise
 
 
-def _skip_postgres_foreign_key_checks(session: Session) -> bool:
+def _skip_postgres_foreign_key_checks(session: Session) -> None:
     """Skip PostgreSQL's foreign-key triggers until this transaction ends, if the role may.
 
     PostgreSQL checks each foreign key with a per-row trigger: about half the server's time of
     inserting a million tasks (measured). `SET LOCAL` ends with the transaction, so the pooled
-    connection checks again afterwards. Returns whether the checks are off.
+    connection checks again afterwards.
     """
     connection = session.connection()
     allowed = connection.exec_driver_sql(
@@ -153,7 +153,6 @@ def _skip_postgres_foreign_key_checks(session: Session) -> bool:
     ).scalar()
     if allowed:
         connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
-    return bool(allowed)
 
 
 _TRANSIENT_PG_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available

@@ -448,14 +448,14 @@ def annotator_table(inputs: QualityInputs) -> pd.DataFrame:
         ds_parts.append(dawid_skene_quality(enc_prefs))
         if "shown_left" in prefs.columns:
             parts.append(position_bias(prefs))
-        if {"len_a", "len_b"} <= set(prefs.columns):
-            parts.append(length_bias(prefs, reference_excludes=_spam_evidence(ds_parts, inputs.thresholds)))
+    spammers = _spam_evidence(ds_parts, inputs.thresholds)
+    if inputs.preferences is not None and len(inputs.preferences) and {"len_a", "len_b"} <= set(inputs.preferences.columns):
+        parts.append(length_bias(inputs.preferences, reference_excludes=spammers))
     if agreement_frames:
         parts.append(_combine_agreement(agreement_frames))
     if ds_parts:
         combined = _combine_weighted(ds_parts, "ds_n", ["ds_competence", "ds_skill", "spammer_score"])
-        # A spammer in either kind of task is a spammer: the flag looks at each part alone.
-        combined["spam_evidence"] = combined.index.isin(list(_spam_evidence(ds_parts, inputs.thresholds)))
+        combined["spam_evidence"] = combined.index.isin(list(spammers))
         parts.append(combined)
     if inputs.gold is not None and len(inputs.gold):
         labelled = [_long_frame(frame) for frame in (inputs.ratings, inputs.preferences) if _has_rows(frame)]

@@ -179,6 +179,28 @@ def test_annotator_table_flags_the_planted_spammer_and_the_left_clicker():
     assert table.loc["w2", "median_time_s"] == 12.0
 
 
+def test_a_spammer_neither_gets_a_length_flag_nor_sets_the_crowds_length_share():
+    """w0 (spam evidence from its ratings) always picks the longer response; the careful ones the better, mostly shorter, one."""
+    rng = np.random.default_rng(1)
+    annotators = [f"w{i}" for i in range(10)]
+    prefs = []
+    better = np.where(rng.random(600) < 0.8, "a", "b")  # the shorter one is usually better
+    for item in range(600):
+        for who in rng.choice(annotators, 4, replace=False):
+            left = rng.choice(["a", "b"])
+            careful = better[item] if rng.random() < 0.9 else ("b" if better[item] == "a" else "a")
+            choice = "b" if who == "w0" else left if who == "w1" else careful
+            prefs.append((10_000 + item, who, choice, left, 100, 120))  # b is the longer one
+    inputs = simulated_inputs()
+    table = annotator_table(QualityInputs(**{**inputs.__dict__, "preferences": frame(prefs, ("item", "annotator", "value", "shown_left", "len_a", "len_b"))}))
+    table = table.set_index("annotator")
+    assert table.loc["w0", "is_spammer"] and table.loc["w0", "longer_share"] == 1.0
+    assert "length_bias" not in table.loc["w0", "flags"]
+    careful = table.drop(index=["w0", "w1"])
+    assert (careful["longer_share"] < 0.35).all()
+    assert not careful["flags"].str.contains("length_bias").any()  # against a share with w0 in it (~0.36) they would be
+
+
 def test_thresholds_are_respected():
     relaxed = QualityThresholds(spammer_skill=-1.0, position_p_value=0.0, min_median_time_s=0.0, min_gold_accuracy=0.0)
     inputs = simulated_inputs()
