@@ -81,12 +81,17 @@ def plot_reward(reward: Mapping[str, Any], path: Path) -> Path:
     items = [
         ("RM vs gold", reward.get("accuracy_vs_gold")),
         ("best achievable\n(noise ceiling)", reward.get("best_achievable")),
-        ("majority labels\nvs gold", reward.get("labels_vs_gold")),
+        ("majority labels\nvs gold", reward.get("majority_labels_vs_gold", reward.get("labels_vs_gold"))),
         ("RM vs held-out\nlabels", reward.get("accuracy_vs_labels")),
     ]
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    if reward.get("aggregate", "majority") != "majority":
+        items.insert(3, (f"{reward['aggregate']} labels\nvs gold\n(trained on)", reward.get("labels_vs_gold")))
+    fig, ax = plt.subplots(figsize=(7.5, 3.5))
     values = [v if v is not None else math.nan for _, v in items]
-    ax.bar([name for name, _ in items], values, color=["#4c72b0", "#55a868", "#8172b2", "#937860"])
+    colors = ["#4c72b0", "#55a868", "#8172b2", "#937860"]
+    if len(items) == 5:
+        colors.insert(3, "#c44e52")
+    ax.bar([name for name, _ in items], values, color=colors)
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     if reward.get("best_achievable") is not None:
         ax.axhline(reward["best_achievable"] - 0.05, color="#55a868", linestyle=":", linewidth=1, label="ceiling − 5 points")
@@ -142,6 +147,10 @@ def plot_leaderboard(board: pd.DataFrame, preference: Mapping[str, Any], path: P
 
 
 # --------------------------------------------------------------------------- markdown
+
+
+def _aggregate_name(aggregate: str) -> str:
+    return {"majority": "majority vote", "dawid-skene": "Dawid–Skene labels"}.get(aggregate, aggregate)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -224,7 +233,7 @@ def write_markdown(out_dir: Path, summary: Mapping[str, Any], annotators: pd.Dat
         "",
         "## Reward model",
         "",
-        f"Export: {s.get('export', {}).get('rows', '?')} pairs (majority vote), split by prompt: {s.get('export', {}).get('split_counts', {})}. "
+        f"Export: {s.get('export', {}).get('rows', '?')} pairs ({_aggregate_name(s.get('export', {}).get('aggregate', 'majority'))}), split by prompt: {s.get('export', {}).get('split_counts', {})}. "
         f"Reward model: {reward.get('base', '')}, LoRA on {reward.get('lora_scope', '')}, {reward.get('steps', '?')} steps "
         f"of {reward.get('batch_size', '?')} pairs, {_fmt(timings.get('reward', 0) / 60, 1)} minutes.",
         "",

@@ -37,18 +37,19 @@ def test_parse_args_quick_and_overrides():
     config = e2e.parse_args(["--quick", "--ppo-iterations", "3", "--quiet", "--no-control"])
     assert config.quick and config.prompt_limit == 12 and config.ppo_iterations == 3
     assert not config.progress and not config.control
+    assert config.export_aggregate == "dawid-skene" and e2e.parse_args(["--aggregate", "majority"]).export_aggregate == "majority"
     full = e2e.parse_args([])
     assert (full.annotators, full.spammers, full.ppo_iterations, full.budget_minutes) == (20, 3, 30, 45.0)
 
 
 def test_seed_adds_the_extra_round0_samples_to_the_same_prompts(sqlite_engine):
-    """The default run: sample file, then the extra round-0 file on the same prompts, 9 comparisons per prompt."""
+    """The default run: sample file, then the extra round-0 file on the same prompts, all 15 comparisons of 6 responses per prompt."""
     import e2e
 
     summary = e2e.seed_project(sqlite_engine, e2e.E2EConfig(prompt_limit=4, progress=False))
     assert summary["prompts"] == 4
     assert summary["responses"] == 4 * 6
-    assert summary["rating_tasks"] == 4 * 6 and summary["pairwise_tasks"] == 4 * 9
+    assert summary["rating_tasks"] == 4 * 6 and summary["pairwise_tasks"] == 4 * 15
     assert e2e.parse_args(["--sample-file", "other.jsonl"]).extra_round0_file is None  # the extra file matches the sample file only
     assert e2e.parse_args(["--no-extra-round0"]).extra_round0_file is None
 
@@ -109,6 +110,9 @@ def test_e2e_quick_on_the_tiny_model(tmp_path, tiny_model_dir):
     # every step ran and left its figures
     assert saved["simulation_round0"]["preferences"] == 8 * 3 * 3 and saved["simulation_round0"]["ratings"] == 8 * 3 * 3
     assert saved["reward"]["test_pairs"] >= 1 and saved["reward"]["best_achievable"] is not None
+    # trained on Dawid–Skene labels; the majority labels (on which the ceiling is defined) are exported beside them for comparison
+    assert saved["export"]["aggregate"] == saved["reward"]["aggregate"] == "dawid-skene"
+    assert saved["reward"]["majority_labels_vs_gold"] is not None and (out / "export" / "pairs-majority.jsonl").is_file()
     assert 1 <= saved["ppo"]["iterations_done"] <= 2 and len(saved["ppo"]["history"]) == saved["ppo"]["iterations_done"]
     assert saved["round1"]["pairwise_tasks"] > 0 and saved["simulation_round1"]["preferences"] == saved["round1"]["pairwise_tasks"] * 3
     assert saved["preference_for_new_round"]["n_votes"] > 0
