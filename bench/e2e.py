@@ -555,7 +555,7 @@ def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
         options = ExportOptions(test_size=config.test_size, seed=config.seed, aggregate=config.export_aggregate)
         manifest = export_project(engine, SYSTEM, PROJECT, format="trl", out=export_path, options=options)
         rows = read_export_rows(export_path)
-        majority_rows = rows
+        majority_rows = None
         if config.export_aggregate != "majority":
             # The ceiling is defined on majority labels: their own accuracy is reported next to the labels trained on.
             majority_path = out / "export" / "pairs-majority.jsonl"
@@ -659,6 +659,8 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
 
 def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     """An E2EConfig from the command line (every field can be set; --quick shrinks the rest)."""
+    from rlhf.export import AGGREGATIONS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 12 prompts, a few steps of each training")
     parser.add_argument("--budget-minutes", type=float, default=None, help=f"wall-clock budget (default {TARGET_MINUTES:g}; 20 with --quick)")
@@ -667,7 +669,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--sample-file", type=Path, default=None, help="sample records (default data/sample_project.jsonl; another file is used without the extra round-0 responses)")
     parser.add_argument("--prompt-limit", type=int, default=None, help="use only the first N records")
     parser.add_argument("--no-extra-round0", action="store_true", help="round 0 is the sample file alone (3 responses, 3 comparisons per prompt)")
-    parser.add_argument("--aggregate", choices=("majority", "dawid-skene"), default=None, help="how exported pairs are labelled (default dawid-skene)")
+    parser.add_argument("--aggregate", choices=AGGREGATIONS, default=None, help="how exported pairs are labelled (default dawid-skene)")
     parser.add_argument("--reward-base", default=None, help="reward-model base (default the packaged MiniLM)")
     parser.add_argument("--policy", default=None, help="starting policy (default the packaged SmolLM2)")
     parser.add_argument("--reward-steps", type=int, default=None)
