@@ -79,19 +79,16 @@ def plot_reward(reward: Mapping[str, Any], path: Path) -> Path:
     """Reward-model accuracy against gold next to the ceiling the noise allows, and the labels' own accuracy."""
     plt = _pyplot()
     items = [
-        ("RM vs gold", reward.get("accuracy_vs_gold")),
-        ("best achievable\n(noise ceiling)", reward.get("best_achievable")),
-        ("majority labels\nvs gold", reward.get("majority_labels_vs_gold", reward.get("labels_vs_gold"))),
-        ("RM vs held-out\nlabels", reward.get("accuracy_vs_labels")),
+        ("RM vs gold", reward.get("accuracy_vs_gold"), "#4c72b0"),
+        ("best achievable\n(noise ceiling)", reward.get("best_achievable"), "#55a868"),
+        ("majority labels\nvs gold", reward.get("majority_labels_vs_gold", reward.get("labels_vs_gold")), "#8172b2"),
+        ("RM vs held-out\nlabels", reward.get("accuracy_vs_labels"), "#937860"),
     ]
     if reward.get("aggregate", "majority") != "majority":
-        items.insert(3, (f"{reward['aggregate']} labels\nvs gold\n(trained on)", reward.get("labels_vs_gold")))
+        items.insert(3, (f"{reward['aggregate']} labels\nvs gold\n(trained on)", reward.get("labels_vs_gold"), "#c44e52"))
     fig, ax = plt.subplots(figsize=(7.5, 3.5))
-    values = [v if v is not None else math.nan for _, v in items]
-    colors = ["#4c72b0", "#55a868", "#8172b2", "#937860"]
-    if len(items) == 5:
-        colors.insert(3, "#c44e52")
-    ax.bar([name for name, _ in items], values, color=colors)
+    values = [v if v is not None else math.nan for _, v, _ in items]
+    ax.bar([name for name, _, _ in items], values, color=[color for _, _, color in items])
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     if reward.get("best_achievable") is not None:
         ax.axhline(reward["best_achievable"] - 0.05, color="#55a868", linestyle=":", linewidth=1, label="ceiling − 5 points")
