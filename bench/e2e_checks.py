@@ -78,7 +78,7 @@ def annotator_rows(table: pd.DataFrame, profiles: Sequence[AnnotatorProfile]) ->
             for p in profiles
         ]
     )
-    columns = ["username", "n_annotations", "ds_skill", "left_share", "position_p_value", "longer_share", "length_p_value", "median_time_s", "flags"]
+    columns = ["username", "n_annotations", "ds_skill", "left_share", "position_p_value", "longer_share", "length_tilt", "length_p_value", "median_time_s", "flags"]
     return planted.merge(table[[c for c in columns if c in table.columns]], on="username", how="left")
 
 

@@ -50,7 +50,7 @@ def plot_agreement(agreement: Mapping[str, Mapping[str, Any]], path: Path) -> Pa
 
 
 def plot_annotators(rows: pd.DataFrame, path: Path, *, spammer_skill: float = 0.1) -> Path:
-    """Per simulated annotator: DS skill, left share, longer share — coloured by planted trait, flagged ones outlined."""
+    """Per simulated annotator: DS skill, left share, length tilt — coloured by planted trait, flagged ones outlined."""
     plt = _pyplot()
     rows = rows.sort_values("username").reset_index(drop=True)
     x = range(len(rows))
@@ -59,7 +59,7 @@ def plot_annotators(rows: pd.DataFrame, path: Path, *, spammer_skill: float = 0.
     panels = [
         ("ds_skill", "planted_spammer", "spammer", "Dawid–Skene skill\n(ratings and\npreferences)", spammer_skill, "spammer flag below"),
         ("left_share", "planted_position_bias", "position_bias", "share picking the left side", 0.5, "no bias"),
-        ("longer_share", "planted_length_bias", "length_bias", "share picking the longer side", None, ""),
+        ("length_tilt", "planted_length_bias", "length_bias", "length tilt beyond the\ncrowd's (logits per\ndoubling of length)", 0.0, "judges length like the crowd"),
     ]
     for ax, (column, trait, flag, label, line, line_label) in zip(axes, panels):
         planted = rows[trait].astype(float) > 0
@@ -226,7 +226,7 @@ def write_markdown(out_dir: Path, summary: Mapping[str, Any], annotators: pd.Dat
         "|---|---|---|",
         *[f"| {name} | {_fmt(r['precision'])} | {_fmt(r['recall'])} |" for name, r in s.get("annotator_recovery_final", {}).items()],
         "",
-        frame_table(annotators, ["username", "planted_spammer", "planted_noise", "planted_position_bias", "planted_length_bias", "n_annotations", "ds_skill", "left_share", "longer_share", "median_time_s", "flags"]),
+        frame_table(annotators, ["username", "planted_spammer", "planted_noise", "planted_position_bias", "planted_length_bias", "n_annotations", "ds_skill", "left_share", "longer_share", "length_tilt", "median_time_s", "flags"]),
         "",
         "## Reward model",
         "",

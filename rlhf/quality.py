@@ -8,7 +8,8 @@ and group sums), so a million ratings by a thousand annotators take well under a
 Frames used here:
 - ratings / labels: columns item, annotator, value (see rlhf.agreement.encode_ratings).
 - preferences: item, annotator, value (a / b / tie / both_bad, in the task's terms),
-  shown_left ('a' or 'b'), and for length bias len_a, len_b (characters).
+  shown_left ('a' or 'b'), and for length bias len_a, len_b (characters) and, when known,
+  response_a, response_b (response ids: rlhf.length_model compares judgments of the same responses).
 - gold: item, value — the known answer of gold items.
 - repeats: item, annotator, value, occasion — several judgments of the same item by the
   same annotator (earlier revisions of an edited annotation, or duplicated gold items);
@@ -19,12 +20,13 @@ Frames used here:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Collection, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from rlhf.agreement import EncodedRatings, encode_ratings
+from rlhf.length_model import length_bias
 
 TABLE_COLUMNS = [
     "annotator",
@@ -41,6 +43,7 @@ TABLE_COLUMNS = [
     "position_p_value",
     "length_n",
     "longer_share",
+    "length_tilt",
     "length_p_value",
     "median_time_s",
     "retest_n",
@@ -66,12 +69,13 @@ class QualityThresholds:
         below careful annotators (0.5+ on a 7-point scale in our simulations).
     position_p_value: flag "position_bias" when the two-sided binomial test of choosing the
         left response in decisive (a/b) judgments against 1/2 has a p-value below this.
-    length_p_value: flag "length_bias" when the binomial test of choosing the longer response
-        against the share of the other annotators together has a p-value below this (the crowd
-        may rightly prefer longer answers; the flag is for departing from it). Annotators with
-        spam evidence are left out of that share (random choices pull it toward 1/2, and
-        careful annotators then look biased against length: 6 false flags of 20 in the
-        end-to-end run) and are not flagged for it (their choices ignore the responses).
+    length_p_value: flag "length_bias" when the one-sided test of a tilt toward the longer
+        response, beyond the crowd's judgments of the same responses and scaled to the
+        annotator's own skill (rlhf.length_model), has a p-value below this. Comparing the
+        share of longer picks with the crowd's share instead flagged careful annotators (they
+        follow a preference for shorter answers more closely than the crowd): 5 flags, 3
+        right, in the end-to-end run. Annotators with spam evidence are left out of the
+        crowd's fit and never flagged for it (their choices ignore the responses).
     min_gold_accuracy: flag "low_gold_accuracy" below this share of correct gold answers.
     min_retest_agreement: flag "inconsistent" when repeated judgments of the same item agree
         less often than this.
@@ -348,31 +352,6 @@ def position_bias(preferences: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {"position_n": n.astype(np.int64), "left_share": k / n, "position_p_value": binomial_two_sided(k.to_numpy(), n.to_numpy())},
         index=n.index,
-    ).rename_axis("annotator")
-
-
-def length_bias(preferences: pd.DataFrame, reference_excludes: Collection = ()) -> pd.DataFrame:
-    """Share of decisive choices between responses of different length that picked the longer.
-
-    Index: annotator; columns length_n, longer_share, length_p_value (two-sided binomial test
-    against the share over all annotators together, leaving out `reference_excludes` when
-    others remain).
-    """
-    decisive = preferences[preferences["value"].isin(["a", "b"]) & (preferences["len_a"] != preferences["len_b"])]
-    a_longer = decisive["len_a"].to_numpy() > decisive["len_b"].to_numpy()
-    chose_longer = ((decisive["value"].to_numpy() == "a") == a_longer).astype(np.int64)
-    grouped = pd.DataFrame({"annotator": decisive["annotator"].to_numpy(), "longer": chose_longer}).groupby("annotator")["longer"]
-    n, k = grouped.size(), grouped.sum()
-    reference = ~n.index.isin(list(reference_excludes))
-    if not reference.any():
-        reference = np.ones(len(n), dtype=bool)
-    pooled = float(k[reference].sum() / n[reference].sum()) if chose_longer.size else 0.5
-    if pooled in (0.0, 1.0):
-        p_values = np.where(k.to_numpy() == n.to_numpy() * pooled, 1.0, 0.0)
-    else:
-        p_values = binomial_two_sided(k.to_numpy(), n.to_numpy(), pooled)
-    return pd.DataFrame(
-        {"length_n": n.astype(np.int64), "longer_share": k / n, "length_p_value": p_values}, index=n.index
     ).rename_axis("annotator")
 
 

@@ -468,6 +468,8 @@ def quality_inputs(frames: ProjectFrames, config: StatsConfig) -> QualityInputs:
             "shown_left": prefs["shown_left"].to_numpy(),
             "len_a": prefs["len_a"].to_numpy(),
             "len_b": prefs["len_b"].to_numpy(),
+            "response_a": prefs["response_a_id"].to_numpy(),
+            "response_b": prefs["response_b_id"].to_numpy(),
         }
     )
     gold = frames.gold

@@ -93,22 +93,105 @@ def test_length_bias_uses_only_unequal_lengths():
     assert table.loc["w", "longer_share"] == pytest.approx(2 / 3)
 
 
-def test_length_bias_reference_share_leaves_out_the_excluded_annotators():
-    """Spammers' random choices would pull the crowd's share toward 1/2 and make careful annotators look biased."""
-    from scipy import stats
+def crowd_with_a_verbose_annotator(seed: int = 0, with_ids: bool = True) -> pd.DataFrame:
+    """Six responses per prompt, every pair judged by 3 of 12 annotators. The better responses
+    are mostly the shorter ones. Careful annotators c0-c7 judge by quality with sharpness 1-6;
+    `long` adds 3 logits per doubling toward the longer response; `left` picks the left side
+    half of the time; `spam` answers at random."""
+    rng = np.random.default_rng(seed)
+    sharpness = {f"c{i}": 1.0 + 5.0 * i / 7 for i in range(8)} | {"long": 4.0, "left": 4.0, "spam": 0.0}
+    names = list(sharpness) + ["c8"]
+    sharpness["c8"] = 3.0
+    rows, item, response = [], 0, 0
+    for _prompt in range(100):
+        lengths = rng.integers(40, 400, size=6)
+        quality = -0.8 * np.log2(lengths / 150) + rng.normal(0, 0.7, size=6)  # shorter is better, mostly
+        ids = np.arange(response, response + 6)
+        response += 6
+        for i in range(6):
+            for j in range(i + 1, 6):
+                item += 1
+                for who in rng.choice(names, 3, replace=False):
+                    shown_left = "a" if rng.random() < 0.5 else "b"
+                    tilt = np.clip(np.log2(lengths[i] / lengths[j]), -1, 1)
+                    logit = sharpness[who] * (quality[i] - quality[j]) + (3.0 * tilt if who == "long" else 0.0)
+                    choice = "a" if rng.random() < 1 / (1 + np.exp(-logit)) else "b"
+                    if who == "spam":
+                        choice = "a" if rng.random() < 0.5 else "b"
+                    if who == "left" and rng.random() < 0.5:
+                        choice = shown_left
+                    rows.append((item, who, choice, shown_left, lengths[i], lengths[j], ids[i], ids[j]))
+    columns = ("item", "annotator", "value", "shown_left", "len_a", "len_b", "response_a", "response_b")
+    prefs = frame(rows, columns)
+    return prefs if with_ids else prefs.drop(columns=["response_a", "response_b"])
 
-    def judgments(annotator: str, longer: int, total: int, start: int) -> list[tuple]:
-        return [(start + i, annotator, "a" if i < longer else "b", 100, 50) for i in range(total)]
 
-    rows = judgments("w1", 30, 100, 0) + judgments("w2", 30, 100, 100) + judgments("b", 45, 100, 200) + judgments("s", 100, 200, 300)
-    prefs = frame(rows, ("item", "annotator", "value", "len_a", "len_b"))
-    everyone = length_bias(prefs)
-    careful = length_bias(prefs, reference_excludes={"s"})
-    assert careful.loc["w1", "length_p_value"] == pytest.approx(stats.binomtest(30, 100, 105 / 300).pvalue)
-    assert everyone.loc["w1", "length_p_value"] == pytest.approx(stats.binomtest(30, 100, 205 / 500).pvalue)
-    assert careful.loc["w1", "length_p_value"] > 0.1 > everyone.loc["w1", "length_p_value"]
-    # excluding everyone leaves nobody to compare with: the whole crowd is the reference again
-    assert length_bias(prefs, reference_excludes={"w1", "w2", "b", "s"}).equals(everyone)
+@pytest.mark.parametrize("with_ids", [True, False])
+def test_length_bias_flags_the_verbose_annotator_and_no_careful_one(with_ids):
+    prefs = crowd_with_a_verbose_annotator(with_ids=with_ids)
+    table = length_bias(prefs, reference_excludes={"spam"})
+    # item sides instead of response ids: one free difference per item, less to go on
+    assert table.loc["long", "length_p_value"] < (1e-3 if with_ids else 1e-2)
+    assert table.loc["long", "length_tilt"] > table.drop(index=["long", "spam"])["length_tilt"].max() + 0.5
+    others = table.drop(index="long")
+    assert (others["length_p_value"] > 0.01).all(), others
+    if with_ids:  # the share alone does not single it out: the noisiest careful annotator picks longer as often
+        assert table.loc["long", "longer_share"] < table.loc["c0", "longer_share"]
+
+
+def test_length_bias_is_not_confounded_with_skill():
+    """The sharpest careful annotators pick the longer response least often, and the noisiest
+    most: against the crowd's pooled share a binomial test flags them; the model does not."""
+    prefs = crowd_with_a_verbose_annotator(seed=3)
+    table = length_bias(prefs, reference_excludes={"spam"})
+    careful = table.loc[[f"c{i}" for i in range(8)]]
+    crowd = prefs[prefs["value"].isin(["a", "b"]) & (prefs["len_a"] != prefs["len_b"]) & (prefs["annotator"] != "spam")]
+    chose_longer = (crowd["value"] == "a") == (crowd["len_a"] > crowd["len_b"])
+    pooled = binomial_two_sided((careful["longer_share"] * careful["length_n"]).round().to_numpy(), careful["length_n"].to_numpy(), chose_longer.mean())
+    assert careful.loc["c7", "longer_share"] < chose_longer.mean() < careful.loc["c0", "longer_share"]
+    assert (pooled < 0.01).any()  # the naive view: someone careful looks biased
+    assert (careful["length_p_value"] > 0.01).all()
+
+
+def test_length_bias_without_unequal_lengths_or_with_one_sided_choices():
+    equal = frame([(1, "w", "a", 50, 50), (2, "w", "b", 80, 80)], ("item", "annotator", "value", "len_a", "len_b"))
+    table = length_bias(equal)
+    assert table.loc["w", "length_n"] == 0 and np.isnan(table.loc["w", "length_p_value"])
+    always_a = frame([(i, "w", "a", 10 * (i + 1), 30) for i in range(8)], ("item", "annotator", "value", "len_a", "len_b"))
+    table = length_bias(always_a)  # perfectly separated: finite or NaN, never an error
+    assert table.loc["w", "length_n"] == 7
+    assert np.isnan(table.loc["w", "length_p_value"]) or 0.0 <= table.loc["w", "length_p_value"] <= 1.0
+
+
+def test_length_bias_on_any_small_frame_gives_probabilities_or_nan():
+    """Whatever the judgments (one annotator, all ties, equal lengths, perfect separation, zero
+    lengths): no error, no warning, a row per annotator with a decisive judgment, p in [0, 1] or NaN."""
+    import warnings
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    row = st.tuples(
+        st.integers(0, 8), st.sampled_from(["u", "v", "w"]), st.sampled_from(["a", "b", "tie", "both_bad"]), st.sampled_from(["a", "b"]),
+        st.integers(0, 500), st.integers(0, 500), st.integers(0, 5), st.integers(0, 5),
+    )
+
+    @settings(max_examples=120, deadline=None)
+    @given(st.lists(row, min_size=1, max_size=40), st.booleans())
+    def check(rows, with_ids):
+        prefs = frame(rows, ("item", "annotator", "value", "shown_left", "len_a", "len_b", "response_a", "response_b"))
+        if not with_ids:
+            prefs = prefs.drop(columns=["response_a", "response_b"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            table = length_bias(prefs, reference_excludes={"w"})
+        assert set(table.index) == set(prefs.loc[prefs["value"].isin(["a", "b"]), "annotator"])
+        p = table["length_p_value"].to_numpy(dtype=float)
+        assert np.all(np.isnan(p) | ((p >= 0) & (p <= 1)))
+        no_unequal_pair = table["length_n"].to_numpy() == 0
+        assert np.isnan(p[no_unequal_pair]).all() and table["length_tilt"][no_unequal_pair].isna().all()
+
+    check()
 
 
 def test_gold_accuracy_compares_numbers_as_numbers():

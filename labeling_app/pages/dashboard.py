@@ -30,7 +30,7 @@ ALPHA_TENTATIVE = 0.667
 FLAG_HELP = {
     "spammer": "Dawid–Skene skill near zero: answers barely depend on the item",
     "position_bias": "chooses the left-hand response more often than chance explains",
-    "length_bias": "prefers the longer response more often than the other annotators do",
+    "length_bias": "picks the longer response more often than the other annotators' judgments of the same responses explain",
     "low_gold_accuracy": "gets too few gold (known-answer) tasks right",
     "inconsistent": "disagrees with their own earlier judgment of the same item",
     "too_fast": "median time per task below the minimum",
@@ -222,7 +222,7 @@ def annotator_section(data, project: str) -> None:
         names = ", ".join(f"**{c.safe_markdown(str(r.username))}** ({', '.join(r.flags)})" for r in flagged.itertuples(index=False))
         st.warning(f"{len(flagged)} of {len(table)} annotators flagged: {names}.")
     shown = ["username", "flags", "n_annotations", "agreement_with_others", "loo_consensus_agreement", "loo_correlation", "gold_n", "gold_accuracy",
-             "left_share", "position_p_value", "longer_share", "length_p_value", "median_time_s", "retest_n", "retest_agreement", "ds_skill", "spammer_score"]
+             "left_share", "position_p_value", "longer_share", "length_tilt", "length_p_value", "median_time_s", "retest_n", "retest_agreement", "ds_skill", "spammer_score"]
     styled = table[shown].style.apply(lambda row: ["background-color: rgba(255, 75, 75, 0.15)" if row["flags"] else "" for _ in row], axis=1)
     st.dataframe(
         styled,
@@ -239,8 +239,9 @@ def annotator_section(data, project: str) -> None:
             "gold_accuracy": number("Gold accuracy", "percent"),
             "left_share": number("Chose left", "percent", "Share of decisive comparisons won by the left-hand response"),
             "position_p_value": number("Position p", "%.2g", "Binomial test of the left share against 1/2"),
-            "longer_share": number("Chose longer", "percent"),
-            "length_p_value": number("Length p", "%.2g", "Binomial test of the longer share against the crowd's"),
+            "longer_share": number("Chose longer", "percent", "Share of decisive comparisons won by the longer response (careful annotators pick it less often when the better answers are shorter)"),
+            "length_tilt": number("Length tilt", "%+.2f", "Pull toward the longer response beyond the crowd's view of the same responses, in logits per doubling of length (0 = judges length like the crowd)"),
+            "length_p_value": number("Length p", "%.2g", "One-sided test of a positive length tilt"),
             "median_time_s": number("Median s / task", "%.1f"),
             "retest_n": st.column_config.NumberColumn("Repeats"),
             "retest_agreement": number("Self-agreement", "percent"),
