@@ -56,8 +56,8 @@ FOLDS = 4
 """Cross-fitting folds of annotators: each annotator is measured against a crowd fitted on the
 other folds. Against a crowd fitted with their own votes, a noisy annotator's sharpness is
 inflated (θ agrees with them) and the length-quality correlation leaks into their δ: with
-three votes per item, a careful annotator was flagged (p = 0.004). 2 folds left less data for
-θ (the planted tilt of 4 came out at δ ≈ 1.0–1.7 in the end-to-end run, vs 1.5–2.1 with 4)."""
+three votes per item, a careful annotator was flagged (p = 0.004). Fewer folds leave less data
+for θ and less power; each fold costs one crowd fit (the later ones start from the last)."""
 
 
 def _decisive(preferences: pd.DataFrame) -> pd.DataFrame:
