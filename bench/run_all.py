@@ -91,6 +91,8 @@ def child_main(module_path: str, quick: bool, json_path: str) -> int:
     for entry in (str(REPO_ROOT), str(Path(module_path).resolve().parent)):
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    # Registered before it runs: dataclasses (with postponed annotations) look their module up in sys.modules.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     run = getattr(module, "run", None)
     if run is None:

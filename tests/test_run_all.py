@@ -13,12 +13,21 @@ sys.path.insert(0, str(BENCH))
 
 import run_all  # noqa: E402
 
+# Like the real modules: postponed annotations and a dataclass (which looks its module up in sys.modules).
 GOOD = '''
+from __future__ import annotations
+
 import os, sys
+from dataclasses import dataclass
 sys.path.insert(0, {bench!r})
 from _common import BenchRow, main
 
+@dataclass(frozen=True)
+class Settings:
+    size: int = 1
+
 def run(quick=False):
+    Settings()
     block = bytearray(80 * 1024 * 1024)  # touched below: shows in the child's peak memory
     block[::4096] = b"x" * len(block[::4096])
     return [BenchRow(work="thing per second", ours=2.0, unit="s", anchor=4.0, anchor_name="naive", ratio=2.0, target="≥ 1.5x",
