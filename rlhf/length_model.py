@@ -60,10 +60,6 @@ three votes per item, a careful annotator was flagged (p = 0.004). Fewer folds l
 for θ and less power; each fold costs one crowd fit (the later ones start from the last)."""
 
 
-def _decisive(preferences: pd.DataFrame) -> pd.DataFrame:
-    return preferences[preferences["value"].isin(["a", "b"])]
-
-
 def _response_codes(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:
     """Integer codes of the two responses of each row (ids when present, else item sides)."""
     if {"response_a", "response_b"} <= set(frame.columns):
@@ -118,9 +114,9 @@ def _crowd_fit(a, b, who, y, ell, left, n_responses: int, n_annotators: int, use
 def _annotator_fits(features: np.ndarray, y: np.ndarray, who: np.ndarray, n_annotators: int) -> tuple[np.ndarray, np.ndarray]:
     """Each annotator's logistic regression of y on `features` (N, K), all at once by Newton.
 
-    Returns the coefficients (A, K) and their standard errors (A, K) (NaN where the
-    information matrix is singular)."""
-    n, k = features.shape
+    Returns the coefficients (A, K) and their standard errors (A, K). The ridge keeps every
+    annotator's information matrix positive definite, so each step is solvable."""
+    k = features.shape[1]
     weights = np.zeros((n_annotators, k))
     pairs = [(p, q) for p in range(k) for q in range(p, k)]
     ridge = RIDGE * np.eye(k)
@@ -133,16 +129,11 @@ def _annotator_fits(features: np.ndarray, y: np.ndarray, who: np.ndarray, n_anno
             hessian[:, p, q] = hessian[:, q, p] = np.bincount(who, w * features[:, p] * features[:, q], n_annotators)
         hessian += ridge
         gradient = np.stack([np.bincount(who, (y - prob) * features[:, p], n_annotators) for p in range(k)], axis=1) - weights @ ridge
-        try:
-            step = np.linalg.solve(hessian, gradient[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = np.stack([np.linalg.lstsq(h, g, rcond=None)[0] for h, g in zip(hessian, gradient)])
+        step = np.linalg.solve(hessian, gradient[..., None])[..., 0]
         weights += step
         if np.nanmax(np.abs(step), initial=0.0) < 1e-8:
             break
-    with np.errstate(invalid="ignore"):
-        covariance = np.linalg.pinv(hessian)
-        errors = np.sqrt(np.diagonal(covariance, axis1=1, axis2=2))
+    errors = np.sqrt(np.diagonal(np.linalg.inv(hessian), axis1=1, axis2=2))
     return weights, errors
 
 
@@ -160,7 +151,7 @@ def length_bias(preferences: pd.DataFrame, reference_excludes: Collection = ()) 
     """
     from scipy import stats
 
-    decisive = _decisive(preferences)
+    decisive = preferences[preferences["value"].isin(["a", "b"])]
     annotators, who = np.unique(decisive["annotator"].to_numpy(), return_inverse=True)
     n_annotators = len(annotators)
     len_a = np.maximum(decisive["len_a"].to_numpy(dtype=np.float64), 1.0)
