@@ -73,9 +73,8 @@ from rlhf.assign import (
     target_binds,
     target_expression,
 )
-from rlhf.auth import check_admin
 from rlhf.db import run_transaction
-from rlhf.roles import Actor, PermissionDenied
+from rlhf.roles import Actor, PermissionDenied, check_admin
 from rlhf.schema import FLAG_REASONS, PREFERENCE_CHOICES, AnnotationRevision, Flag, User, utcnow
 
 __all__ = [

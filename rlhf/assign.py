@@ -38,7 +38,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlmodel import Session
 
 from rlhf.db import run_transaction
-from rlhf.roles import Actor, PermissionDenied, require_annotator
+from rlhf.roles import ANNOTATOR_ROLES, Actor, PermissionDenied, check_admin, require_stored_role
 from rlhf.schema import (
     Lease,
     Preference,
@@ -564,7 +564,7 @@ def check_caller(user_id: int, row: Any, prefix: str = "") -> Caller:
     if m is None or m[prefix + "id"] is None:
         raise PermissionDenied(f"user id {user_id} does not exist")
     caller = Caller(id=m[prefix + "id"], username=m[prefix + "username"], role=m[prefix + "role"], active=bool(m[prefix + "active"]))
-    require_annotator(caller)
+    require_stored_role(caller, ANNOTATOR_ROLES, "annotate")
     return caller
 
 
@@ -789,8 +789,6 @@ def request_extra_votes(
     the project's; a larger value given here raises the project's `max_overlap` to it (assignment
     never exceeds the project's setting). Returns the ids of the tasks raised. Admin only.
     """
-    from rlhf.auth import check_admin
-
     if not 0.0 <= min_agreement <= 1.0:
         raise ValidationError("min_agreement", "must be within [0, 1]")
 

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from rlhf.db import run_transaction, session_scope
-from rlhf.roles import Actor, PermissionDenied, require_admin
+from rlhf.roles import Actor, PermissionDenied, check_admin  # noqa: F401 - check_admin: the one role check, re-exported
 from rlhf.schema import ROLES, Lease, LoginThrottle, User, utcnow
 
 USER = User.__table__
@@ -198,16 +198,8 @@ def _aware(now: Optional[datetime]) -> datetime:
 # ------------------------------------------------------------------------------ role checks
 
 
-def check_admin(session: Session | Connection, actor: Actor, action: str) -> None:
-    """`require_admin`, then the same check on the actor's row as stored now (SYSTEM has no row)."""
-    require_admin(actor, action)
-    actor_id = getattr(actor, "id", None)
-    if actor_id is None:
-        return
-    row = session.execute(select(USER.c.username, USER.c.role, USER.c.active).where(USER.c.id == actor_id)).first()
-    if row is None:
-        raise PermissionDenied(f"{getattr(actor, 'username', 'anonymous')} may not {action}: account gone")
-    require_admin(row, action)
+# `check_admin` lives in rlhf.roles: every backend module checks through it, re-reading the
+# actor's role and active flag from the database (a stale session object keeps no power).
 
 
 # --------------------------------------------------------------------------------- sign-in

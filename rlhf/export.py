@@ -56,7 +56,7 @@ from rlhf.frames import HUMAN_ROLES, preference_frame, project_id_of, rating_fra
 from rlhf.hashing import canonical_json
 from rlhf.progress import Reporter, check_stop
 from rlhf.projects import get_project
-from rlhf.roles import Actor, require_admin
+from rlhf.roles import Actor, check_admin
 
 ExportFormat = Literal["trl", "ratings", "raw"]
 EXPORT_FORMATS: tuple[str, ...] = ("trl", "ratings", "raw")
@@ -760,7 +760,7 @@ def export_project(
     Raises ExportError (nothing written) when there is nothing usable or the options are wrong,
     PermissionDenied for non-admins, ProjectNotFound for an unknown project.
     """
-    require_admin(actor, "export project data")
+    check_admin(engine, actor, "export project data")
     options = options or ExportOptions()
     options.validate()
     out = Path(out)

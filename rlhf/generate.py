@@ -789,9 +789,9 @@ def generate_round(
     from rlhf.hashing import content_hash
     from rlhf.importer import import_records
     from rlhf.models import resolve_model
-    from rlhf.roles import require_admin
+    from rlhf.roles import check_admin
 
-    require_admin(actor, "generate a round")
+    check_admin(engine, actor, "generate a round")
     if not isinstance(round, int) or isinstance(round, bool) or round < 1:
         raise GenerationRoundError(f"round must be an integer >= 1 (it is paired against round - 1), got {round!r}")
     config = SamplingConfig(

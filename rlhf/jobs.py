@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from rlhf.db import is_sqlite, run_transaction, session_scope
-from rlhf.roles import Actor, require_admin
+from rlhf.roles import Actor, check_admin
 from rlhf.schema import JOB_STATUSES, Artifact, Job, JobMetric, Project, utcnow
 
 if TYPE_CHECKING:
@@ -237,13 +237,13 @@ def submit_job(
     kinds that work on a project. `registry` defaults to the product kinds (plus
     `$RLHF_JOB_KIND_MODULES`).
     """
-    require_admin(actor, "submit jobs")
     from rlhf.job_kinds import load_registry
 
     kinds = load_registry() if registry is None else registry
     checked = validate_job_params(kind, params, kinds)
 
     def work(session: Session) -> Job:
+        check_admin(session, actor, "submit jobs")
         project_id = _resolve_project_id(session, project)
         if kinds[kind].project_required(checked) and project_id is None:
             raise InvalidJobParams(f"{kind}: a project is required (--project)")
@@ -298,7 +298,7 @@ def list_jobs(
     limit: int = 50,
 ) -> list[Job]:
     """Jobs newest first (admin only), filtered by status(es), kind(s) and project."""
-    require_admin(actor, "list jobs")
+    check_admin(engine, actor, "list jobs")
     statuses = [status] if isinstance(status, str) else list(status or [])
     for value in statuses:
         if value not in JOB_STATUSES:
@@ -323,9 +323,9 @@ def cancel_job(engine: Engine, actor: Actor, job_id: int) -> Job:
     stops at its next safe point, or is killed after the worker's grace period); a finished
     job is returned unchanged.
     """
-    require_admin(actor, "cancel jobs")
 
     def work(session: Session) -> Job:
+        check_admin(session, actor, "cancel jobs")
         now = utcnow()
         session.execute(
             update(Job)

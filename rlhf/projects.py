@@ -1,6 +1,6 @@
 """Projects: create, read, update and validate labelling projects (guidelines, rubric, assignment settings).
 
-Writes are admin-only (`require_admin(actor)`); reads are open. Every validation error names
+Writes are admin-only (`check_admin`, on the caller's role as stored now); reads are open. Every validation error names
 the field it is about (`ProjectValidationError.field`), so the CLI and the admin page can
 point at it.
 """
@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from rlhf.db import run_transaction
-from rlhf.roles import Actor, require_admin
+from rlhf.roles import Actor, check_admin
 from rlhf.schema import DEFAULT_RUBRIC, DEFAULT_TAGS, VISIBILITIES, Project
 
 NAME_MAX_LENGTH = 200
@@ -245,7 +245,6 @@ def create_project(
     """Create a project (admin only). `rubric`/`tags` default to the schema's defaults;
     `max_overlap` defaults to `overlap`. Raises ProjectValidationError (field named) or
     PermissionDenied."""
-    require_admin(actor, "create projects")
     settings = validate_settings(
         {
             "name": name,
@@ -263,6 +262,7 @@ def create_project(
     )
 
     def work(session: Session) -> Project:
+        check_admin(session, actor, "create projects")
         if session.exec(select(Project).where(Project.name == settings["name"])).first() is not None:
             raise ProjectValidationError("name", f"a project named {settings['name']!r} already exists")
         project = Project(**settings)
@@ -282,12 +282,12 @@ def update_project(engine: Engine, actor: Actor, project_id_or_name: str | int, 
     Unknown keys raise ProjectValidationError. Changing `seed` affects the shuffle keys of tasks
     created afterwards only.
     """
-    require_admin(actor, "update projects")
     unknown = set(changes) - set(UPDATABLE_FIELDS)
     if unknown:
         raise ProjectValidationError(sorted(unknown)[0], f"not a project setting (settable: {', '.join(UPDATABLE_FIELDS)})")
 
     def work(session: Session) -> Project:
+        check_admin(session, actor, "update projects")
         project = find_project(session, project_id_or_name)
         if project is None:
             raise ProjectNotFound(f"no project {project_id_or_name!r}")
@@ -333,7 +333,7 @@ def get_or_create_project(engine: Engine, actor: Actor, name: str) -> Project:
         project = session.exec(select(Project).where(Project.name == validate_name(name))).first()
         if project is not None:
             return project
-        require_admin(actor, "create projects")
+        check_admin(session, actor, "create projects")
         project, _ = get_or_create_project_in(session, name)
         return project
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 
 from rlhf.agreement import AgreementConfig, AgreementReport, AgreementUndefined, agreement_report, alpha_from_cells, encode_ratings
 from rlhf.quality import QualityInputs, QualityThresholds, annotator_table, consensus_confusion
-from rlhf.roles import Actor, require_admin
+from rlhf.roles import Actor, check_admin
 
 PREFERENCE_VARIABLE = "preference"
 """The name the preference choices go by in tables that also list rubric dimensions."""
@@ -399,7 +399,7 @@ def _plain(value: Any) -> Any:
 
 def project_stats(engine: Engine, actor: Actor, project: str | int, config: StatsConfig = StatsConfig()) -> ProjectStats:
     """Agreement per rubric dimension and for preferences, the annotator table and the leaderboard (admin only)."""
-    require_admin(actor, "view project statistics")
+    check_admin(engine, actor, "view project statistics")
     frames = load_project_frames(engine, project, config)
     return _project_stats(frames, config)
 
@@ -622,7 +622,7 @@ class DashboardData:
 
 def dashboard_data(engine: Engine, actor: Actor, project: str | int, config: StatsConfig = StatsConfig()) -> DashboardData:
     """Everything the statistics dashboard shows for `project` (admin only)."""
-    require_admin(actor, "view project statistics")
+    check_admin(engine, actor, "view project statistics")
     frames = load_project_frames(engine, project, config)
     stats = _project_stats(frames, config)
     names = frames.usernames

@@ -22,6 +22,15 @@ ANNOTATOR = User(id=10, username="ann", role="annotator")
 ADMIN = User(id=11, username="root", role="admin")
 
 
+def _store(engine, *users: User) -> None:
+    """Give the module's User objects their rows: role checks read the account as stored."""
+    from rlhf.db import session_scope
+
+    with session_scope(engine, write=True) as session:
+        for user in users:
+            session.add(User(id=user.id, username=user.username, role=user.role, active=user.active))
+
+
 def test_create_with_defaults_and_read_back(engine):
     created = create_project(engine, SYSTEM, "  demo  ", description="A demo", guidelines="# Be kind")
 
@@ -37,6 +46,7 @@ def test_create_with_defaults_and_read_back(engine):
 
 def test_create_with_custom_settings(engine):
     rubric = [{"name": "quality", "min": 0, "max": 4, "labels": {0: "bad", "4": "great"}}]
+    _store(engine, ADMIN)
 
     project = create_project(engine, ADMIN, "custom", rubric=rubric, tags=["a", "b"], overlap=2, max_overlap=5, gold_rate=0.1, visibility="reveal_after_submit", seed=9)
 
@@ -122,6 +132,8 @@ def test_missing_project_is_a_clear_error(sqlite_engine):
 
 def test_annotators_may_read_but_not_write(sqlite_engine):
     create_project(sqlite_engine, SYSTEM, "demo")
+    inactive_admin = User(id=12, username="old", role="admin", active=False)
+    _store(sqlite_engine, ANNOTATOR, inactive_admin)
 
     with pytest.raises(PermissionDenied):
         create_project(sqlite_engine, ANNOTATOR, "mine")
@@ -129,7 +141,6 @@ def test_annotators_may_read_but_not_write(sqlite_engine):
         update_project(sqlite_engine, ANNOTATOR, "demo", overlap=1)
     with pytest.raises(PermissionDenied):
         get_or_create_project(sqlite_engine, ANNOTATOR, "new")
-    inactive_admin = User(id=12, username="old", role="admin", active=False)
     with pytest.raises(PermissionDenied):
         create_project(sqlite_engine, inactive_admin, "mine")
     assert get_project(sqlite_engine, "demo").name == "demo"
@@ -137,6 +148,7 @@ def test_annotators_may_read_but_not_write(sqlite_engine):
 
 
 def test_get_or_create_is_idempotent(engine):
+    _store(engine, ADMIN)
     first = get_or_create_project(engine, SYSTEM, "auto")
     second = get_or_create_project(engine, ADMIN, "auto")
 

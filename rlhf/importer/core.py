@@ -33,7 +33,7 @@ from rlhf.importer.stream import Chunk, chunked, file_chunks, use_reader_process
 from rlhf.importer.writer import ChunkWriter, ImportOptions, ImportSummary
 from rlhf.progress import Reporter, check_stop
 from rlhf.projects import ProjectValidationError, get_or_create_project_in
-from rlhf.roles import SYSTEM, Actor, require_admin
+from rlhf.roles import SYSTEM, Actor, check_admin
 from rlhf.schema import ImportRecord, User, utcnow
 
 DEFAULT_MAX_BYTES = 1 << 30
@@ -67,7 +67,6 @@ def import_file(
     Raises ImportFormatError (path, line, field) for bad input, PermissionDenied for non-admins,
     Cancelled when `reporter` asks to stop; in each case nothing is written.
     """
-    require_admin(actor, "import data")
     options = _options(round, pair_against_round, max_pairs_per_prompt, make_rating_tasks, as_labels, chunk_prompts)
     path = Path(path)
     fmt = detect_format(path)
@@ -114,7 +113,6 @@ def import_records(
     responses with its round N-1 responses. Errors name `source_name` and the record's 1-based
     index. A list or tuple is retried on lock contention; another iterable is consumed once.
     """
-    require_admin(actor, "import data")
     options = _options(round, pair_against_round, max_pairs_per_prompt, make_rating_tasks, None, chunk_prompts)
     attempts = RETRY_ATTEMPTS if isinstance(records, (list, tuple)) else 1
 
@@ -178,6 +176,8 @@ def _import_stream(
     require_records: bool,
 ) -> ImportSummary:
     """Write the chunks `chunks_for(project seed)` gives into the project within the caller's transaction; record the import."""
+    # Checked here, in the import's own transaction, so both entry points re-read the caller's role.
+    check_admin(session, actor, "import data")
     try:
         project, created = get_or_create_project_in(session, project_name)
     except ProjectValidationError as exc:
