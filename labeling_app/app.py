@@ -13,7 +13,8 @@ import streamlit as st
 
 from labeling_app import common as c
 
-st.set_page_config(page_title="RLHF Studio", page_icon=":material/rate_review:", layout="wide")
+# A file shipped in the package: a ":material/..." favicon is an SVG the browser fetches from a fonts host.
+st.set_page_config(page_title="RLHF Studio", page_icon=c.APP_DIR / "static" / "icon.png", layout="wide")
 
 
 def sign_out() -> None:

@@ -23,8 +23,11 @@ Conventions for page authors (the Dashboard and Training pages follow them too)
    the backend raises for bad input are shown with `show_error(exc)`, never as tracebacks.
 
 4. Text that came from outside (prompts, model outputs, comments, file names) is rendered with
-   `render_markdown` / `render_prompt` / `render_response` (HTML neutralised, no remote images,
-   `$` not taken for LaTeX). Never `unsafe_allow_html=True`, never `st.html` on such text.
+   `render_markdown` / `render_prompt` / `render_response`, or embedded in a markdown string through
+   `safe_markdown`. The first three parse it once (markdown-it, raw HTML off), turn images into
+   text and pass the HTML through an allow-list sanitiser (`labeling_app.render`) before `st.html`
+   shows it: only that sanitised output may reach `st.html`, because nothing in it can load a
+   resource or run. Never `unsafe_allow_html=True`, never `st.html` on outside text directly.
 
 5. Session-state keys are namespaced by page: `"<page>.<name>"` (e.g. `"dashboard.metric"`).
    The `auth.*` and `project_id` keys below belong to this module; read them through its
@@ -45,7 +48,6 @@ Conventions for page authors (the Dashboard and Training pages follow them too)
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -54,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import streamlit as st
 
+from labeling_app import render
 from rlhf.db import database_url
 
 if TYPE_CHECKING:  # type names only: pages never touch the database directly
@@ -338,102 +341,56 @@ def show_error(exc: BaseException) -> None:
 
 # ---------------------------------------------------------------------------- safe rendering
 
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_IMAGE = re.compile(r"!\[")
-_ESCAPED_IN_TEXT = {"<": "&lt;", "$": "\\$"}
-
-
-def _neutralise_text(text: str) -> str:
-    """Outside code: `<` as an entity (never a tag), `$` escaped (not LaTeX), images as plain text."""
-    text = "".join(_ESCAPED_IN_TEXT.get(ch, ch) for ch in text)
-    # A remote image would load from the model's chosen URL (a tracking pixel); show the syntax instead.
-    return _IMAGE.sub("!\\\\[", text)
-
-
-def _neutralise_inline(line: str) -> str:
-    """Neutralise one line's text, leaving code spans (backtick runs of equal length) untouched."""
-    out: list[str] = []
-    i = 0
-    while i < len(line):
-        tick = line.find("`", i)
-        if tick < 0:
-            out.append(_neutralise_text(line[i:]))
-            break
-        out.append(_neutralise_text(line[i:tick]))
-        run_end = tick
-        while run_end < len(line) and line[run_end] == "`":
-            run_end += 1
-        run = line[tick:run_end]
-        close = line.find(run, run_end)
-        # The closing run must be exactly as long (not part of a longer run).
-        while close >= 0 and close + len(run) < len(line) and line[close + len(run)] == "`":
-            close = line.find(run, close + len(run) + 1)
-        if close < 0:
-            out.append(run)  # an unmatched run is literal backticks
-            i = run_end
-            continue
-        out.append(line[tick : close + len(run)])
-        i = close + len(run)
-    return "".join(out)
-
 
 def safe_markdown(text: str) -> str:
-    """Markdown that renders `text` as written, with no raw HTML, remote images or stray LaTeX.
+    """A short outside string (a name, a message, an excerpt) to embed in Streamlit markdown, shown as written.
 
-    Outside code, `<` becomes `&lt;` (so no tag, comment or script can form), `$` is escaped and
-    `![` is shown literally. Fenced code blocks and inline code spans are left exactly as they
-    are: code is rendered as text anyway, and escaping there would show the escapes. Streamlit's
-    own markdown (without `unsafe_allow_html`) also refuses raw HTML; this is the second lock.
+    Every character that could open markdown syntax there is escaped (`labeling_app.render.safe_inline`):
+    no link, image, code span, tag or LaTeX can form. Long texts go through `render_markdown`.
     """
-    if not text:
-        return ""
-    lines = text.split("\n")
-    out: list[str] = []
-    fence: Optional[str] = None
-    for line in lines:
-        opener = _FENCE.match(line)
-        if fence is not None:
-            out.append(line)
-            if opener and opener.group(1)[0] == fence[0] and len(opener.group(1)) >= len(fence) and not line.strip().strip(fence[0]):
-                fence = None
-            continue
-        if opener:
-            fence = opener.group(1)
-            out.append(line)
-            continue
-        out.append(_neutralise_inline(line))
-    return "\n".join(out)
+    return render.safe_inline(text)
 
 
 def render_markdown(text: str, *, plain: bool = False, container: Any = None) -> None:
-    """Show outside text: as safe markdown, or with `plain` exactly as stored (monospace, wrapped)."""
+    """Show outside text (e.g. guidelines): parsed and sanitised HTML (see `labeling_app.render`), or
+    with `plain` exactly as stored (monospace, wrapped)."""
     target = st if container is None else container
     if plain:
         target.code(text or "", language=None, wrap_lines=True)
     else:
-        target.markdown(safe_markdown(text or ""), anchors=False)
+        target.html(render.markdown_box(text or ""))
 
 
-CHAT_AVATARS = {"system": ":material/settings:", "user": "user", "assistant": "assistant"}
+PLAIN_CAP_PX = 400
+"""The height of a plain-text box showing a long text (it scrolls), so the form below stays in view."""
+
+
+def _plain_code(text: str) -> None:
+    """`text` exactly as stored; a long one in a fixed-height box with its own scroll."""
+    st.code(text or "", language=None, wrap_lines=True, height=PLAIN_CAP_PX if render.is_long(text or "") else "content")
+
+
+CHAT_ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 
 def chat_name(role: str) -> str:
-    """A short display name for a chat role (imports may carry any string)."""
+    """A short display name for a chat role (imports may carry any string), shown in text above the turn."""
     role = (role or "").strip() or "user"
-    return role[:30]
+    return CHAT_ROLE_NAMES.get(role.lower(), role[:30])
 
 
 def render_prompt(text: str, messages: Optional[Iterable["Message"]] = None, *, plain: bool = False) -> None:
-    """A prompt: a conversation (one `st.chat_message` per turn) when it has messages, else its text."""
-    turns = list(messages or ())
-    if not turns:
-        with st.chat_message("user"):
-            render_markdown(text, plain=plain)
-        return
-    for turn in turns:
-        name = chat_name(turn.role)
-        with st.chat_message(name, avatar=CHAT_AVATARS.get(name.lower())):
-            render_markdown(turn.content, plain=plain)
+    """A prompt: its turns (or its text, as the user's turn), each under its role's name, in one capped box.
+
+    One `st.html` element for the whole prompt: every element is redrawn on each key press.
+    """
+    turns = [render.Turn(chat_name(turn.role), turn.content) for turn in messages or ()] or [render.Turn(chat_name("user"), text)]
+    if plain:
+        for turn in turns:
+            st.caption(safe_markdown(turn.role))
+            _plain_code(turn.text)
+    else:
+        st.html(render.prompt_box(turns))
 
 
 def render_task_prompt(view: "TaskView", *, plain: bool = False) -> None:
@@ -441,15 +398,15 @@ def render_task_prompt(view: "TaskView", *, plain: bool = False) -> None:
 
 
 def render_response(response: "ResponseView", *, heading: str, plain: bool = False) -> None:
-    """One response under `heading` (with the model's name when the engine reveals it)."""
-    title = f"**{heading}**" + (f" · `{response.model_name.replace('`', '')}`" if response.model_name else "")
-    with st.container(border=True):
-        if plain:
-            st.markdown(title)
-            render_markdown(response.text, plain=True)
-        else:
-            # One element, not two: every element is redrawn on each key press.
-            st.markdown(f"{title}\n\n{safe_markdown(response.text or '')}", anchors=False)
+    """One response under `heading` (with the model's name when the engine reveals it), in a box of
+    capped height with its own scroll; a long one offers "Show all"."""
+    if plain:
+        with st.container(border=True):
+            st.markdown(f"**{safe_markdown(heading)}**" + (f" · {safe_markdown(response.model_name)}" if response.model_name else ""))
+            _plain_code(response.text)
+    else:
+        # One element, not two: every element is redrawn on each key press.
+        st.html(render.response_box(heading, response.model_name, response.text or ""))
 
 
 def plain_text_toggle(key: str) -> bool:
