@@ -11,6 +11,11 @@ Sign-in contract:
 
 Every admin function checks the caller itself with `check_admin` (role re-read from the
 database, so a demoted admin's stale session object does not keep its power).
+
+Browser sessions (rlhf.sessions) end with the credentials they were opened with: a password
+change, an admin reset, a deactivation and a change to `external` revoke all of the account's
+sessions in the same transaction (a role change between admin and annotator does not: each
+lookup re-reads the role).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from sqlmodel import Session
 from rlhf.db import run_transaction, session_scope
 from rlhf.roles import Actor, PermissionDenied, check_admin  # noqa: F401 - check_admin: the one role check, re-exported
 from rlhf.schema import ROLES, Lease, LoginThrottle, User, utcnow
+from rlhf.sessions import revoke_user_sessions
 
 USER = User.__table__
 THROTTLE = LoginThrottle.__table__
@@ -318,7 +324,8 @@ def change_password(
     now: Optional[datetime] = None,
     policy: ThrottlePolicy = DEFAULT_THROTTLE,
 ) -> None:
-    """The signed-in user replaces their password (clears must-change).
+    """The signed-in user replaces their password (clears must-change) and every session of theirs ends
+    (the caller starts a fresh one for the browser that made the change).
 
     A wrong old password counts as a failed sign-in for the name (it is a password check too).
     Raises AuthenticationError / TooManyAttempts / PasswordPolicyError.
@@ -340,6 +347,7 @@ def change_password(
         if has_throttle_row:
             session.execute(delete(THROTTLE).where(THROTTLE.c.username == key))
         session.execute(update(USER).where(USER.c.id == user.id).values(password_hash=new_hash, must_change_password=False))
+        revoke_user_sessions(session, user.id)
 
     run_transaction(engine, work)
     user.password_hash = new_hash
@@ -430,6 +438,7 @@ def deactivate_user(engine: Engine, actor: Actor, username: str) -> UserInfo:
             raise LastAdminError("cannot deactivate the last active admin")
         user.active = False
         _release_leases(session, user.id)
+        revoke_user_sessions(session, user.id)
         session.add(user)
         session.flush()
         return _info(user)
@@ -463,6 +472,7 @@ def set_role(engine: Engine, actor: Actor, username: str, role: str) -> UserInfo
         user.role = role
         if role == "external":
             _release_leases(session, user.id)
+            revoke_user_sessions(session, user.id)
         session.add(user)
         session.flush()
         return _info(user)
@@ -482,6 +492,7 @@ def reset_password(engine: Engine, actor: Actor, username: str, new_password: Op
         if user.role == "external":
             raise ValueError(f"{username!r} is an external label source and cannot sign in")
         session.execute(update(USER).where(USER.c.id == user.id).values(password_hash=password_hash, must_change_password=True))
+        revoke_user_sessions(session, user.id)
         session.execute(delete(THROTTLE).where(THROTTLE.c.username == throttle_key(username)))
 
     run_transaction(engine, work)

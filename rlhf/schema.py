@@ -1,4 +1,4 @@
-"""The database tables: projects, prompts, responses, tasks, users, annotations, jobs, artifacts.
+"""The database tables: projects, prompts, responses, tasks, users, browser sessions, annotations, jobs, artifacts.
 
 Invariants the constraints enforce (DESIGN.md, Storage):
 - one rating / preference / skip per (task, user): a re-submit edits, a double click never adds;
@@ -186,6 +186,35 @@ class LoginThrottle(SQLModel, table=True):
     """Consecutive failures since the last success (reset when a quiet window passes)."""
     last_failure_at: datetime = Field(default_factory=utcnow)
     locked_until: Optional[datetime] = None
+
+
+class BrowserSession(SQLModel, table=True):
+    """A signed-in browser (rlhf.sessions): the cookie holds a random token, this row only its SHA-256.
+
+    Created at sign-in with a one-time handoff nonce (also hashed) that the page exchanges for the
+    cookie; rows are deleted when revoked (sign-out, password change, deactivation) or found idle.
+    """
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    token_hash: Optional[str] = Field(default=None, unique=True, max_length=64)
+    """SHA-256 of the cookie's token; NULL until the handoff was redeemed."""
+    handoff_hash: Optional[str] = Field(default=None, unique=True, max_length=64)
+    """SHA-256 of the one-time handoff nonce; NULL once redeemed."""
+    handoff_expires_at: Optional[datetime] = None
+    via: str = Field(default="password", max_length=16)
+    """How the session signed in ("password")."""
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow, index=True)
+    """Refreshed at most once a minute while the session is used; idle sessions end from here."""
+
+
+class UserPreference(SQLModel, table=True):
+    """What the app remembers per account between sessions (the last project chosen)."""
+
+    user_id: int = Field(foreign_key="user.id", primary_key=True, ondelete="CASCADE")
+    last_project_id: Optional[int] = Field(default=None, foreign_key="project.id", ondelete="SET NULL")
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class Lease(SQLModel, table=True):
