@@ -877,7 +877,7 @@ def generate_round(
 
 def _record_generation_artifact(engine, actor, project_row, round_number, name, lineage, counts, records_hash, *, path, policy_dir, job_id) -> int:
     from rlhf.db import run_transaction
-    from rlhf.jobs import json_safe
+    from rlhf.jsonsafe import json_safe
     from rlhf.schema import Artifact
 
     parents = _policy_artifact_ids(engine, policy_dir)

@@ -18,27 +18,28 @@ attempt, and a job finishes at most once.
 
 `attempts` counts the times a worker started the job (incremented on claim). An interrupted
 start that the worker hands back itself (`release_job`, e.g. on Ctrl-C) does not count.
+
+The queue knows no kind's code (it imports nothing of `rlhf.job_kinds`): `submit_job` is handed
+the registry of kinds (`KindContract`s) that validates the params.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from rlhf.db import is_sqlite, run_transaction, session_scope
+from rlhf.jsonsafe import json_safe
 from rlhf.roles import Actor, check_admin
 from rlhf.schema import JOB_STATUSES, Artifact, Job, JobMetric, Project, utcnow
-
-if TYPE_CHECKING:
-    from rlhf.job_kinds import JobKind
 
 ACTIVE_STATUSES = ("queued", "running")
 FINISHED_STATUSES = ("done", "failed", "cancelled")
@@ -108,34 +109,20 @@ class ArtifactRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+class KindContract(Protocol):
+    """What the queue asks of a job kind at submit time; the registry that holds them
+    (`rlhf.job_kinds.load_registry()`, the worker's) is passed in, so the queue knows no kind's code."""
+
+    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
+        """params → normalised params; raises InvalidJobParams / ValueError naming the field."""
+        ...
+
+    def project_required(self, params: dict[str, Any]) -> bool:
+        """True when a job with these params works on a project."""
+        ...
+
+
 # --------------------------------------------------------------------------- pure helpers
-
-
-def json_safe(value: Any) -> Any:
-    """`value` made JSON-storable on both backends: numbers become floats/ints, NaN and ±inf None.
-
-    PostgreSQL's JSON type rejects the `NaN` token Python writes, and numpy / torch scalars are
-    not JSON at all; a NaN loss is still visible as a gap in the series (and as an error).
-    """
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    item = getattr(value, "item", None)  # numpy / torch scalars
-    if callable(item):
-        try:
-            return json_safe(item())
-        except (TypeError, ValueError):
-            pass
-    if hasattr(value, "__fspath__"):
-        return str(value)
-    return str(value)
 
 
 def truncate(text: str, limit: int) -> str:
@@ -195,21 +182,18 @@ def _resolve_project_id(session: Session, project: Project | int | str | None) -
     return row.id
 
 
-def validate_job_params(kind: str, params: dict[str, Any] | None, registry: dict[str, JobKind] | None = None) -> dict[str, Any]:
-    """The params of a `kind` job, checked and normalised by the kind's validator.
+def validate_job_params(kind: str, params: dict[str, Any] | None, registry: Mapping[str, KindContract]) -> dict[str, Any]:
+    """The params of a `kind` job, checked and normalised by its validator in `registry`.
 
     Raises InvalidJobParams naming the kind and the field (unknown kind, unknown or missing
     field, wrong type, a kind whose backend is not installed yet).
     """
-    from rlhf.job_kinds import load_registry
-
-    kinds = load_registry() if registry is None else registry
-    if kind not in kinds:
-        raise InvalidJobParams(f"unknown job kind {kind!r}; known kinds: {', '.join(sorted(kinds))}")
+    if kind not in registry:
+        raise InvalidJobParams(f"unknown job kind {kind!r}; known kinds: {', '.join(sorted(registry))}")
     if params is not None and not isinstance(params, dict):
         raise InvalidJobParams(f"{kind}: params must be a mapping of field to value, not {type(params).__name__}")
     try:
-        checked = kinds[kind].validate(dict(params or {}))
+        checked = registry[kind].validate(dict(params or {}))
     except InvalidJobParams:
         raise
     except (TypeError, ValueError, KeyError) as exc:
@@ -227,25 +211,22 @@ def submit_job(
     kind: str,
     params: dict[str, Any] | None = None,
     *,
+    registry: Mapping[str, KindContract],
     project: Project | int | str | None = None,
-    registry: dict[str, JobKind] | None = None,
 ) -> Job:
     """Queue a job of `kind` with `params` (admin only); returns the queued row.
 
     `params` are validated and normalised by the kind's validator first (InvalidJobParams
     names the field); `project` (row, id or name) is recorded on the job and is required by
-    kinds that work on a project. `registry` defaults to the product kinds (plus
-    `$RLHF_JOB_KIND_MODULES`).
+    kinds that work on a project. `registry`: the kinds a worker runs, e.g.
+    `rlhf.job_kinds.load_registry()` (the product kinds plus `$RLHF_JOB_KIND_MODULES`).
     """
-    from rlhf.job_kinds import load_registry
-
-    kinds = load_registry() if registry is None else registry
-    checked = validate_job_params(kind, params, kinds)
+    checked = validate_job_params(kind, params, registry)
 
     def work(session: Session) -> Job:
         check_admin(session, actor, "submit jobs")
         project_id = _resolve_project_id(session, project)
-        if kinds[kind].project_required(checked) and project_id is None:
+        if registry[kind].project_required(checked) and project_id is None:
             raise InvalidJobParams(f"{kind}: a project is required (--project)")
         job = Job(kind=kind, params=checked, project_id=project_id, created_by=getattr(actor, "id", None))
         session.add(job)

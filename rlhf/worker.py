@@ -57,12 +57,12 @@ from rlhf.jobs import (
     get_job,
     heartbeat,
     job_control,
-    json_safe,
     progress_fraction,
     release_job,
     report_state,
     requeue_stale_jobs,
 )
+from rlhf.jsonsafe import json_safe
 from rlhf.progress import NullReporter
 
 if TYPE_CHECKING:

@@ -147,14 +147,14 @@ def test_product_params_are_checked_at_submit(sqlite_engine):
     ]
     for kind, params, message in cases:
         with pytest.raises(InvalidJobParams, match=message):
-            submit_job(sqlite_engine, SYSTEM, kind, params, project="proj")
+            submit_job(sqlite_engine, SYSTEM, kind, params, project="proj", registry=KINDS)
     # a project is required exactly when the kind reads one
     with pytest.raises(InvalidJobParams, match="train-reward: a project is required"):
-        submit_job(sqlite_engine, SYSTEM, "train-reward", {})
-    assert submit_job(sqlite_engine, SYSTEM, "train-reward", {"data": "x.jsonl"}).project_id is None
+        submit_job(sqlite_engine, SYSTEM, "train-reward", {}, registry=KINDS)
+    assert submit_job(sqlite_engine, SYSTEM, "train-reward", {"data": "x.jsonl"}, registry=KINDS).project_id is None
     with pytest.raises(InvalidJobParams, match="ppo: a project is required"):
-        submit_job(sqlite_engine, SYSTEM, "ppo", {"reward": "rm"})
-    assert submit_job(sqlite_engine, SYSTEM, "ppo", {"reward": "rm", "prompts": "p.jsonl"}).params["lora_r"] == 16
+        submit_job(sqlite_engine, SYSTEM, "ppo", {"reward": "rm"}, registry=KINDS)
+    assert submit_job(sqlite_engine, SYSTEM, "ppo", {"reward": "rm", "prompts": "p.jsonl"}, registry=KINDS).params["lora_r"] == 16
 
 
 # --------------------------------------------------------------------------- end to end through the worker
@@ -206,7 +206,7 @@ def test_export_job_writes_a_recorded_export(engine, tmp_path):
     from rlhf.export import read_export_rows, read_manifest
 
     seed_preference_project(engine, n_prompts=6)
-    job = submit_job(engine, SYSTEM, "export", {"test_size": 0.5, "output": "jsonl"}, project="proj")
+    job = submit_job(engine, SYSTEM, "export", {"test_size": 0.5, "output": "jsonl"}, project="proj", registry=KINDS)
     run_one_job(engine, tmp_path)
 
     done = get_job(engine, job.id)
@@ -225,7 +225,7 @@ def test_export_job_writes_a_recorded_export(engine, tmp_path):
 def test_export_job_with_nothing_to_export_fails_cleanly(sqlite_engine, tmp_path):
     with session_scope(sqlite_engine, write=True) as session:
         session.add(Project(name="empty"))
-    job = submit_job(sqlite_engine, SYSTEM, "export", {}, project="empty")
+    job = submit_job(sqlite_engine, SYSTEM, "export", {}, project="empty", registry=KINDS)
     run_one_job(sqlite_engine, tmp_path)
     failed = get_job(sqlite_engine, job.id)
     assert failed.status == "failed"
@@ -266,7 +266,7 @@ def loop(tiny_model_dir, tmp_path_factory):
 
 
 def run_job(loop, kind: str, params: dict):
-    job = submit_job(loop["engine"], SYSTEM, kind, params, project="proj")
+    job = submit_job(loop["engine"], SYSTEM, kind, params, project="proj", registry=KINDS)
     run_one_job(loop["engine"], loop["root"])
     done = get_job(loop["engine"], job.id)
     assert done.status == "done", f"{done.error}\n{done.traceback}"

@@ -29,7 +29,6 @@ from rlhf.jobs import (
     job_artifacts,
     job_log,
     job_metrics,
-    json_safe,
     list_artifacts,
     list_jobs,
     metrics_long,
@@ -39,6 +38,7 @@ from rlhf.jobs import (
     requeue_stale_jobs,
     submit_job,
 )
+from rlhf.jsonsafe import json_safe
 from rlhf.roles import SYSTEM, PermissionDenied
 from rlhf.schema import Artifact, Job, Project, User, utcnow
 
@@ -106,7 +106,7 @@ def test_product_kind_without_backend_says_not_available(engine, monkeypatch):
 
     monkeypatch.setattr(job_kinds, "module_available", lambda name: False)
     with pytest.raises(InvalidJobParams, match="job kind 'simulate' is not available yet"):
-        submit_job(engine, SYSTEM, "simulate", {}, project=None)
+        submit_job(engine, SYSTEM, "simulate", {}, project=None, registry=job_kinds.load_registry())
 
 
 def test_list_jobs_filters_newest_first(engine):
@@ -412,3 +412,34 @@ def test_job_commands(sqlite_engine, monkeypatch, tmp_path):
 
     kinds = runner.invoke(app, ["job", "kinds"]).output
     assert "test-sleep: sleeps with progress" in kinds and "export:" in kinds
+
+
+def _imported_modules(path) -> set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_the_queue_imports_no_kind_code():
+    # DESIGN: the queue knows no kind's code; the worker holds the registry and hands it in.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import rlhf
+
+    package = Path(rlhf.__file__).parent
+    assert "rlhf.job_kinds" not in _imported_modules(package / "jobs.py"), "not even inside a function"
+    assert "rlhf.jobs" not in _imported_modules(package / "generate.py"), "json_safe comes from rlhf.jsonsafe"
+    probe = "import sys, rlhf.jobs, rlhf.generate; print(sorted(m for m in sys.modules if m in ('rlhf.job_kinds', 'rlhf.worker')))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    with pytest.raises(TypeError, match="registry"):
+        submit_job(None, SYSTEM, "echo", {})  # the registry is handed in, never looked up by the queue

@@ -279,11 +279,12 @@ def test_simulate_command(sqlite_engine, tmp_path, monkeypatch):
 
 
 def test_simulate_job_keeps_the_planted_truth(sqlite_engine, tmp_path):
+    from rlhf.job_kinds import load_registry
     from rlhf.jobs import get_job, job_artifacts, submit_job
     from rlhf.worker import Worker, WorkerConfig
 
     import_records(sqlite_engine, project_records(2), "p")
-    job = submit_job(sqlite_engine, SYSTEM, "simulate", {"annotators": 3, "kind": "rating"}, project="p")
+    job = submit_job(sqlite_engine, SYSTEM, "simulate", {"annotators": 3, "kind": "rating"}, project="p", registry=load_registry())
     worker = Worker(sqlite_engine, WorkerConfig(poll_interval_s=0.05, heartbeat_interval_s=0.5, report_interval_s=0.2, artifacts_dir=tmp_path / "artifacts", log_dir=tmp_path / "logs"))
     worker.run(once=True)
     done = get_job(sqlite_engine, job.id)

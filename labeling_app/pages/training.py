@@ -435,6 +435,7 @@ def _admin() -> Optional["User"]:
 
 def submit(kind: str, params: list[dict[str, Any]], project_id: Optional[int]) -> None:
     """Form callback: read the fields, queue the job; an error (naming the field) stays next to the form."""
+    from rlhf.job_kinds import load_registry
     from rlhf.jobs import JobError, submit_job
     from rlhf.roles import PermissionDenied
 
@@ -445,7 +446,7 @@ def submit(kind: str, params: list[dict[str, Any]], project_id: Optional[int]) -
     raw = {p["name"]: st.session_state.get(field_key(kind, p["name"])) for p in params}
     try:
         values = form_params(params, raw)
-        job = submit_job(c.get_engine(), user, kind, values, project=project_id)
+        job = submit_job(c.get_engine(), user, kind, values, project=project_id, registry=load_registry())
     except (FormError, JobError, PermissionDenied) as exc:
         st.session_state[FORM_ERROR] = {"kind": kind, "message": str(exc)}
         return

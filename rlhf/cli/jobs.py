@@ -232,6 +232,7 @@ def job_submit(
     database_url: Optional[str] = _DB_OPTION,
 ) -> None:
     """Queue a job; prints its id."""
+    from rlhf.job_kinds import load_registry
     from rlhf.jobs import InvalidJobParams, submit_job
     from rlhf.roles import SYSTEM
 
@@ -241,7 +242,7 @@ def job_submit(
         raise fail(str(exc))
     engine = _engine(database_url)
     try:
-        job = submit_job(engine, SYSTEM, kind, params, project=project)
+        job = submit_job(engine, SYSTEM, kind, params, project=project, registry=load_registry())
     except InvalidJobParams as exc:
         raise fail(str(exc))
     typer.echo(job.id)

@@ -21,7 +21,7 @@ import pytest
 from apphelpers import go, no_exception, signed_in_app, texts
 from labeling_app import common as c
 
-from rlhf.job_kinds import KIND_MODULES_ENV, unavailable_kind
+from rlhf.job_kinds import KIND_MODULES_ENV, load_registry, unavailable_kind
 from rlhf.jobs import ArtifactRecord, claim_next_job, fail_job, finish_job, get_job, list_jobs, report_state, submit_job
 
 PAGE_FILE = c.page_path("training.py")
@@ -51,7 +51,7 @@ def admin_on_training(app_env):
 
 def running_job(app_env, **state) -> int:
     """An export job claimed by WORKER, with `state` written as the worker's reporter writes it."""
-    job = submit_job(app_env.engine, app_env.admin, "export", {}, project=app_env.project_id)
+    job = submit_job(app_env.engine, app_env.admin, "export", {}, project=app_env.project_id, registry=load_registry())
     claimed = claim_next_job(app_env.engine, WORKER)
     assert claimed.id == job.id
     if state:
@@ -348,7 +348,7 @@ def test_when_the_last_job_finishes_the_view_stops_refreshing_and_shows_its_arti
 
 
 def test_cancel_a_queued_and_a_running_job(app_env):
-    queued = submit_job(app_env.engine, app_env.admin, "export", {}, project=app_env.project_id).id
+    queued = submit_job(app_env.engine, app_env.admin, "export", {}, project=app_env.project_id, registry=load_registry()).id
     at = admin_on_training(app_env)
     at.selectbox(key=tp.SELECTED_JOB).set_value(queued).run()
     at.button(key=f"training.cancel.{queued}").click().run()
