@@ -3,7 +3,8 @@
 Parent (`Worker`, `rlhf worker`):
 1. claim the oldest queued job atomically (`rlhf.jobs.claim_next_job`); idle, poll every
    `poll_interval_s` (on PostgreSQL a LISTEN wakes it as soon as a job is submitted);
-2. make a fresh workdir under `<artifacts>/.tmp/` and start the child
+2. make a fresh workdir `<artifacts>/.tmp/<job>-a<attempt>-<random>` (removing any other
+   workdir of the job: we own it now, so they are dead attempts') and start the child
    `python -m rlhf.worker run-job ID` (through `launcher`, e.g. `accelerate launch`, for the
    kinds that allow it) in its own process group, output to `<logs>/<job-id>.log`;
 3. heartbeat from a thread while it runs; when cancel is requested the child stops itself, and
@@ -11,13 +12,16 @@ Parent (`Worker`, `rlhf worker`):
 4. when the child has gone: if it did not record an outcome (a crash, a segfault, the OOM
    killer), mark the job failed with the exit reason and the tail of its output (faulthandler
    prints the Python stack on a segfault); remove the workdir, so a failed job leaves nothing;
-5. every `requeue_every_s`, put back jobs whose worker stopped heartbeating.
+5. every `requeue_every_s`, put back jobs whose worker stopped heartbeating, and remove the
+   workdirs of attempts that are over (`dead_workdirs`: a worker killed mid-job leaves one).
 
 Child (`execute_job`): runs the kind's adapter with a `DatabaseReporter` (progress, metrics
 and log lines written to the job's row by a background thread at most every
 `report_interval_s`, the last state always flushed; `should_stop()` true once cancel is
 requested), then renames the artifacts into place and marks the job done in one transaction,
-or records the exception and its traceback.
+or records the exception and its traceback. An artifact's place, `<kind>/<job>-<name>`, depends
+on the job alone: a re-run after an attempt that died between placing and recording replaces
+that attempt's copy instead of adding a second one (`place_artifacts`).
 
 A crash, a segfault or an out-of-memory kill of a job takes down only its child: the worker
 goes on with the next job.
@@ -73,6 +77,8 @@ if TYPE_CHECKING:
 
 WORKER_PID_ENV = "RLHF_WORKER_PID"
 """The child exits when this process is gone, so an orphaned job never holds a GPU."""
+FAULT_ENV = "RLHF_WORKER_FAULT"
+"""Test-only: names a point where a job process kills its worker and itself (see `_fault_point`)."""
 EXIT_LOST = 3
 """Child exit code: the job was no longer ours (re-queued or cancelled) when it finished."""
 EXIT_ORPHANED = 70
@@ -257,14 +263,23 @@ def safe_name(name: str) -> str:
     return cleaned[:120]
 
 
-def artifact_destination(artifacts_dir: Path, record: ArtifactRecord, job_id: int) -> Path:
-    """`<artifacts_dir>/<artifact kind>/<job id>-<name>`, with a numeric suffix if it exists."""
-    base = artifacts_dir / safe_name(record.kind) / f"{job_id}-{safe_name(record.name)}"
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
+def artifact_destinations(artifacts_dir: Path, records: list[ArtifactRecord], job_id: int) -> list[Path | None]:
+    """Where each record goes: `<artifacts_dir>/<artifact kind>/<job id>-<name>` (None: no file).
+
+    The place is a function of the job and the record's position alone, never of what is on
+    disk: a re-run of the job (an earlier attempt died after placing) finds the same places and
+    replaces what is there. Two records of one job with the same kind and name get `-2`, `-3`.
+    """
+    seen: dict[Path, int] = {}
+    out: list[Path | None] = []
+    for record in records:
+        if not record.path:
+            out.append(None)
+            continue
+        base = artifacts_dir / safe_name(record.kind) / f"{job_id}-{safe_name(record.name)}"
+        seen[base] = seen.get(base, 0) + 1
+        out.append(base if seen[base] == 1 else base.with_name(f"{base.name}-{seen[base]}"))
+    return out
 
 
 def _inside(workdir: Path, path: str, record: ArtifactRecord) -> Path:
@@ -277,38 +292,77 @@ def _inside(workdir: Path, path: str, record: ArtifactRecord) -> Path:
     return resolved
 
 
-def place_artifacts(records: list[ArtifactRecord], workdir: Path, artifacts_dir: Path, job_id: int) -> tuple[list[ArtifactRecord], list[Path]]:
-    """Rename each artifact from `workdir` to its final place; returns the records with final paths and the placed paths.
+DISPLACED_DIR = ".displaced"
+"""Inside the workdir: what an earlier attempt of the job had placed, moved aside by this one."""
+
+
+@dataclass
+class Placement:
+    """What `place_artifacts` moved, so that it can be undone while the job's end is not committed."""
+
+    placed: list[tuple[Path, int]] = field(default_factory=list)
+    """(final path, its inode): undo removes a path only while it is still the one we put there."""
+    displaced: list[tuple[Path, Path]] = field(default_factory=list)
+    """(final path, where an earlier attempt's copy was moved aside in our workdir)."""
+
+    @property
+    def paths(self) -> list[Path]:
+        return [path for path, _ in self.placed]
+
+    def undo(self) -> None:
+        """Remove what we placed and put back what we displaced (the job's end was not recorded)."""
+        for path, inode in reversed(self.placed):
+            try:
+                ours = path.lstat().st_ino == inode
+            except FileNotFoundError:
+                continue
+            if ours:  # else a newer attempt already replaced it: leave theirs alone
+                remove_paths([path])
+        for path, saved in reversed(self.displaced):
+            if saved.exists() and not path.exists():
+                os.replace(saved, path)
+        self.placed, self.displaced = [], []
+
+
+def place_artifacts(records: list[ArtifactRecord], workdir: Path, artifacts_dir: Path, job_id: int) -> tuple[list[ArtifactRecord], Placement]:
+    """Rename each artifact from `workdir` to its final place; returns the records with final paths and the `Placement`.
 
     What moves is `record.root` when set (and `path` must lie inside it), else `record.path`.
     A path outside `workdir` is refused (ValueError): only what the job wrote in its own
-    directory can be moved atomically, and nothing else may be deleted on failure. On any
-    error, what was already placed is removed again before the error propagates.
+    directory can be moved atomically, and nothing else may be deleted on failure. A final
+    place already taken was left by an earlier attempt of this job that died before recording
+    its end (nothing recorded points there): it is moved aside into `workdir/.displaced` (so the
+    workdir's removal deletes it) and replaced, so a re-run never leaves a second copy. On any
+    error, the placement is undone before the error propagates.
     """
     from dataclasses import replace
 
-    placed: list[Path] = []
+    placement = Placement()
     out: list[ArtifactRecord] = []
     workdir = workdir.resolve()
     try:
-        for record in records:
-            if not record.path:
+        for position, (record, destination) in enumerate(zip(records, artifact_destinations(artifacts_dir, records, job_id))):
+            if destination is None:
                 out.append(record)
                 continue
             path = _inside(workdir, record.path, record)
             moved = _inside(workdir, record.root, record) if record.root else path
             if moved != path and moved not in path.parents:
                 raise ValueError(f"artifact {record.name!r}: {path} is not inside its root {moved}")
-            destination = artifact_destination(artifacts_dir, record, job_id)
             destination.parent.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(destination):
+                aside = workdir / DISPLACED_DIR / str(position)
+                aside.parent.mkdir(exist_ok=True)
+                os.replace(destination, aside)
+                placement.displaced.append((destination, aside))
             os.replace(moved, destination)
-            placed.append(destination)
+            placement.placed.append((destination, destination.lstat().st_ino))
             final = destination / path.relative_to(moved) if moved != path else destination
             out.append(replace(record, path=str(final.resolve()), root=str(destination.resolve()) if record.root else ""))
     except BaseException:
-        remove_paths(placed)
+        placement.undo()
         raise
-    return out, placed
+    return out, placement
 
 
 def remove_paths(paths: list[Path]) -> None:
@@ -317,6 +371,51 @@ def remove_paths(paths: list[Path]) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+# Work directories: `<artifacts>/.tmp/<job id>-a<attempt>-<random>` -------------------------
+
+_WORKDIR_NAME = re.compile(r"^(?P<job>\d+)-(?:a(?P<attempt>\d+)-)?[0-9a-f]+$")
+
+
+def workdir_name(job: Job) -> str:
+    """`<job id>-a<attempt>-<random>`: keyed by job and attempt, so dead attempts can be found."""
+    return f"{job.id}-a{job.attempts}-{uuid.uuid4().hex[:8]}"
+
+
+def workdirs_by_job(tmp_root: Path) -> dict[int, list[tuple[Path, int | None]]]:
+    """The work directories under `tmp_root` by job id, each with its attempt (None: unknown)."""
+    found: dict[int, list[tuple[Path, int | None]]] = {}
+    try:
+        entries = list(tmp_root.iterdir())
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        match = _WORKDIR_NAME.match(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink():
+            attempt = int(match["attempt"]) if match["attempt"] else None
+            found.setdefault(int(match["job"]), []).append((entry, attempt))
+    return found
+
+
+def dead_workdirs(listed: dict[int, list[tuple[Path, int | None]]], jobs: dict[int, tuple[str, int]]) -> list[Path]:
+    """The work directories of attempts that are over: `listed` as `workdirs_by_job` found them,
+    `jobs`: id → (status, attempts) read from the database *after* that listing.
+
+    A directory whose job is not running belongs to an attempt that ended (a workdir is made
+    only after its claim, so none listed before the read can be a newer attempt's); one whose
+    job has started again since (more attempts) is dead too. Directories of running attempts
+    (perhaps another worker's, on a shared filesystem) and of jobs unknown to this database are kept.
+    """
+    dead = []
+    for job_id, dirs in listed.items():
+        if job_id not in jobs:
+            continue
+        status, attempts = jobs[job_id]
+        for path, attempt in dirs:
+            if status != "running" or (attempt is not None and attempt < attempts):
+                dead.append(path)
+    return dead
 
 
 def _main_rank() -> bool:
@@ -383,20 +482,33 @@ def _describe_exception(exc: BaseException) -> str:
 
 
 def _finalise(engine: Engine, job: Job, worker_id: str, workdir: Path, artifacts_dir: Path, result: JobResult, reporter: DatabaseReporter) -> int:
-    placed: list[Path] = []
+    placement = Placement()
     try:
-        records, placed = place_artifacts(list(result.artifacts), workdir, artifacts_dir, job.id)
+        records, placement = place_artifacts(list(result.artifacts), workdir, artifacts_dir, job.id)
+        _fault_point("kill-worker-after-placement")
         rows = finish_job(
             engine, job.id, worker_id, artifacts=records, message=result.message, log_tail=reporter.log_tail(), final_metrics=result.metrics
         )
     except BaseException as exc:  # noqa: BLE001
-        remove_paths(placed)
+        placement.undo()
         fail_job(engine, job.id, worker_id, error=_describe_exception(exc), traceback=traceback_module.format_exc(), log_tail=reporter.log_tail())
         return 1
     if rows is None:  # re-queued or cancelled while we finished: the next attempt owns the job
-        remove_paths(placed)
+        placement.undo()
         return EXIT_LOST
     return 0
+
+
+def _fault_point(name: str) -> None:
+    """Test-only crash injection: with `$RLHF_WORKER_FAULT` = `name`, die here as a machine
+    crash would (SIGKILL to the worker, then to this job process), so the tests can check what a
+    re-run finds. Unset in normal use, and then nothing happens."""
+    if os.environ.get(FAULT_ENV) != name:
+        return
+    worker_pid = os.environ.get(WORKER_PID_ENV)
+    if worker_pid:
+        os.kill(int(worker_pid), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _execute_on_secondary_rank(engine, job, worker_id, workdir, registry, report_interval_s) -> int:
@@ -559,6 +671,26 @@ class Worker:
         for label, ids in (("re-queued", summary.requeued), ("failed", summary.failed), ("cancelled", summary.cancelled)):
             if ids:
                 print(f"worker {self.worker_id}: {label} stale job(s) {ids}", file=sys.stderr)
+        try:
+            self.sweep_dead_workdirs()
+        except Exception as exc:  # noqa: BLE001 - leftovers wait for the next round
+            print(f"worker: sweeping dead work directories failed: {exc}", file=sys.stderr)
+
+    def sweep_dead_workdirs(self) -> list[Path]:
+        """Remove the work directories of attempts that are over (workers killed mid-job); returns them."""
+        from sqlmodel import select
+
+        from rlhf.db import session_scope
+        from rlhf.schema import Job
+
+        listed = workdirs_by_job(self.artifacts_dir / ".tmp")  # before the read: see dead_workdirs
+        if not listed:
+            return []
+        with session_scope(self.engine) as session:
+            rows = session.exec(select(Job.id, Job.status, Job.attempts).where(Job.id.in_(list(listed)))).all()
+        dead = dead_workdirs(listed, {job_id: (status, attempts) for job_id, status, attempts in rows})
+        remove_paths(dead)
+        return dead
 
     # idle waiting: LISTEN on PostgreSQL, a plain sleep on SQLite ------------------------------
     def _listen(self) -> None:
@@ -626,7 +758,9 @@ class Worker:
         """Run a job this worker has claimed, to its end; the workdir is always removed."""
         tmp_root = self.artifacts_dir / ".tmp"
         tmp_root.mkdir(parents=True, exist_ok=True)
-        workdir = tmp_root / f"{job.id}-{uuid.uuid4().hex[:8]}"
+        # We own the job now: any other workdir of it is a dead attempt's (a crashed worker's).
+        remove_paths([path for path, _ in workdirs_by_job(tmp_root).get(job.id, [])])
+        workdir = tmp_root / workdir_name(job)
         workdir.mkdir()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{job.id}.log"

@@ -11,6 +11,7 @@ kind module `test_worker`; never in the product registry):
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +28,17 @@ from rlhf.jobs import ArtifactRecord, cancel_job, claim_next_job, get_job, job_a
 from rlhf.progress import check_stop
 from rlhf.roles import SYSTEM
 from rlhf.schema import Job
-from rlhf.worker import DatabaseReporter, Worker, WorkerConfig, describe_exit, place_artifacts, safe_name
+from rlhf.worker import (
+    FAULT_ENV,
+    DatabaseReporter,
+    Worker,
+    WorkerConfig,
+    dead_workdirs,
+    describe_exit,
+    place_artifacts,
+    safe_name,
+    workdirs_by_job,
+)
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -275,6 +286,83 @@ def test_job_of_a_dead_worker_is_requeued_and_run_again(engine, tmp_path):
     assert [o.job_id for o in outcomes] == [job_id]
     job = get_job(engine, job_id)
     assert (job.status, job.attempts, job.worker_id) == ("done", 2, worker.worker_id)
+
+
+def test_worker_killed_between_placing_and_recording_leaves_one_copy_after_the_rerun(engine, tmp_path):
+    # A real kill -9 of the worker and its job process right after the artifact is in place and
+    # before the job's end is committed (as a machine crash or the OOM killer would do it).
+    job_id = submit(engine, "test-sleep", steps=1, step_s=0.0)
+    env = dict(os.environ, RLHF_DATABASE_URL=engine.url.render_as_string(hide_password=False), RLHF_DATA_DIR=str(tmp_path))
+    env[FAULT_ENV] = "kill-worker-after-placement"
+    doomed = subprocess.run(
+        [sys.executable, "-c", "from rlhf.cli import main; main()", "worker", "--once", "--kind-module", "test_worker",
+         "--worker-id", "doomed", "--artifacts-dir", str(tmp_path / "artifacts")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert doomed.returncode == -signal.SIGKILL, doomed.stderr
+    placed = tmp_path / "artifacts" / "reward_model" / f"{job_id}-sleepy-model"
+    assert (placed / "weights.txt").exists(), "the first attempt placed its artifact"
+    assert [p.name.startswith(f"{job_id}-a1-") for p in (tmp_path / "artifacts" / ".tmp").iterdir()] == [True]
+    job = get_job(engine, job_id)
+    assert (job.status, job.worker_id, job_artifacts(engine, job_id)) == ("running", "doomed", [])
+    with session_scope(engine, write=True) as session:  # its heartbeats stopped long ago
+        session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=job.heartbeat_at.replace(year=2000)))
+
+    make_worker(engine, tmp_path, stale_after_s=5.0, requeue_every_s=0.0).run(once=True)
+    job = get_job(engine, job_id)
+    assert (job.status, job.attempts) == ("done", 2)
+    [artifact] = job_artifacts(engine, job_id)
+    assert Path(artifact.path) == placed.resolve()
+    assert leftovers(tmp_path) == [".tmp", "reward_model", f"reward_model/{placed.name}", *(f"reward_model/{placed.name}/{f}" for f in ("rank-0", "weights.txt"))]
+
+
+def test_dead_attempts_workdirs_are_swept_and_live_ones_kept(sqlite_engine, tmp_path):
+    running, done, queued = (submit(sqlite_engine, "test-sleep") for _ in range(3))
+    claim_next_job(sqlite_engine, "elsewhere", kinds=["test-sleep"])  # `running` runs on another machine
+    with session_scope(sqlite_engine, write=True) as session:
+        session.execute(update(Job).where(Job.id == running).values(attempts=2))
+        session.execute(update(Job).where(Job.id == done).values(status="done"))
+    tmp_root = tmp_path / "artifacts" / ".tmp"
+    names = [f"{running}-a2-0a1b2c3d", f"{running}-a1-00000000", f"{done}-a1-11111111", f"{queued}-22222222", "99999-a1-33333333", "not-a-workdir"]
+    for name in names:
+        (tmp_root / name).mkdir(parents=True)
+    listed = workdirs_by_job(tmp_root)
+    assert sorted(listed) == sorted([running, done, queued, 99999])
+    states = {running: ("running", 2), done: ("done", 1), queued: ("queued", 0)}
+    assert sorted(p.name for p in dead_workdirs(listed, states)) == sorted(names[1:4])
+
+    worker = make_worker(sqlite_engine, tmp_path)
+    assert sorted(p.name for p in worker.sweep_dead_workdirs()) == sorted(names[1:4])
+    # the live attempt (another worker's), a job this database does not know, and foreign names stay
+    assert sorted(p.name for p in tmp_root.iterdir()) == sorted([names[0], names[4], names[5]])
+
+
+def test_a_rerun_replaces_its_earlier_placement_and_undo_spares_a_newer_one(tmp_path):
+    artifacts = tmp_path / "artifacts"
+    earlier = artifacts / "export" / "7-data"
+    earlier.mkdir(parents=True)
+    (earlier / "old.txt").write_text("attempt 1")
+
+    workdir = tmp_path / "work"
+    (workdir / "data").mkdir(parents=True)
+    (workdir / "data" / "new.txt").write_text("attempt 2")
+    records, placement = place_artifacts([ArtifactRecord(kind="export", name="data", path=str(workdir / "data"))], workdir, artifacts, 7)
+    assert Path(records[0].path) == earlier.resolve()
+    assert sorted(p.name for p in (artifacts / "export").iterdir()) == ["7-data"], "replaced, not 7-data-2"
+    assert [p.name for p in earlier.iterdir()] == ["new.txt"]
+
+    placement.undo()  # the end was not recorded: the earlier state comes back
+    assert [p.name for p in earlier.iterdir()] == ["old.txt"]
+
+    (workdir / "data").mkdir()
+    _, placement = place_artifacts([ArtifactRecord(kind="export", name="data", path=str(workdir / "data"))], workdir, artifacts, 7)
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / "newest.txt").write_text("attempt 3")
+    shutil.rmtree(earlier)
+    os.replace(newer, earlier)  # a newer attempt replaced ours meanwhile
+    placement.undo()
+    assert [p.name for p in earlier.iterdir()] == ["newest.txt"], "undo never removes another attempt's placement"
 
 
 def test_worker_that_loses_its_job_kills_the_child_and_writes_nothing(sqlite_engine, tmp_path):
