@@ -48,18 +48,22 @@ LONG_TEXT_CHARS = 1500
 LONG_TEXT_LINES = 24
 """Texts longer than this (either way) get an expand control: they are likely to reach the box's height cap."""
 
+# Height caps follow the window: at 1440x900 the prompt, the pair, the choice row and Submit fit one
+# screen (tests/browser/test_browser_render.py); taller windows show more of each text.
 STYLE = """
 .rlhf-box{border:1px solid color-mix(in srgb,currentColor 18%,transparent);border-radius:.5rem;padding:.5rem .75rem;margin:0}
 .rlhf-head{display:flex;align-items:center;gap:.5rem;margin-bottom:.25rem;font-size:.95rem}
 .rlhf-head .rlhf-model{font-family:"Source Code Pro",monospace;font-size:.8rem;opacity:.75}
 .rlhf-expand{margin-left:auto;font-size:.8rem;opacity:.8}
+.rlhf-prompt{position:relative}
+.rlhf-prompt>.rlhf-expand{position:absolute;top:.5rem;right:.75rem;z-index:1}
 .rlhf-expand summary{cursor:pointer;list-style:none;text-decoration:underline dotted}
 .rlhf-expand summary::-webkit-details-marker{display:none}
 .rlhf-expand .rlhf-less,.rlhf-expand[open] .rlhf-more{display:none}
 .rlhf-expand[open] .rlhf-less{display:inline}
 .rlhf-scroll{overflow:auto;overscroll-behavior:contain;overflow-wrap:anywhere}
-.rlhf-response .rlhf-scroll{max-height:min(22rem,40vh)}
-.rlhf-prompt .rlhf-scroll{max-height:min(12rem,22vh)}
+.rlhf-response .rlhf-scroll{max-height:clamp(12rem,100vh - 43rem,40rem)}
+.rlhf-prompt .rlhf-scroll{max-height:clamp(6rem,25vh - 6rem,16rem)}
 .rlhf-box:has(.rlhf-expand[open]) .rlhf-scroll{max-height:none}
 .rlhf-role{font-size:.75rem;font-weight:600;text-transform:uppercase;letter-spacing:.04em;opacity:.65;margin:.4rem 0 .1rem}
 .rlhf-role:first-child{margin-top:0}
@@ -165,9 +169,10 @@ def prompt_box(turns: Sequence[Turn]) -> str:
         parts.append(f'<div class="rlhf-role" dir="auto">{html.escape(turn.role)}</div>')
         parts.append(f'<div class="rlhf-md" dir="auto">{markdown_to_html(turn.text or "")}</div>')
     long = is_long("\n".join(turn.text or "" for turn in turns)) or len(turns) > 4
-    head = f'<div class="rlhf-head"><strong>Prompt</strong>{_EXPAND}</div>' if long else ""
+    # The control floats in the box's corner, beside the first role's name: no extra line of height.
+    expand = _EXPAND if long else ""
     scroll = f'<div class="rlhf-scroll" tabindex="0" role="region" aria-label="Prompt">{"".join(parts)}</div>'
-    return f'<style>{STYLE}</style><section class="rlhf-box rlhf-prompt">{head}{scroll}</section>'
+    return f'<style>{STYLE}</style><section class="rlhf-box rlhf-prompt">{expand}{scroll}</section>'
 
 
 def markdown_box(text: str) -> str:
