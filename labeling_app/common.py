@@ -51,6 +51,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -81,6 +82,15 @@ NOTICE = "auth.notice"
 """A message for the sign-in page (session expired, account deactivated)."""
 PENDING = "auth.pending"
 """A submission that met an expired session, sent once the same user signs in again."""
+SESSION_ID = "auth.session_id"
+"""The database session (rlhf.sessions) behind this sign-in; absent for OIDC sign-ins (Streamlit's
+own cookie keeps those) and for tests that put USER_ID in session state directly."""
+HANDOFF = "auth.handoff"
+"""(nonce, deadline): the nonce this page still trades for the session cookie (labeling_app/server.py)."""
+COOKIE_CHECKED = "auth.cookie_checked"
+"""The cookie of the page load was looked at; done once per browser session, kept across sign-out."""
+CLEAR_COOKIE = "auth.clear_cookie"
+"""The browser still holds a cookie of an ended session: the page asks the server to clear it."""
 PROJECT_ID = "project_id"
 FLASH = "common.flash"
 
@@ -144,30 +154,111 @@ def session_expired(last_active: Optional[float], now: float, timeout_s: float) 
     return last_active is None or now - last_active > timeout_s
 
 
+def idle_timeout() -> timedelta:
+    return timedelta(seconds=idle_timeout_s())
+
+
 def start_session(user: "User", *, via: str = "password") -> None:
-    """Record a successful sign-in in this browser session."""
+    """Record a successful sign-in in this browser session.
+
+    A password sign-in also opens a database session (rlhf.sessions) and queues its handoff nonce,
+    which `sync_session_cookie` sends to the server for an HttpOnly cookie, so a reload or a new tab
+    stays signed in. OIDC sign-ins need none: Streamlit's own cookie survives reloads.
+    """
     st.session_state[USER_ID] = user.id
     st.session_state[LAST_ACTIVE] = time.time()
     st.session_state[VIA] = via
     st.session_state.pop(NOTICE, None)
+    st.session_state.pop(CLEAR_COOKIE, None)
+    if via == "password":
+        from rlhf.sessions import HANDOFF_TTL, create_session
+
+        new = create_session(get_engine(), user.id, idle=idle_timeout(), via=via)
+        st.session_state[SESSION_ID] = new.session_id
+        st.session_state[HANDOFF] = (new.handoff, time.time() + HANDOFF_TTL.total_seconds())
+
+
+def restore_session() -> None:
+    """Sign in from the session cookie the page was loaded with (a reload, a new tab, another app process).
+
+    Runs once per browser session: `st.context.cookies` holds the cookies of the page load and does
+    not change afterwards. A cookie whose session ended (signed out, password changed, idle) is
+    cleared, with a notice for the sign-in page.
+    """
+    if st.session_state.get(USER_ID) is not None or st.session_state.get(COOKIE_CHECKED):
+        return
+    st.session_state[COOKIE_CHECKED] = True
+    from rlhf.sessions import COOKIE_NAME, resolve_token
+
+    token = st.context.cookies.get(COOKIE_NAME)
+    if not token:
+        return
+    found = resolve_token(get_engine(), token, idle=idle_timeout())
+    if found is None:
+        st.session_state[CLEAR_COOKIE] = True
+        st.session_state[NOTICE] = "Your session ended. Sign in again to continue."
+        return
+    st.session_state[USER_ID] = found.user.id
+    st.session_state[LAST_ACTIVE] = time.time()
+    st.session_state[VIA] = found.via
+    st.session_state[SESSION_ID] = found.session_id
+
+
+SESSION_COOKIE_SCRIPT = """<script>
+fetch(ROUTE, {method: "POST", credentials: "same-origin", cache: "no-store", headers: {"Content-Type": "application/json"}, body: BODY});
+</script>"""
+"""Runs in a same-origin component iframe: the nonce travels in a POST body, never in a URL."""
+
+
+def sync_session_cookie() -> None:
+    """Ask the server to set the session cookie (after a sign-in) or clear it (after a session ended).
+
+    Draws an invisible same-origin iframe whose script POSTs to labeling_app/server.py's routes. The handoff
+    is drawn on every run until its nonce expires; an unchanged element is not reloaded, and a
+    second POST of a spent nonce is refused anyway. Served by plain `streamlit run app.py` (no
+    routes) the POST fails and sign-ins last until the page is reloaded, as before.
+    """
+    import json
+
+    handoff = st.session_state.get(HANDOFF)
+    if handoff is not None and time.time() > handoff[1]:
+        st.session_state.pop(HANDOFF, None)
+        handoff = None
+    if handoff is not None:
+        body = json.dumps(json.dumps({"handoff": handoff[0]}))
+        st.iframe(SESSION_COOKIE_SCRIPT.replace("ROUTE", json.dumps("/_rlhf/session")).replace("BODY", body), height=1, tab_index=-1)
+    elif st.session_state.pop(CLEAR_COOKIE, False):
+        st.iframe(SESSION_COOKIE_SCRIPT.replace("ROUTE", json.dumps("/_rlhf/sign-out")).replace("BODY", '"{}"'), height=1, tab_index=-1)
 
 
 def sign_out(notice: Optional[str] = None, *, keep_pending: bool = True) -> None:
-    """Forget the signed-in user and every page's state (a pending submission is kept unless told)."""
+    """Forget the signed-in user and every page's state (a pending submission is kept unless told).
+
+    The database session ends too, so every tab and app process holding it is signed out at its
+    next click, and the page asks the server to clear the cookie.
+    """
     pending = st.session_state.get(PENDING) if keep_pending else None
+    session_id = st.session_state.get(SESSION_ID)
+    if session_id is not None:
+        from rlhf.sessions import revoke_session
+
+        revoke_session(get_engine(), session_id)
     for key in list(st.session_state.keys()):
         del st.session_state[key]
     if pending is not None:
         st.session_state[PENDING] = pending
     if notice:
         st.session_state[NOTICE] = notice
+    st.session_state[COOKIE_CHECKED] = True  # the page-load cookie belonged to the session just ended
+    st.session_state[CLEAR_COOKIE] = True
 
 
 def signed_in_user(*, touch: bool = True) -> Optional["User"]:
     """The signed-in account as stored now, or None.
 
     Re-read from the database on every call, so a deactivated or demoted account loses access
-    at its next click. An idle session expires (see `idle_timeout_s`); then this signs out,
+    at its next click, and so does a browser session ended elsewhere (sign-out in another tab,
+    a password change: `rlhf.sessions`). An idle session expires (see `idle_timeout_s`); then this signs out,
     keeps any pending submission, leaves a notice for the sign-in page and returns None.
     `touch` marks the session active (False for a read that must not extend it).
     """
@@ -180,7 +271,18 @@ def signed_in_user(*, touch: bool = True) -> Optional["User"]:
         return None
     from rlhf.auth import load_user
 
-    user = load_user(get_engine(), user_id)
+    engine = get_engine()
+    session_id = st.session_state.get(SESSION_ID)
+    if session_id is not None:
+        from rlhf.sessions import check_session
+
+        found = check_session(engine, session_id, idle=idle_timeout(), touch=touch)
+        user = found.user if found is not None else load_user(engine, user_id)
+        if found is None and user is not None and user.active and user.role in SIGN_IN_ROLES:
+            sign_out("Your session ended (signed out elsewhere, or the password changed). Sign in again to continue.")
+            return None
+    else:
+        user = load_user(engine, user_id)
     if user is None or not user.active or user.role not in SIGN_IN_ROLES:
         sign_out("This account can no longer sign in. Ask an admin.")
         return None
@@ -291,8 +393,23 @@ def visible_projects(user: "User") -> list["Project"]:
     return projects if is_admin(user) else [p for p in projects if p.active]
 
 
+def remember_project(user_id: int) -> None:
+    """Selector callback: store the choice for the account, so the next session opens on it."""
+    from rlhf.sessions import remember_project as store
+
+    project_id = st.session_state.get(PROJECT_ID)
+    try:
+        store(get_engine(), user_id, project_id)
+    except LookupError:  # deleted meanwhile: nothing worth remembering
+        pass
+
+
 def project_selector(user: "User", projects: Optional[list["Project"]] = None) -> Optional[int]:
-    """The sidebar's project picker; stores and returns the chosen project id (None: no project)."""
+    """The sidebar's project picker; stores and returns the chosen project id (None: no project).
+
+    A new session (sign-in, reload, new tab) opens on the project the account chose last, when it
+    may still see it; otherwise on the first one.
+    """
     projects = visible_projects(user) if projects is None else projects
     if not projects:
         st.session_state.pop(PROJECT_ID, None)
@@ -301,8 +418,11 @@ def project_selector(user: "User", projects: Optional[list["Project"]] = None) -
     ids = [p.id for p in projects]
     names = {p.id: p.name + ("" if p.active else " (closed)") for p in projects}
     if st.session_state.get(PROJECT_ID) not in ids:
-        st.session_state[PROJECT_ID] = ids[0]
-    st.sidebar.selectbox("Project", ids, format_func=lambda pid: names[pid], key=PROJECT_ID)
+        from rlhf.sessions import last_project
+
+        remembered = last_project(get_engine(), user.id)
+        st.session_state[PROJECT_ID] = remembered if remembered in ids else ids[0]
+    st.sidebar.selectbox("Project", ids, format_func=lambda pid: names[pid], key=PROJECT_ID, on_change=remember_project, args=(user.id,))
     return st.session_state[PROJECT_ID]
 
 
@@ -361,13 +481,16 @@ def render_markdown(text: str, *, plain: bool = False, container: Any = None) ->
         target.html(render.markdown_box(text or ""))
 
 
-PLAIN_CAP_PX = 400
-"""The height of a plain-text box showing a long text (it scrolls), so the form below stays in view."""
+PLAIN_CAP_PX = 260
+PLAIN_CAP_LINES = 10
+"""A plain-text box of a text estimated longer than this many lines gets this fixed height and
+scrolls (`st.code` takes a height, not a maximum), so the form below stays in view."""
 
 
 def _plain_code(text: str) -> None:
     """`text` exactly as stored; a long one in a fixed-height box with its own scroll."""
-    st.code(text or "", language=None, wrap_lines=True, height=PLAIN_CAP_PX if render.is_long(text or "") else "content")
+    long = render.estimated_lines(text) > PLAIN_CAP_LINES
+    st.code(text or "", language=None, wrap_lines=True, height=PLAIN_CAP_PX if long else "content")
 
 
 CHAT_ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}

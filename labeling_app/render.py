@@ -44,9 +44,12 @@ ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}}
 LINK_PREFIXES = ("http://", "https://", "mailto:")
 """The only `href`s kept: absolute web and mail links (never `//host/x`, `data:` or a path into this app)."""
 
-LONG_TEXT_CHARS = 1500
-LONG_TEXT_LINES = 24
-"""Texts longer than this (either way) get an expand control: they are likely to reach the box's height cap."""
+CHARS_PER_LINE = 70
+"""About how many characters a line of a response box holds (half the page at 1440 px): for estimates."""
+RESPONSE_LINES = 8
+PROMPT_LINES = 4
+"""About how many lines the capped boxes show at 1440x900. A text estimated longer gets "Show all"
+(CSS cannot tell whether a box overflows; on a taller window the control may lift a cap not reached)."""
 
 # Height caps follow the window: at 1440x900 the prompt, the pair, the choice row and Submit fit one
 # screen (tests/browser/test_browser_render.py); taller windows show more of each text.
@@ -136,9 +139,9 @@ def markdown_to_html(text: str) -> str:
 # ---------------------------------------------------------------------------------- boxes
 
 
-def is_long(text: str) -> bool:
-    """Whether `text` probably overflows a capped box (then the box offers to show all of it)."""
-    return len(text) > LONG_TEXT_CHARS or text.count("\n") >= LONG_TEXT_LINES
+def estimated_lines(text: str) -> int:
+    """About how many lines `text` takes in a response box (each source line wraps at `CHARS_PER_LINE`)."""
+    return sum(max(1, -(-len(line) // CHARS_PER_LINE)) for line in (text or "").split("\n"))
 
 
 _EXPAND = '<details class="rlhf-expand"><summary><span class="rlhf-more">Show all</span><span class="rlhf-less">Show less</span></summary></details>'
@@ -156,7 +159,7 @@ def response_box(heading: str, model_name: str | None, text: str) -> str:
     """A response as one HTML fragment: heading, model name, expand control when long, the text in its own scroll box."""
     label = html.escape(heading)
     model = f'<span class="rlhf-model">{html.escape(model_name)}</span>' if model_name else ""
-    head = f'<div class="rlhf-head"><strong>{label}</strong>{model}{_EXPAND if is_long(text or "") else ""}</div>'
+    head = f'<div class="rlhf-head"><strong>{label}</strong>{model}{_EXPAND if estimated_lines(text) > RESPONSE_LINES else ""}</div>'
     body = markdown_to_html(text or "")
     scroll = f'<div class="rlhf-scroll rlhf-md" dir="auto" tabindex="0" role="region" aria-label="{label}">{body}</div>'
     return f'<style>{STYLE}</style><section class="rlhf-box rlhf-response">{head}{scroll}</section>'
@@ -168,9 +171,9 @@ def prompt_box(turns: Sequence[Turn]) -> str:
     for turn in turns:
         parts.append(f'<div class="rlhf-role" dir="auto">{html.escape(turn.role)}</div>')
         parts.append(f'<div class="rlhf-md" dir="auto">{markdown_to_html(turn.text or "")}</div>')
-    long = is_long("\n".join(turn.text or "" for turn in turns)) or len(turns) > 4
-    # The control floats in the box's corner, beside the first role's name: no extra line of height.
-    expand = _EXPAND if long else ""
+    # Each turn's role name takes a line too. The control floats in the box's corner, beside the
+    # first role's name: no extra line of height.
+    expand = _EXPAND if sum(1 + estimated_lines(turn.text) for turn in turns) > PROMPT_LINES else ""
     scroll = f'<div class="rlhf-scroll" tabindex="0" role="region" aria-label="Prompt">{"".join(parts)}</div>'
     return f'<style>{STYLE}</style><section class="rlhf-box rlhf-prompt">{expand}{scroll}</section>'
 

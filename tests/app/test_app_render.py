@@ -218,8 +218,16 @@ def test_chat_prompt_names_each_role_in_text(app_env):
     assert labels[:2] == ["System", "User"]
 
 
-@pytest.mark.parametrize("text", ["short", "x" * (render.LONG_TEXT_CHARS + 1), "line\n" * render.LONG_TEXT_LINES])
-def test_long_texts_offer_to_show_all(text):
-    box = render.response_box("A", None, text)
-    assert ("Show all" in box) == render.is_long(text)
-    assert render.is_long(text) == (text != "short")
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [("short", 1), ("x" * (render.CHARS_PER_LINE * 8 + 1), 9), ("line\n" * 8, 9), ("a\n\nb", 3), ("", 1)],
+)
+def test_texts_estimated_past_the_cap_offer_to_show_all(text, lines):
+    assert render.estimated_lines(text) == lines
+    assert ("Show all" in render.response_box("A", None, text)) == (lines > render.RESPONSE_LINES)
+
+
+def test_a_prompt_counts_its_role_names_as_lines():
+    two_short_turns = [render.Turn("System", "Be brief."), render.Turn("User", "Hi")]
+    assert "Show all" not in render.prompt_box(two_short_turns)
+    assert "Show all" in render.prompt_box(two_short_turns + [render.Turn("Assistant", "Hello"), render.Turn("User", "r = 2")])
