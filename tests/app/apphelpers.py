@@ -68,10 +68,14 @@ def no_exception(at) -> None:
 
 
 def texts(at) -> str:
-    """All markdown, captions, alerts and titles on the page as one string (for `in` checks)."""
+    """All markdown, captions, alerts, titles and HTML (prompts and responses are `st.html`) on the page
+    as one string (for `in` checks)."""
+    import html
+
     parts = []
     for kind in ("markdown", "caption", "title", "subheader", "header", "success", "info", "warning", "error", "text", "code"):
         parts.extend(str(getattr(e, "value", "")) for e in getattr(at, kind))
+    parts.extend(html.unescape(e.value) for e in at.html)
     return "\n".join(parts)
 
 
