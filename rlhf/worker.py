@@ -86,6 +86,26 @@ MAX_BACKOFF_S = 10.0
 """Longest wait between claim attempts while the database does not answer."""
 OUTPUT_TAIL_CHARS = 20_000
 """How much of a crashed child's output becomes the job's traceback."""
+DEFAULT_JOB_NICE = 10
+"""Job processes run at this niceness by default: the app's requests (niceness 0) get a core first."""
+JOB_NICE_ENV = "RLHF_JOB_NICE"
+JOB_THREADS_ENV = "RLHF_JOB_THREADS"
+"""Defaults of `rlhf worker` / `rlhf app` --job-nice and --job-threads."""
+THREAD_LIMIT_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "RAYON_NUM_THREADS")
+"""Read at start-up by torch (intra-op pool), MKL, OpenBLAS, numexpr and HF tokenizers (Rayon)."""
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_job_threads() -> int:
+    """All cores but one, at least 1: a job never takes the core the app's server needs."""
+    return max(1, usable_cpus() - 1)
 
 
 def make_worker_id() -> str:
@@ -127,6 +147,11 @@ class WorkerConfig:
     """The child writes progress / metrics / log lines to the job's row at most this often."""
     python: str = sys.executable
     """The interpreter that runs job children."""
+    job_nice: int = DEFAULT_JOB_NICE
+    """Niceness of each job process (0-19, higher yields the CPU sooner), so annotators on the same
+    machine do not feel a training job; never lower than the worker's own (that needs root)."""
+    job_threads: int | None = None
+    """CPU threads per job process (torch, OpenMP, MKL, BLAS, tokenizers); None: `default_job_threads()`."""
 
 
 # --------------------------------------------------------------------------- child side
@@ -416,6 +441,20 @@ def dead_workdirs(listed: dict[int, list[tuple[Path, int | None]]], jobs: dict[i
             if status != "running" or (attempt is not None and attempt < attempts):
                 dead.append(path)
     return dead
+
+
+def lower_priority(nice: int, pid: int = 0) -> None:
+    """Set process `pid`'s niceness (0: this process) to `nice`, if that lowers its priority.
+
+    Raising a priority back needs privileges, and a worker started under `nice 15` keeps its
+    jobs at 15 at least. Best effort: a process that is already gone is left alone.
+    """
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, pid)
+        if nice > current:
+            os.setpriority(os.PRIO_PROCESS, pid, min(nice, 19))
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _main_rank() -> bool:
@@ -752,7 +791,15 @@ class Worker:
         env[WORKER_PID_ENV] = str(os.getpid())
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONFAULTHANDLER"] = "1"
+        threads = str(self.job_threads)
+        for name in THREAD_LIMIT_VARS:
+            env[name] = threads
+        env[JOB_NICE_ENV] = str(self.config.job_nice)  # each process of the job (every rank) applies it at start
         return env
+
+    @property
+    def job_threads(self) -> int:
+        return self.config.job_threads if self.config.job_threads is not None else default_job_threads()
 
     def run_claimed(self, job: Job) -> JobOutcome:
         """Run a job this worker has claimed, to its end; the workdir is always removed."""
@@ -786,6 +833,8 @@ class Worker:
             except OSError as exc:
                 fail_job(self.engine, job.id, self.worker_id, error=f"could not start the job process: {exc}")
                 return JobOutcome(job.id, "failed")
+        # At once, not only when the child gets to it: its imports already compete for a core.
+        lower_priority(self.config.job_nice, process.pid)
         beat = _HeartbeatThread(self.engine, job.id, self.worker_id, self.config.heartbeat_interval_s)
         beat.start()
         killed_for = None
@@ -914,6 +963,8 @@ def run_job_main(args: argparse.Namespace) -> int:
 
     faulthandler.enable()  # a segfault prints the Python stack of every thread to our output
     os._exit = _exit_printing_stack(os.getpid())
+    if os.environ.get(JOB_NICE_ENV):
+        lower_priority(int(os.environ[JOB_NICE_ENV]))  # also the ranks a launcher started
     parent = os.environ.get(WORKER_PID_ENV)
     if parent:
         _watch_parent(int(parent))
@@ -936,7 +987,13 @@ def serve_main(args: argparse.Namespace) -> int:
     """`python -m rlhf.worker serve`: a worker until SIGINT / SIGTERM (what `rlhf app` starts)."""
     from rlhf.db import make_engine
 
-    config = WorkerConfig(**({"worker_id": args.worker_id} if args.worker_id else {}), poll_interval_s=args.poll_interval, kind_modules=tuple(args.kind_module or ()))
+    config = WorkerConfig(
+        **({"worker_id": args.worker_id} if args.worker_id else {}),
+        poll_interval_s=args.poll_interval,
+        kind_modules=tuple(args.kind_module or ()),
+        job_nice=args.job_nice,
+        job_threads=args.job_threads,
+    )
     engine = make_engine(args.database_url)
     worker = Worker(engine, config)
     install_stop_signals(worker)
@@ -975,6 +1032,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--poll-interval", type=float, default=0.25)
     serve.add_argument("--kind-module", action="append")
     serve.add_argument("--once", action="store_true")
+    serve.add_argument("--job-nice", type=int, default=int(os.environ.get(JOB_NICE_ENV) or DEFAULT_JOB_NICE))
+    serve.add_argument("--job-threads", type=int, default=int(os.environ[JOB_THREADS_ENV]) if os.environ.get(JOB_THREADS_ENV) else None)
     args = parser.parse_args(argv)
     if args.command == "run-job":
         return run_job_main(args)

@@ -6,6 +6,7 @@ kind module `test_worker`; never in the product registry):
   an artifact directory; honours cancel unless `ignore_cancel`.
 - `test-crash`: writes half an artifact, then dies by `mode`: exception, sys_exit, os_exit,
   segfault, sigkill.
+- `test-probe`: reports the niceness and the torch thread count its process runs with.
 """
 
 from __future__ import annotations
@@ -113,9 +114,17 @@ def _crash_run(engine, job, params, reporter, workdir: Path) -> JobResult:
     raise ValueError(f"unknown crash mode {mode}")
 
 
+def _probe_run(engine, job, params, reporter, workdir: Path) -> JobResult:
+    import torch
+
+    seen = {"nice": os.getpriority(os.PRIO_PROCESS, 0), "torch_threads": torch.get_num_threads()}
+    return JobResult(metrics=seen, message=" ".join(f"{k}={v}" for k, v in seen.items()))
+
+
 JOB_KINDS = {
     "test-sleep": JobKind("test-sleep", "sleeps with progress", _sleep_validate, _sleep_run),
     "test-crash": JobKind("test-crash", "crashes on purpose", _crash_validate, _crash_run),
+    "test-probe": JobKind("test-probe", "reports its process's niceness and torch threads", lambda p: check_params("test-probe", [], p), _probe_run),
 }
 
 
@@ -442,6 +451,35 @@ def test_worker_claims_only_its_kinds(sqlite_engine, tmp_path):
     outcomes = make_worker(sqlite_engine, tmp_path, kinds=("test-sleep",)).run(burst=True)
     assert [o.job_id for o in outcomes] == [sleep]
     assert get_job(sqlite_engine, crash).status == "queued"
+
+
+@pytest.mark.parametrize("settings, expected", [({}, None), ({"job_nice": 4, "job_threads": 1}, (4, 1))])
+def test_job_processes_run_at_lower_priority_with_bounded_threads(sqlite_engine, tmp_path, settings, expected):
+    # An annotator on the same machine must not feel a training job (issue 16): by default jobs run
+    # at niceness 10 on all cores but one; both are settings.
+    own_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    nice, threads = expected or (10, max(1, len(os.sched_getaffinity(0)) - 1))
+    job_id = submit(sqlite_engine, "test-probe")
+    make_worker(sqlite_engine, tmp_path, **settings).run(once=True)
+    job = get_job(sqlite_engine, job_id)
+    assert job.status == "done", job.traceback
+    assert job.message == f"nice={max(nice, own_nice)} torch_threads={threads}"
+
+
+def test_rlhf_app_and_worker_pass_the_job_settings_on(monkeypatch):
+    from typer.testing import CliRunner
+
+    import rlhf.cli.jobs as cli_jobs
+    from rlhf.cli import app
+
+    assert cli_jobs.worker_command("py", database_url=None, poll_interval=0.5, job_nice=12, job_threads=3)[-4:] == ["--job-nice", "12", "--job-threads", "3"]
+    seen = {}
+    monkeypatch.setattr("rlhf.worker.Worker.run", lambda self, **kw: seen.update(nice=self.config.job_nice, threads=self.job_threads) or [])
+    monkeypatch.setenv("RLHF_JOB_NICE", "15")
+    monkeypatch.setenv("RLHF_JOB_THREADS", "2")
+    result = CliRunner().invoke(app, ["worker", "--once", "--database-url", "sqlite://"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"nice": 15, "threads": 2}
 
 
 # --------------------------------------------------------------------------- in-process parts

@@ -80,11 +80,27 @@ def streamlit_command(python: str, app_path: Path, *, port: int, address: Option
     return command
 
 
-def worker_command(python: str, *, database_url: Optional[str], poll_interval: float) -> list[str]:
+def worker_command(
+    python: str, *, database_url: Optional[str], poll_interval: float, job_nice: Optional[int] = None, job_threads: Optional[int] = None
+) -> list[str]:
     command = [python, "-m", "rlhf.worker", "serve", "--poll-interval", str(poll_interval)]
     if database_url:
         command += ["--database-url", database_url]
+    if job_nice is not None:
+        command += ["--job-nice", str(job_nice)]
+    if job_threads is not None:
+        command += ["--job-threads", str(job_threads)]
     return command
+
+
+_JOB_NICE_OPTION = typer.Option(
+    10, "--job-nice", envvar="RLHF_JOB_NICE", min=0, max=19,
+    help="Niceness of job processes (0-19): higher leaves the CPU to the app first.",
+)
+_JOB_THREADS_OPTION = typer.Option(
+    None, "--job-threads", envvar="RLHF_JOB_THREADS", min=1,
+    help="CPU threads per job process (torch, OpenMP, BLAS, tokenizers); default: all cores but one.",
+)
 
 
 def default_app_path() -> Path:
@@ -120,6 +136,8 @@ def app_command(
     worker: bool = typer.Option(True, "--worker/--no-worker", help="Also start one local job worker (stopped with the app)."),
     headless: bool = typer.Option(True, "--headless/--open-browser", help="Do not open a browser window."),
     poll_interval: float = typer.Option(0.25, "--poll-interval", help="The local worker's idle poll interval in seconds."),
+    job_nice: int = _JOB_NICE_OPTION,
+    job_threads: Optional[int] = _JOB_THREADS_OPTION,
     database_url: Optional[str] = _DB_OPTION,
 ) -> None:
     """Start the web app (Streamlit) and, by default, one local job worker; Ctrl-C stops both."""
@@ -138,7 +156,9 @@ def app_command(
         # Its own session: Ctrl-C reaches Streamlit from the terminal, the worker hears from us
         # (SIGTERM), so it can hand its running job back to the queue before it exits.
         worker_process = subprocess.Popen(
-            worker_command(sys.executable, database_url=database_url, poll_interval=poll_interval), env=env, start_new_session=True
+            worker_command(sys.executable, database_url=database_url, poll_interval=poll_interval, job_nice=job_nice, job_threads=job_threads),
+            env=env,
+            start_new_session=True,
         )
         typer.echo(f"started job worker (pid {worker_process.pid})", err=True)
     streamlit = subprocess.Popen(streamlit_command(sys.executable, app_path, port=port, address=address, headless=headless), env=env)
@@ -181,6 +201,8 @@ def worker_cli(
     cancel_grace: float = typer.Option(10.0, "--cancel-grace", help="Seconds a cancelled job may take to stop before it is killed."),
     max_attempts: int = typer.Option(3, "--max-attempts", help="Give up (fail) a job whose worker died this many times."),
     artifacts_dir: Optional[Path] = typer.Option(None, "--artifacts-dir", help="Where artifacts go (default data/artifacts)."),
+    job_nice: int = _JOB_NICE_OPTION,
+    job_threads: Optional[int] = _JOB_THREADS_OPTION,
     database_url: Optional[str] = _DB_OPTION,
 ) -> None:
     """Claim queued jobs and run each in a child process (Ctrl-C: the running job is re-queued)."""
@@ -205,6 +227,8 @@ def worker_cli(
         launcher=launcher,
         launch_kinds=split(launch_kinds),
         artifacts_dir=artifacts_dir,
+        job_nice=job_nice,
+        job_threads=job_threads,
     )
     if worker_id:
         config.worker_id = worker_id
