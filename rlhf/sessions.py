@@ -39,6 +39,8 @@ USER = User.__table__
 PREFERENCE = UserPreference.__table__
 PROJECT = Project.__table__
 
+COOKIE_NAME = "rlhf_session"
+"""The browser cookie that carries the token (set and cleared by labeling_app/server.py)."""
 TOKEN_BYTES = 32
 """256 random bits per cookie token and per handoff nonce."""
 HANDOFF_TTL = timedelta(minutes=2)
@@ -121,8 +123,9 @@ def redeem_handoff(engine: Engine, handoff: str, *, now: Optional[datetime] = No
     return token if run_transaction(engine, work) == 1 else None
 
 
-def _active(engine: Engine, condition, *, idle: timedelta, now: Optional[datetime]) -> Optional[ActiveSession]:
-    """The session matching `condition` if it is fresh and its account may sign in; ends stale ones."""
+def _active(engine: Engine, condition, *, idle: timedelta, now: Optional[datetime], touch: bool = True) -> Optional[ActiveSession]:
+    """The session matching `condition` if it is fresh and its account may sign in; ends stale ones.
+    `touch` counts the lookup as use (it restarts the idle clock)."""
     now = _now(now)
     with session_scope(engine) as session:
         found = session.execute(select(BrowserSession, User).join(User, USER.c.id == BROWSER_SESSION.c.user_id).where(condition)).first()
@@ -134,7 +137,7 @@ def _active(engine: Engine, condition, *, idle: timedelta, now: Optional[datetim
         return None
     if not user.active or user.role not in SIGN_IN_ROLES:
         return None
-    if now - row.last_seen_at > touch_interval(idle):
+    if touch and now - row.last_seen_at > touch_interval(idle):
         run_transaction(engine, lambda s: s.execute(update(BROWSER_SESSION).where(BROWSER_SESSION.c.id == row.id).values(last_seen_at=now)))
     return ActiveSession(row.id, user, row.via)
 
@@ -146,9 +149,10 @@ def resolve_token(engine: Engine, token: Optional[str], *, idle: timedelta, now:
     return _active(engine, BROWSER_SESSION.c.token_hash == hash_secret(token), idle=idle, now=now)
 
 
-def check_session(engine: Engine, session_id: int, *, idle: timedelta, now: Optional[datetime] = None) -> Optional[ActiveSession]:
-    """The session a live page holds, by row id, or None once revoked, idle or its account barred."""
-    return _active(engine, BROWSER_SESSION.c.id == session_id, idle=idle, now=now)
+def check_session(engine: Engine, session_id: int, *, idle: timedelta, now: Optional[datetime] = None, touch: bool = True) -> Optional[ActiveSession]:
+    """The session a live page holds, by row id, or None once revoked, idle or its account barred.
+    `touch=False` for reads that must not keep the session alive (a page polling on its own)."""
+    return _active(engine, BROWSER_SESSION.c.id == session_id, idle=idle, now=now, touch=touch)
 
 
 def revoke_session(engine: Engine, session_id: int) -> None:

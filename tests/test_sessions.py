@@ -76,6 +76,8 @@ def test_idle_sessions_end_and_use_keeps_them_alive_with_few_writes(engine):
 
     assert sessions.resolve_token(engine, token, idle=idle, now=start + timedelta(seconds=30)) is not None
     assert last_seen() == start  # within the touch interval: no write
+    assert sessions.check_session(engine, new.session_id, idle=idle, now=start + timedelta(minutes=5), touch=False) is not None
+    assert last_seen() == start  # a read that is not use: no write
     assert sessions.resolve_token(engine, token, idle=idle, now=start + timedelta(minutes=8)) is not None
     assert last_seen() == start + timedelta(minutes=8)  # touched: the idle clock restarts
     assert sessions.check_session(engine, new.session_id, idle=idle, now=start + timedelta(minutes=17)) is not None

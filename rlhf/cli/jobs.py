@@ -72,7 +72,7 @@ def format_job_line(job) -> str:
 
 
 def streamlit_command(python: str, app_path: Path, *, port: int, address: Optional[str], headless: bool) -> list[str]:
-    """`python -m streamlit run app.py` with our server options."""
+    """`python -m streamlit run server.py` with our server options (Streamlit serves the `st.App` it defines)."""
     command = [python, "-m", "streamlit", "run", str(app_path), "--server.port", str(port)]
     if address:
         command += ["--server.address", address]
@@ -104,13 +104,14 @@ _JOB_THREADS_OPTION = typer.Option(
 
 
 def default_app_path() -> Path:
-    """`labeling_app/app.py` of the installed package (found without importing it)."""
+    """`labeling_app/server.py` of the installed package (found without importing it): the `st.App`
+    that runs the router `app.py` with the routes that keep a sign-in across reloads."""
     import importlib.util
 
     spec = importlib.util.find_spec("labeling_app")
     if spec is None or spec.origin is None:
         raise FileNotFoundError("the labeling_app package is not installed")
-    return Path(spec.origin).with_name("app.py")
+    return Path(spec.origin).with_name("server.py")
 
 
 def stop_process(process: subprocess.Popen, *, sig: int = signal.SIGTERM, grace_s: float = 20.0) -> int:

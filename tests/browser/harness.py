@@ -1,4 +1,4 @@
-"""Drive the real app in headless Chromium: start `streamlit run` on a free port, open pages, wait for text.
+"""Drive the real app in headless Chromium: start it on a free port as `rlhf app` does, open pages, wait for text.
 
 Shared by the browser tests and `bench/bench_app.py`. Chromium is Debian's (`/usr/bin/chromium`);
 never `playwright install` (it downloads browsers).
@@ -18,6 +18,8 @@ from typing import Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP = REPO_ROOT / "labeling_app" / "app.py"
+SERVER = REPO_ROOT / "labeling_app" / "server.py"
+"""What `rlhf app` serves: the router plus the session-cookie routes (a reload stays signed in)."""
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"]
 SCREENSHOTS = REPO_ROOT / "tests" / "artifacts" / "screenshots"
@@ -36,7 +38,7 @@ def free_port() -> int:
 
 @dataclass
 class AppServer:
-    """A running `streamlit run labeling_app/app.py`."""
+    """A running `streamlit run labeling_app/server.py` (or another script)."""
 
     url: str
     process: subprocess.Popen
@@ -55,19 +57,25 @@ class AppServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def start_app(database_url: str, log_path: Path, *, timeout_s: float = 90.0, extra_env: Optional[dict[str, str]] = None, app: Path = APP) -> AppServer:
-    """Start `app` (default the annotation app) on a free port against `database_url`; returns once
-    `/_stcore/health` answers."""
+def start_app(
+    database_url: str, log_path: Path, *, timeout_s: float = 90.0, extra_env: Optional[dict[str, str]] = None, app: Path = SERVER, cli: bool = False
+) -> AppServer:
+    """Start `app` (default the annotation app as `rlhf app` serves it) on a free port against
+    `database_url`; returns once `/_stcore/health` answers. `cli` starts it through the `rlhf app`
+    command itself (without its local worker)."""
     port = free_port()
     env = dict(os.environ, RLHF_DATABASE_URL=database_url, **(extra_env or {}))
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(app),
-        "--server.headless", "true",
-        "--server.port", str(port),
-        "--server.address", "127.0.0.1",
-        "--server.fileWatcherType", "none",
-        "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
+    if cli:
+        command = [str(Path(sys.executable).with_name("rlhf")), "app", "--no-worker", "--port", str(port), "--address", "127.0.0.1"]
+    else:
+        command = [
+            sys.executable, "-m", "streamlit", "run", str(app),
+            "--server.headless", "true",
+            "--server.port", str(port),
+            "--server.address", "127.0.0.1",
+            "--server.fileWatcherType", "none",
+            "--browser.gatherUsageStats", "false",
+        ]  # fmt: skip
     log = open(log_path, "wb")
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = AppServer(f"http://127.0.0.1:{port}", process, log_path)
@@ -123,7 +131,8 @@ def sign_in(page, base_url: str, username: str, password: str) -> None:
 
 
 def open_page(page, title: str) -> None:
-    """Click a page in the sidebar navigation (a full page load would start a new, signed-out session)."""
+    """Click a page in the sidebar navigation (a full page load starts a new session, and the project
+    selector's state with it)."""
     page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
 
 
