@@ -75,6 +75,7 @@ def served(tmp_path_factory):
     engine = make_engine(url)
     init_database(engine)
     create_user(engine, SYSTEM, "annie", PASSWORD, "annotator")
+    create_user(engine, SYSTEM, "ada", PASSWORD, "admin")
     import_file(engine, fixture, "render", actor=SYSTEM)
     server = start_app(url, root / "streamlit.log")
     try:
@@ -168,6 +169,35 @@ def test_no_request_leaves_the_page_and_long_responses_scroll_in_their_box(serve
             assert any("/media/" in u for u in requests), "the favicon is served by the app"
         except Exception:
             screenshot(page, "failure_render")
+            raise
+        finally:
+            browser.close()
+
+
+def test_no_admin_page_contacts_another_host(served):
+    """Every page in an admin's navigation (charts, tables, uploads, icons) loads only from the app's host."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport=VIEWPORT)
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        try:
+            sign_in(page, served, "ada", PASSWORD)
+            wait_text(page, "Rate a response")
+            wait_loaded(page)
+            # A link's text is its icon's ligature name, then its title.
+            titles = [t.strip().splitlines()[-1] for t in page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()]
+            assert {"Rate", "Compare", "Projects", "Users", "Import", "Flagged", "Export", "Account"} <= set(titles), titles
+            links = page.locator('[data-testid="stSidebarNav"] a')
+            for index in range(len(titles)):
+                links.nth(index).click()
+                wait_loaded(page)
+                page.wait_for_timeout(500)  # charts and icons load after the run ends
+            assert outside_requests(requests) == [], outside_requests(requests)
+        except Exception:
+            screenshot(page, "failure_render_admin")
             raise
         finally:
             browser.close()
