@@ -11,6 +11,7 @@ host (the favicon included: a `:material/...` one is fetched from a fonts host).
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -103,7 +104,10 @@ def assert_in_view(page, locator, what: str) -> None:
     assert 0 <= box["y"] and box["y"] + box["height"] <= VIEWPORT["height"], (what, box)
 
 
-def test_no_request_leaves_the_page_and_long_responses_scroll_in_their_box(served):
+@contextmanager
+def signed_in_page(base_url: str, username: str, failure_name: str):
+    """A 1440x900 page signed in as `username`, on its first page, with every request URL it makes
+    recorded; a screenshot `failure_name` is taken if the block fails."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -112,92 +116,82 @@ def test_no_request_leaves_the_page_and_long_responses_scroll_in_their_box(serve
         requests: list[str] = []
         page.on("request", lambda request: requests.append(request.url))
         try:
-            sign_in(page, served, "annie", PASSWORD)
+            sign_in(page, base_url, username, PASSWORD)
             wait_text(page, "Rate a response")
             wait_loaded(page)
-            wait_text(page, "[image: x")
-            screenshot(page, "render_01_rate")
-            assert_payloads_read_as_text(page)
-            # Chat turns are named in text, not only by an avatar.
-            roles = page.locator(".rlhf-prompt .rlhf-role").all_inner_texts()
-            assert [r.strip().lower() for r in roles] == ["system", "user"]
-            assert page.locator(".rlhf-response .rlhf-scroll[dir=auto]").count() == 1
-            # Prompt and response stay within one screen whatever their length (the form beside them is the page's own).
-            assert_in_view(page, page.locator(".rlhf-response"), "Rate's response box")
-
-            open_page(page, "Compare")
-            wait_text(page, "Compare two responses")
-            wait_loaded(page)
-            wait_text(page, RTL)
-            screenshot(page, "render_02_compare")
-            assert_payloads_read_as_text(page)
-            # The right-to-left paragraph runs right to left.
-            assert page.get_by_text(RTL).first.evaluate("e => getComputedStyle(e).direction") == "rtl"
-            # The 20,000-character response is capped: the choice row and Submit stay in view.
-            assert_in_view(page, page.get_by_role("button", name="Submit"), "Compare's Submit")
-            assert_in_view(page, page.locator(".st-key-compare-choices"), "the choice row")
-
-            # The long box scrolls on its own: the other box and the page stay where they are.
-            boxes = page.locator(".rlhf-response .rlhf-scroll")
-            long_index = 0 if "Paragraph 1:" in boxes.nth(0).inner_text() else 1
-            before = page.evaluate(BOX_STATE_JS, long_index)
-            assert before["count"] == 2 and before["scrollHeight"] > 3 * before["clientHeight"], before
-            boxes.nth(long_index).hover()
-            page.mouse.wheel(0, 1500)
-            page.wait_for_function(f"() => document.querySelectorAll('.rlhf-response .rlhf-scroll')[{long_index}].scrollTop > 0")
-            after = page.evaluate(BOX_STATE_JS, long_index)
-            assert after["scrollTop"] > 0 and after["others"] == before["others"], (before, after)
-            assert (after["windowY"], after["main"]) == (before["windowY"], before["main"]), (before, after)
-
-            # "Show all" lifts the cap of that response only, and the choice keys still work after the click.
-            page.locator(".rlhf-response").nth(long_index).locator("summary").click()
-            expanded = page.evaluate(BOX_STATE_JS, long_index)
-            assert expanded["clientHeight"] == expanded["scrollHeight"] > VIEWPORT["height"], expanded
-            page.keyboard.press("2")
-            wait_text(page, "Your choice: A better")
-            screenshot(page, "render_03_compare_expanded")
-
-            open_page(page, "My progress")
-            wait_loaded(page)
-            open_page(page, "Rate")
-            wait_text(page, "Rate a response")
-            wait_loaded(page)
-
-            assert outside_requests(requests) == [], outside_requests(requests)
-            favicon = page.evaluate("() => document.querySelector(\"link[rel='shortcut icon']\").href")
-            assert urlsplit(favicon).hostname in LOCAL_HOSTS, favicon
-            assert any("/media/" in u for u in requests), "the favicon is served by the app"
+            yield page, requests
         except Exception:
-            screenshot(page, "failure_render")
+            screenshot(page, failure_name)
             raise
         finally:
             browser.close()
+
+
+def test_no_request_leaves_the_page_and_long_responses_scroll_in_their_box(served):
+    with signed_in_page(served, "annie", "failure_render") as (page, requests):
+        wait_text(page, "[image: x")
+        screenshot(page, "render_01_rate")
+        assert_payloads_read_as_text(page)
+        # Chat turns are named in text, not only by an avatar.
+        roles = page.locator(".rlhf-prompt .rlhf-role").all_inner_texts()
+        assert [r.strip().lower() for r in roles] == ["system", "user"]
+        assert page.locator(".rlhf-response .rlhf-scroll[dir=auto]").count() == 1
+        # Prompt and response stay within one screen whatever their length (the form beside them is the page's own).
+        assert_in_view(page, page.locator(".rlhf-response"), "Rate's response box")
+
+        open_page(page, "Compare")
+        wait_text(page, "Compare two responses")
+        wait_loaded(page)
+        wait_text(page, RTL)
+        screenshot(page, "render_02_compare")
+        assert_payloads_read_as_text(page)
+        # The right-to-left paragraph runs right to left.
+        assert page.get_by_text(RTL).first.evaluate("e => getComputedStyle(e).direction") == "rtl"
+        # The 20,000-character response is capped: the choice row and Submit stay in view.
+        assert_in_view(page, page.get_by_role("button", name="Submit"), "Compare's Submit")
+        assert_in_view(page, page.locator(".st-key-compare-choices"), "the choice row")
+
+        # The long box scrolls on its own: the other box and the page stay where they are.
+        boxes = page.locator(".rlhf-response .rlhf-scroll")
+        long_index = 0 if "Paragraph 1:" in boxes.nth(0).inner_text() else 1
+        before = page.evaluate(BOX_STATE_JS, long_index)
+        assert before["count"] == 2 and before["scrollHeight"] > 3 * before["clientHeight"], before
+        boxes.nth(long_index).hover()
+        page.mouse.wheel(0, 1500)
+        page.wait_for_function(f"() => document.querySelectorAll('.rlhf-response .rlhf-scroll')[{long_index}].scrollTop > 0")
+        after = page.evaluate(BOX_STATE_JS, long_index)
+        assert after["scrollTop"] > 0 and after["others"] == before["others"], (before, after)
+        assert (after["windowY"], after["main"]) == (before["windowY"], before["main"]), (before, after)
+
+        # "Show all" lifts the cap of that response only, and the choice keys still work after the click.
+        page.locator(".rlhf-response").nth(long_index).locator("summary").click()
+        expanded = page.evaluate(BOX_STATE_JS, long_index)
+        assert expanded["clientHeight"] == expanded["scrollHeight"] > VIEWPORT["height"], expanded
+        page.keyboard.press("2")
+        wait_text(page, "Your choice: A better")
+        screenshot(page, "render_03_compare_expanded")
+
+        open_page(page, "My progress")
+        wait_loaded(page)
+        open_page(page, "Rate")
+        wait_text(page, "Rate a response")
+        wait_loaded(page)
+
+        assert outside_requests(requests) == [], outside_requests(requests)
+        favicon = page.evaluate("() => document.querySelector(\"link[rel='shortcut icon']\").href")
+        assert urlsplit(favicon).hostname in LOCAL_HOSTS, favicon
+        assert any("/media/" in u for u in requests), "the favicon is served by the app"
 
 
 def test_no_admin_page_contacts_another_host(served):
     """Every page in an admin's navigation (charts, tables, uploads, icons) loads only from the app's host."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        page = browser.new_page(viewport=VIEWPORT)
-        requests: list[str] = []
-        page.on("request", lambda request: requests.append(request.url))
-        try:
-            sign_in(page, served, "ada", PASSWORD)
-            wait_text(page, "Rate a response")
+    with signed_in_page(served, "ada", "failure_render_admin") as (page, requests):
+        # A link's text is its icon's ligature name, then its title.
+        titles = [t.strip().splitlines()[-1] for t in page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()]
+        assert {"Rate", "Compare", "Projects", "Users", "Import", "Flagged", "Export", "Account"} <= set(titles), titles
+        links = page.locator('[data-testid="stSidebarNav"] a')
+        for index in range(len(titles)):
+            links.nth(index).click()
             wait_loaded(page)
-            # A link's text is its icon's ligature name, then its title.
-            titles = [t.strip().splitlines()[-1] for t in page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()]
-            assert {"Rate", "Compare", "Projects", "Users", "Import", "Flagged", "Export", "Account"} <= set(titles), titles
-            links = page.locator('[data-testid="stSidebarNav"] a')
-            for index in range(len(titles)):
-                links.nth(index).click()
-                wait_loaded(page)
-                page.wait_for_timeout(500)  # charts and icons load after the run ends
-            assert outside_requests(requests) == [], outside_requests(requests)
-        except Exception:
-            screenshot(page, "failure_render_admin")
-            raise
-        finally:
-            browser.close()
+            page.wait_for_timeout(500)  # charts and icons load after the run ends
+        assert outside_requests(requests) == [], outside_requests(requests)
