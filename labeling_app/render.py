@@ -19,8 +19,8 @@ text is parsed exactly once, here, and nothing downstream parses it again:
 
 `safe_inline` is the other half: short outside strings (names, messages, excerpts) that pages
 embed in Streamlit's own markdown. It escapes every character that could open markdown syntax
-there (`[` for links and images, backticks for code spans, `<`, `$`, `\\`), so the text shows
-as written and no image can form whatever surrounds it.
+there (`[` for links and images, backticks for code spans, `<`, `$`, `\\`, the colon of
+`://`), so the text shows as written and no image can form whatever surrounds it.
 """
 
 from __future__ import annotations
@@ -191,16 +191,17 @@ def markdown_box(text: str) -> str:
 # ------------------------------------------------------------------------ inline markdown
 
 
-_INLINE_SYNTAX = re.compile(r"([\\`\[<$])")
+_INLINE_SYNTAX = re.compile(r"([\\`\[<$]|:(?=//))")
 
 
 def safe_inline(text: str) -> str:
     """`text` escaped for Streamlit's markdown: shown as written, no link, image, code span, tag or LaTeX.
 
-    Every `[` (links, images, directives like `:red[...]`), backtick, `<`, `$` and backslash is
+    Every `[` (links, images, Streamlit's `:red[...]`), backtick, `<`, `$` and backslash is
     backslash-escaped (CommonMark escapes any ASCII punctuation), so no syntax can open anywhere
-    in it: there are no code spans whose contents would need to be left alone. `]` is left as
-    it is: without an opening `[` it is plain text, and callers that embed the result in a
-    `:color[...]` directive escape it themselves.
+    in it: there are no code spans whose contents would need to be left alone. So is the colon
+    of `://`: an autolinked `https://...` would swallow the escapes after it and show them.
+    `]` is left as it is: without an opening `[` it is plain text, and callers that embed the
+    result in a `:color[...]` directive escape it themselves.
     """
     return _INLINE_SYNTAX.sub(r"\\\1", text or "")

@@ -164,7 +164,8 @@ def test_fuzz_safe_markdown_opens_no_syntax(text):
 
 
 def test_safe_markdown_stops_the_issue_payloads_in_streamlit_markdown():
-    assert c.safe_markdown("Escaped tick: \\`![x](https://t/p.png)` end.") == "Escaped tick: \\\\\\`!\\[x](https://t/p.png)\\` end."
+    assert c.safe_markdown("Escaped tick: \\`![x](https://t/p.png)` end.") == "Escaped tick: \\\\\\`!\\[x](https\\://t/p.png)\\` end."
+    assert c.safe_markdown("file.jsonl:2 :red[x]") == "file.jsonl:2 :red\\[x]"
     assert c.safe_markdown("costs $5 <b>") == "costs \\$5 \\<b>"
     assert c.safe_markdown("") == ""
 

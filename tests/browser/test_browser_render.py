@@ -54,7 +54,9 @@ BOX_STATE_JS = """(index) => {
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A database with annotator `annie` and project `render` (one chat prompt, a short and a 20,000-character response)."""
-    from rlhf.auth import create_user
+    from rlhf.annotate import submit_rating
+    from rlhf.assign import next_task
+    from rlhf.auth import create_user, load_user
     from rlhf.db import init_database, make_engine
     from rlhf.importer import import_file
     from rlhf.roles import SYSTEM
@@ -76,8 +78,12 @@ def served(tmp_path_factory):
     engine = make_engine(url)
     init_database(engine)
     create_user(engine, SYSTEM, "annie", PASSWORD, "annotator")
-    create_user(engine, SYSTEM, "ada", PASSWORD, "admin")
-    import_file(engine, fixture, "render", actor=SYSTEM)
+    admin = create_user(engine, SYSTEM, "ada", PASSWORD, "admin")
+    summary = import_file(engine, fixture, "render", actor=SYSTEM)
+    # The admin has rated once, so My progress shows an excerpt of the prompt.
+    ada = load_user(engine, admin.id)
+    view = next_task(engine, ada, summary.project_id, "rating")
+    submit_rating(engine, ada, view.task_id, scores={"helpfulness": 4, "honesty": 4, "harmlessness": 4}, next_kind=None)
     server = start_app(url, root / "streamlit.log")
     try:
         yield server.url
@@ -184,7 +190,8 @@ def test_no_request_leaves_the_page_and_long_responses_scroll_in_their_box(serve
 
 
 def test_no_admin_page_contacts_another_host(served):
-    """Every page in an admin's navigation (charts, tables, uploads, icons) loads only from the app's host."""
+    """Every page in an admin's navigation (charts, tables, uploads, icons, My progress with an excerpt
+    of a prompt holding a payload) loads only from the app's host."""
     with signed_in_page(served, "ada", "failure_render_admin") as (page, requests):
         # A link's text is its icon's ligature name, then its title.
         titles = [t.strip().splitlines()[-1] for t in page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()]
@@ -194,4 +201,8 @@ def test_no_admin_page_contacts_another_host(served):
             links.nth(index).click()
             wait_loaded(page)
             page.wait_for_timeout(500)  # charts and icons load after the run ends
+            if titles[index] == "My progress":
+                # Outside text embedded in Streamlit's markdown (the prompt's excerpt) reads as written.
+                wait_text(page, "Escaped tick: \\`![x](https://tracker.example.com/pixel.png?id=1)` end.")
+                screenshot(page, "render_04_progress")
         assert outside_requests(requests) == [], outside_requests(requests)
