@@ -213,6 +213,48 @@ def test_a_password_change_elsewhere_signs_the_browser_out(served, browser):
         page.context.close()
 
 
+def test_a_password_change_clears_the_form_and_opens_the_first_page_still_signed_in(served, browser):
+    """Item 11, and the session the change opens: this browser gets a new cookie, the old one is dead."""
+    from labeling_app.common import idle_timeout
+    from rlhf.auth import create_user
+    from rlhf.roles import SYSTEM
+    from rlhf.sessions import resolve_token
+
+    create_user(served["engine"], SYSTEM, "penny", PASSWORD, "annotator")
+    page = new_page(browser)
+    try:
+        sign_in(page, served["url"], "penny", PASSWORD)
+        signed_in_as(page, "penny")
+        old_token = session_cookie(page.context)["value"]
+        page.locator('[data-testid="stSidebarNav"] a[href$="/account"]').click()
+        field(page, "Current password").fill(PASSWORD)
+        field(page, "New password (at least 10 characters)").fill(PASSWORD + " too")
+        field(page, "New password again").fill(PASSWORD + " too")
+        page.get_by_role("button", name="Change password").click()
+        wait_text(page, "Password changed.")
+        wait_text(page, "Rate a response")
+        wait_loaded(page)
+        assert not page.url.endswith("/account")
+        assert field(page, "Current password").count() == 0
+        screenshot(page, "session_02_password_changed")
+
+        deadline = time.monotonic() + 15
+        while session_cookie(page.context)["value"] == old_token:
+            assert time.monotonic() < deadline, "the new session's cookie never came"
+            time.sleep(0.2)
+        assert resolve_token(served["engine"], old_token, idle=idle_timeout()) is None
+        page.reload()
+        signed_in_as(page, "penny")
+        page.locator('[data-testid="stSidebarNav"] a[href$="/account"]').click()
+        field(page, "Current password").wait_for(state="visible")
+        assert [field(page, label).input_value() for label in ("Current password", "New password (at least 10 characters)", "New password again")] == ["", "", ""]
+    except Exception:
+        screenshot(page, "failure_session_password_change_here")
+        raise
+    finally:
+        page.context.close()
+
+
 def _users(engine):
     from rlhf.auth import list_users
     from rlhf.roles import SYSTEM
