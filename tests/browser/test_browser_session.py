@@ -255,6 +255,45 @@ def test_a_password_change_clears_the_form_and_opens_the_first_page_still_signed
         page.context.close()
 
 
+def post(url: str, body: bytes, headers: dict) -> tuple[int, str]:
+    """POST with urllib: (status, Set-Cookie header)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, reply.headers.get("set-cookie", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("set-cookie", "")
+
+
+def test_the_session_route_trades_a_nonce_once_from_this_origin_only(served):
+    """No cross-site page can sign a browser in (login CSRF); the nonce works once; Secure behind https."""
+    import json
+
+    from labeling_app.common import idle_timeout
+    from rlhf.auth import list_users
+    from rlhf.roles import SYSTEM
+    from rlhf.sessions import create_session
+
+    engine, url = served["engine"], served["url"]
+    annie = next(u for u in list_users(engine, SYSTEM) if u.username == "annie")
+    route = url + "/_rlhf/session"
+    body = lambda nonce: json.dumps({"handoff": nonce}).encode()  # noqa: E731
+    host = url.removeprefix("http://")
+    new = create_session(engine, annie.id, idle=idle_timeout())
+    assert post(route, body(new.handoff), {"Content-Type": "application/json", "Origin": "http://evil.example"})[0] == 403
+    assert post(route, body(new.handoff), {"Content-Type": "application/json"})[0] == 403  # no Origin, no Referer
+    assert post(route, body("guessed"), {"Content-Type": "application/json", "Origin": url})[0] == 401
+    assert post(route, b"not json", {"Content-Type": "application/json", "Origin": url})[0] == 400
+    status, cookie = post(route, body(new.handoff), {"Content-Type": "application/json", "Origin": f"https://{host}", "X-Forwarded-Proto": "https"})
+    assert status == 204
+    attributes = [part.strip().lower() for part in cookie.split(";")]
+    assert attributes[0].startswith(COOKIE + "=") and {"httponly", "samesite=strict", "secure", "path=/"} <= set(attributes)
+    assert post(route, body(new.handoff), {"Content-Type": "application/json", "Origin": url})[0] == 401  # spent
+
+
 def _users(engine):
     from rlhf.auth import list_users
     from rlhf.roles import SYSTEM
