@@ -185,6 +185,7 @@ def train_dpo(config: DPORunConfig, *, reporter=None) -> DPOResult:
     from rlhf.models import compute_dtype, load_causal_lm, load_tokenizer, lora_config, resolve_model, trainable_to_fp32
     from rlhf.ppo.model import portable_base_name
     from rlhf.progress import Cancelled, NullReporter
+    from rlhf.redact import redact
     from rlhf.reward.data import load_preference_data
 
     reporter = reporter or NullReporter()
@@ -299,8 +300,9 @@ def train_dpo(config: DPORunConfig, *, reporter=None) -> DPOResult:
             "adapter_sha256": file_sha256(staging / "adapter_model.safetensors"),
             "metrics": metrics,
         }
+        lineage = redact(lineage)  # paths and the config may carry a credential (issue 16, item 4)
         (staging / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str))
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+        (staging / "metrics.json").write_text(json.dumps(redact(metrics), indent=2, sort_keys=True, default=str))
         for name in ("adapter_model.safetensors", "lineage.json", "metrics.json", "adapter_config.json"):
             os.replace(staging / name, out / name)
     finally:

@@ -808,6 +808,7 @@ def export_project(
 
 def _record_artifact(engine: Engine, actor: Actor, manifest: ExportManifest, job_id: int | None) -> int:
     from rlhf.db import run_transaction
+    from rlhf.redact import redact
     from rlhf.schema import Artifact
 
     def work(session) -> int:
@@ -819,7 +820,7 @@ def _record_artifact(engine: Engine, actor: Actor, manifest: ExportManifest, job
             project_id=manifest.project_id,
             job_id=job_id,
             parent_ids=[],
-            lineage={"format": manifest.format, "options": manifest.options, "software_version": manifest.software_version},
+            lineage=redact({"format": manifest.format, "options": manifest.options, "software_version": manifest.software_version}),
             metrics={"rows": manifest.rows, **manifest.split_counts, **manifest.counts},
             created_by=getattr(actor, "id", None),
         )

@@ -789,6 +789,7 @@ def generate_round(
     from rlhf.hashing import content_hash
     from rlhf.importer import import_records
     from rlhf.models import resolve_model
+    from rlhf.redact import redact
     from rlhf.roles import check_admin
 
     check_admin(engine, actor, "generate a round")
@@ -862,6 +863,8 @@ def generate_round(
         "counts": counts,
         "rlhf_studio_version": __version__,
     }
+    # The policy's own lineage.json may predate redaction: what is recorded here carries no credential.
+    lineage = redact(lineage)
     artifact_id = _record_generation_artifact(
         engine, actor, project_row, round, name, lineage, counts, summary.file_hash,
         path=str(out) if out is not None else source.path, policy_dir=policy_dir, job_id=job_id,

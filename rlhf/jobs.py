@@ -38,6 +38,7 @@ from sqlmodel import Session, select
 
 from rlhf.db import is_sqlite, run_transaction, session_scope
 from rlhf.jsonsafe import json_safe
+from rlhf.redact import redact, redact_text
 from rlhf.roles import Actor, check_admin
 from rlhf.schema import JOB_STATUSES, Artifact, Job, JobMetric, Project, utcnow
 
@@ -138,7 +139,7 @@ def append_log_lines(tail: str, lines: Iterable[str], *, keep: int = LOG_TAIL_LI
     kept = tail.splitlines() if tail else []
     for line in lines:
         for part in str(line).splitlines() or [""]:
-            kept.append(truncate(part, LOG_LINE_MAX_CHARS))
+            kept.append(truncate(redact_text(part), LOG_LINE_MAX_CHARS))  # the row and the worker's log file
     return "\n".join(kept[-keep:])
 
 
@@ -202,6 +203,12 @@ def validate_job_params(kind: str, params: dict[str, Any] | None, registry: Mapp
         json.dumps(checked, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidJobParams(f"{kind}: params must be JSON values (numbers, strings, lists, mappings): {exc}") from exc
+    if redact(checked) != checked:
+        # Params are stored and shown to every admin: a credential would leak there (issue 16, item 4).
+        raise InvalidJobParams(
+            f"{kind}: params must not carry credentials (a password, token or key); "
+            "the worker reads the database from its own RLHF_DATABASE_URL and secrets from its environment"
+        )
     return checked
 
 
@@ -501,14 +508,14 @@ def report_state(
         if progress is not None:
             values["progress"] = progress
         if message is not None:
-            values["message"] = truncate(message, MESSAGE_MAX_CHARS)
+            values["message"] = truncate(redact_text(message), MESSAGE_MAX_CHARS)
         if log_tail is not None:
-            values["log_tail"] = log_tail
+            values["log_tail"] = redact_text(log_tail)
         result = session.execute(update(Job).where(*_owned(job_id, worker_id)).values(**values))
         if result.rowcount != 1:
             return Heartbeat(owned=False, cancel_requested=False)
         for step, point in metric_points:
-            session.add(JobMetric(job_id=job_id, step=int(step), values=json_safe(point)))
+            session.add(JobMetric(job_id=job_id, step=int(step), values=redact(json_safe(point))))
         cancel = session.exec(select(Job.cancel_requested).where(Job.id == job_id)).one()
         return Heartbeat(owned=True, cancel_requested=bool(cancel))
 
@@ -533,16 +540,16 @@ def finish_job(
     """
 
     def work(session: Session) -> list[Artifact] | None:
-        values: dict[str, Any] = {"status": "done", "progress": 1.0, "finished_at": utcnow(), "message": truncate(message, MESSAGE_MAX_CHARS)}
+        values: dict[str, Any] = {"status": "done", "progress": 1.0, "finished_at": utcnow(), "message": truncate(redact_text(message), MESSAGE_MAX_CHARS)}
         if log_tail is not None:
-            values["log_tail"] = log_tail
+            values["log_tail"] = redact_text(log_tail)
         result = session.execute(update(Job).where(*_owned(job_id, worker_id)).values(**values))
         if result.rowcount != 1:
             return None
         job = session.get(Job, job_id, populate_existing=True)
         if final_metrics:
             last = session.exec(select(JobMetric.step).where(JobMetric.job_id == job_id).order_by(JobMetric.step.desc()).limit(1)).first()
-            session.add(JobMetric(job_id=job_id, step=int(last or 0), values=json_safe(final_metrics)))
+            session.add(JobMetric(job_id=job_id, step=int(last or 0), values=redact(json_safe(final_metrics))))
         rows: list[Artifact] = []
         for position, record in enumerate(artifacts):
             bad_refs = [r for r in record.parent_refs if not 0 <= r < position]
@@ -557,8 +564,8 @@ def finish_job(
                 project_id=job.project_id,
                 job_id=job_id,
                 parent_ids=list(dict.fromkeys(parents)),
-                lineage=json_safe(record.lineage),
-                metrics=json_safe(record.metrics),
+                lineage=redact(json_safe(record.lineage)),
+                metrics=redact(json_safe(record.metrics)),
                 created_by=job.created_by,
             )
             session.add(row)
@@ -579,23 +586,24 @@ def fail_job(
     log_tail: str | None = None,
 ) -> bool:
     """Mark the job failed with `error` and `traceback`; False if it no longer runs under `worker_id`."""
+    error = redact_text(error)  # a connection error or a config echoed in a message may hold a password
     values: dict[str, Any] = {
         "status": "failed",
         "finished_at": utcnow(),
         "error": error,
-        "traceback": traceback,
+        "traceback": None if traceback is None else redact_text(traceback),
         "message": truncate(f"failed: {error}", MESSAGE_MAX_CHARS),
     }
     if log_tail is not None:
-        values["log_tail"] = log_tail
+        values["log_tail"] = redact_text(log_tail)
     return _guarded_update(engine, job_id, worker_id, values)
 
 
 def finish_cancelled(engine: Engine, job_id: int, worker_id: str, *, message: str = "cancelled", log_tail: str | None = None) -> bool:
     """Mark a running job cancelled (it stopped on request); False if it is no longer ours."""
-    values: dict[str, Any] = {"status": "cancelled", "finished_at": utcnow(), "message": truncate(message, MESSAGE_MAX_CHARS)}
+    values: dict[str, Any] = {"status": "cancelled", "finished_at": utcnow(), "message": truncate(redact_text(message), MESSAGE_MAX_CHARS)}
     if log_tail is not None:
-        values["log_tail"] = log_tail
+        values["log_tail"] = redact_text(log_tail)
     return _guarded_update(engine, job_id, worker_id, values)
 
 

@@ -35,6 +35,7 @@ from rlhf.ppo.prompts import PPOPrompt, batch_indices, encode_prompts, load_ppo_
 from rlhf.ppo.reward import RewardDirectory, RewardError, checked_scores, load_reward_function, value_head_init_weight
 from rlhf.ppo.rollout import Advantages, PhaseTimer, Rollout, collect_rollout, compute_advantages
 from rlhf.progress import Cancelled, NullReporter, Reporter, check_stop
+from rlhf.redact import redact
 
 
 class PPOError(RuntimeError):
@@ -453,7 +454,7 @@ def _truncate_history(out: Path, iteration: int, main: bool) -> None:
 def _save(run: PPORun, done: int, metrics: dict[str, float]) -> Path:
     return save_checkpoint(
         run.config.out, done, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, kl_controller=run.kl,
-        config=run.config.to_dict(), metrics=metrics, base_model_name=run.base_name, accelerator=run.accelerator,
+        config=redact(run.config.to_dict()), metrics=metrics, base_model_name=run.base_name, accelerator=run.accelerator,
         keep=run.config.keep_checkpoints,
     )
 
@@ -537,6 +538,7 @@ def _write_outputs(run: PPORun, samples: list[dict[str, Any]]) -> dict[str, Any]
 
     out = Path(run.config.out)
     lineage: dict[str, Any] = {}
+    recorded_config = redact(run.config.to_dict())  # database_url may carry a password (issue 16, item 4)
     if run.main:
         staging = out / ".final.tmp"
         shutil.rmtree(staging, ignore_errors=True)
@@ -558,13 +560,14 @@ def _write_outputs(run: PPORun, samples: list[dict[str, Any]]) -> dict[str, Any]
                 "content_hash": content_hash([p.prompt for p in run.prompts]),
                 "left_truncated": run.truncated_prompts,
             },
-            "config": run.config.to_dict(),
-            "config_hash": content_hash(run.config.to_dict()),
+            "config": recorded_config,
+            "config_hash": content_hash(recorded_config),
             "iterations": run.config.total_iterations,
             "processes": run.world,
             "adapter_sha256": file_sha256(staging / "adapter_model.safetensors"),
             "final_metrics": history[-1] if history else {},
         }
+        lineage = redact(lineage)  # and the reward's and prompts' descriptions, which name paths and URLs
         (staging / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str))
         # adapter_config.json moves last: its presence is what makes the directory a loadable adapter.
         for name in ("adapter_model.safetensors", "lineage.json", "adapter_config.json"):

@@ -38,6 +38,7 @@ from torch import nn
 from rlhf import __version__
 from rlhf.models import default_device, load_sequence_classifier, load_tokenizer, lora_config, resolve_model, trainable_to_fp32
 from rlhf.progress import Cancelled, NullReporter, Reporter
+from rlhf.redact import redact
 from rlhf.reward.config import LINEAGE_FILE, METRICS_FILE, SCORE_HEAD_FILE, RewardConfig, RewardModelConfig
 from rlhf.reward.data import PreferenceData, encode_pairs, load_preference_data, uses_chat_template
 from rlhf.reward.evaluate import preference_metrics
@@ -445,6 +446,7 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "resumed_from": resume_from,
     }
+    lineage = redact(lineage)  # paths and the export manifest may carry a credential (issue 16, item 4)
     _save_reward_dir(model, tokenizer, model_config, metrics, lineage, out_dir, overwrite)
     shutil.rmtree(checkpoints, ignore_errors=True)
     artifact_id = None
@@ -484,7 +486,7 @@ def _save_reward_dir(model, tokenizer, model_config: RewardModelConfig, metrics,
         head = score_head_module(model)
         save_file({"weight": head.weight.detach().float().cpu().contiguous()}, str(staging / SCORE_HEAD_FILE))
         model_config.save(staging)
-        (staging / METRICS_FILE).write_text(json.dumps(json_safe(metrics), indent=2))
+        (staging / METRICS_FILE).write_text(json.dumps(redact(json_safe(metrics)), indent=2))
         (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str))
         if out_dir.exists():
             if not overwrite:
