@@ -40,6 +40,7 @@ DISPLAY_CHOICES: tuple[DisplayChoice, ...] = (
     DisplayChoice("both_bad", "Both bad", "0", None, 0, "both_bad"),
 )
 CHOICES_BY_ID: Mapping[str, DisplayChoice] = {c.id: c for c in DISPLAY_CHOICES}
+CHOICES_BY_KEY: Mapping[str, DisplayChoice] = {c.key: c for c in DISPLAY_CHOICES}
 
 
 def _other(side: str) -> str:

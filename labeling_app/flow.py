@@ -5,6 +5,8 @@ State lives in `st.session_state[f"{prefix}.slot"]` (a `Slot`), prefix "rate" or
   `SubmitResult.next_task` (one round trip per submit: no separate fetch);
 - every painted form gets a fresh submission token; a submit consumes it before calling the
   backend, so a double click, a key held down or a stale button never sends a second time;
+- keys reach the page through one listener (`labeling_app.keyboard`) that applies them in the
+  order pressed: `press_common` handles the keys both pages share (Enter, S, F, G, Backspace);
 - time spent on a task runs from its first paint to its submit (server clock);
 - a submit that meets an expired session is kept in `common.PENDING` and sent when the same
   user signs in again (`resume_pending`).
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import streamlit as st
 
 from labeling_app import common as c
+from labeling_app import keyboard as kb
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -69,6 +72,10 @@ class Slot:
     """Rate page: the rubric dimension the number keys score."""
     choice: Optional[str] = None
     """Compare page: the display choice selected so far (`labeling_app.choices`)."""
+    tags: list[str] = field(default_factory=list)
+    """Rate page: the tags chosen so far, in the project's order."""
+    dialog: Optional[str] = None
+    """"skip", "flag" or "guidelines": a dialog a key asked for, opened (and cleared) by the next draw."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,8 @@ def _show(slot: Slot, view: Optional["TaskView"], *, editing: bool = False) -> N
     slot.scores = dict(view.own.scores) if editing and view is not None and view.own is not None else {}
     slot.focus = 0
     slot.choice = None
+    slot.dialog = None
+    slot.tags = list(view.own.tags or []) if editing and view is not None and view.own is not None else []
     if editing and view is not None and view.own is not None and view.own.choice is not None:
         from labeling_app.choices import to_display
 
@@ -334,9 +343,10 @@ def header(slot: Slot, title: str) -> None:
     with left:
         st.subheader(title)
     with right, st.container(horizontal=True, horizontal_alignment="right"):
-        if slot.task is not None and st.button("Guidelines", key=f"{PREFIX[kind]}.guidelines", shortcut="G", icon=":material/menu_book:", type="tertiary"):
+        clicked = slot.task is not None and st.button("Guidelines", key=f"{PREFIX[kind]}.guidelines", help="Key G", icon=":material/menu_book:", type="tertiary")
+        if slot.task is not None and (clicked or _take_dialog(slot, "guidelines")):
             _guidelines_dialog(slot.task.guidelines)
-        st.button("Edit previous", key=f"{PREFIX[kind]}.previous", shortcut="Backspace", icon=":material/undo:", type="tertiary", on_click=edit_previous, args=(kind,))
+        st.button("Edit previous", key=f"{PREFIX[kind]}.previous", help="Key Backspace", icon=":material/undo:", type="tertiary", on_click=edit_previous, args=(kind,))
     if slot.editing and slot.task is not None:
         own = slot.task.own
         with st.container(horizontal=True, vertical_alignment="center"):
@@ -346,24 +356,58 @@ def header(slot: Slot, title: str) -> None:
         st.caption(f"{slot.submitted} submitted in this session · task {slot.task.task_id if slot.task else '-'}")
 
 
+def press_common(kind: str, key: str, send: Callable[[Optional[str]], None]) -> None:
+    """A key both pages share: Enter submits (through the page's `send(token)`), S / F / G open
+    the skip, flag and guidelines dialogs on the next draw, Backspace reopens the last annotation."""
+    if key == kb.BACKSPACE:
+        edit_previous(kind)
+        return
+    slot: Optional[Slot] = st.session_state.get(slot_key(kind))
+    if slot is None or slot.task is None:
+        return
+    if key == kb.ENTER:
+        send(slot.token)
+    elif key == kb.SKIP and not slot.editing:
+        slot.dialog = "skip"
+    elif key == kb.FLAG:
+        slot.dialog = "flag"
+    elif key == kb.GUIDELINES:
+        slot.dialog = "guidelines"
+
+
+COMMON_KEYS = (kb.ENTER, kb.SKIP, kb.FLAG, kb.GUIDELINES, kb.BACKSPACE)
+"""The keys `press_common` handles."""
+
+
+def _take_dialog(slot: Slot, name: str) -> bool:
+    """True (once) when a key asked for dialog `name`."""
+    if slot.dialog != name:
+        return False
+    slot.dialog = None
+    return True
+
+
 @st.fragment
-def annotation_area(kind: str, user: "User", project_id: int, title: str, render_task: Callable[[Slot], None]) -> None:
+def annotation_area(kind: str, user: "User", project_id: int, title: str, render_task: Callable[[Slot], None], keys: tuple[str, ...], press_key: Callable[[str], None]) -> None:
     """What a key press or a submit redraws: header, the task, its form. A fragment, so these
     reruns skip the router (sign-in check, project list, sidebar) and redraw only this part.
 
     `render_task(slot)` draws the page's task and form; it is only called when there is a task.
+    `press_key(key)` applies one press of one of `keys`, in the order pressed (`labeling_app.keyboard`).
     Callbacks that sign the session out (an expired session meeting a submit) are noticed here
     and hand over to a full rerun, where the router shows the sign-in page.
     """
     if st.session_state.get(c.USER_ID) != user.id:
         st.rerun(scope="app")
+    kb.listen(PREFIX[kind], keys, press_key)
     c.show_flash()
     slot = get_slot(c.get_engine(), user, project_id, kind)
     header(slot, title)
     if slot.task is None:
         empty_queue(slot)
-        return
-    render_task(slot)
+    else:
+        render_task(slot)
+    slot.dialog = None  # a dialog asked for where none can open (an edit has no skip) is dropped
 
 
 def empty_queue(slot: Slot) -> None:
@@ -412,9 +456,9 @@ def skip_and_flag(slot: Slot) -> None:
     redraws stays small.
     """
     kind, prefix = slot.kind, PREFIX[slot.kind]
-    if not slot.editing and st.button("Skip…", key=f"{prefix}.skip_open", shortcut="S", icon=":material/skip_next:"):
+    if not slot.editing and (st.button("Skip…", key=f"{prefix}.skip_open", help="Key S", icon=":material/skip_next:") or _take_dialog(slot, "skip")):
         _skip_dialog(kind, slot.token)
-    if st.button("Flag…", key=f"{prefix}.flag_open", shortcut="F", icon=":material/flag:"):
+    if st.button("Flag…", key=f"{prefix}.flag_open", help="Key F", icon=":material/flag:") or _take_dialog(slot, "flag"):
         _flag_dialog(kind, slot.token, slot.editing)
 
 
@@ -428,7 +472,7 @@ def action_row(slot: Slot, send: Callable[[str], None]) -> None:
             "Save edit" if slot.editing else "Submit",
             key=f"{PREFIX[slot.kind]}.submit",
             type="primary",
-            shortcut="Enter",
+            help="Key Enter",
             icon=":material/send:",
             disabled=slot.token is None,
             on_click=send,

@@ -11,7 +11,8 @@ import streamlit as st
 
 from labeling_app import common as c
 from labeling_app import flow
-from labeling_app.choices import CHOICES_BY_ID, DISPLAY_CHOICES, to_task_terms
+from labeling_app import keyboard as kb
+from labeling_app.choices import CHOICES_BY_ID, CHOICES_BY_KEY, DISPLAY_CHOICES, to_task_terms
 
 KIND = "pairwise"
 
@@ -22,6 +23,17 @@ def choose(choice_id: str) -> None:
     slot = st.session_state.get(flow.slot_key(KIND))
     if slot is not None and slot.task is not None:
         slot.choice = choice_id
+
+
+KEYS = tuple(CHOICES_BY_KEY) + flow.COMMON_KEYS
+
+
+def press_key(key: str) -> None:
+    """One key press, applied in the order pressed (`labeling_app.keyboard`)."""
+    if key in CHOICES_BY_KEY:
+        choose(CHOICES_BY_KEY[key].id)
+    else:
+        flow.press_common(KIND, key, send)
 
 
 def send(token: str) -> None:
@@ -46,9 +58,9 @@ def choice_buttons(slot: flow.Slot) -> None:
     with st.container(horizontal=True, gap="small", key="compare-choices"):
         for option in DISPLAY_CHOICES:
             st.button(
-                option.label,
+                f"{option.key} · {option.label}",
                 key=f"compare.choice.{option.id}",
-                shortcut=option.key,
+                help=f"Key {option.key}",
                 type="primary" if slot.choice == option.id else "secondary",
                 on_click=choose,
                 args=(option.id,),
@@ -56,7 +68,7 @@ def choice_buttons(slot: flow.Slot) -> None:
 
 
 def render_task(slot: flow.Slot) -> None:
-    """Prompt, the pair side by side (A left, B right), the choice row, comment and the buttons."""
+    """Prompt, the pair side by side (A left, B right), comment, then the choice row and the buttons."""
     view = slot.task
     plain = c.plain_text_toggle("compare.plain")
     c.render_task_prompt(view, plain=plain)
@@ -66,19 +78,21 @@ def render_task(slot: flow.Slot) -> None:
     with right:
         c.render_response(view.right, heading="B", plain=plain)
     st.caption("Keys: 1 A much better · 2 A better · 3 tie · 4 B better · 5 B much better · 0 both bad · Enter submits · S skip · F flag · G guidelines · Backspace reopens your last comparison")
-    choice_buttons(slot)
-    selected = CHOICES_BY_ID[slot.choice].label if slot.choice else "nothing yet"
-    st.markdown(f"Your choice: **{selected}**")
     own = view.own if slot.editing else None
     with st.expander("Comment (optional)", expanded=bool(own and own.comment)):
         st.text_area("Comment", key=flow.form_key(slot, "comment"), value=own.comment if own else "", height=80, max_chars=5000, on_change="ignore", label_visibility="collapsed")
-    flow.action_row(slot, send)
+    # The choice row and Submit stay on screen however long the responses are (issue 16, item 8).
+    with st.container(key=kb.ACTION_BAR.format(page="compare")):
+        choice_buttons(slot)
+        selected = CHOICES_BY_ID[slot.choice].label if slot.choice else "nothing yet"
+        st.markdown(f"Your choice: **{selected}**")
+        flow.action_row(slot, send)
 
 
 def main() -> None:
     user = c.require_role("annotator")
     project_id = c.require_project()
-    flow.annotation_area(KIND, user, project_id, "Compare two responses", render_task)
+    flow.annotation_area(KIND, user, project_id, "Compare two responses", render_task, KEYS, press_key)
 
 
 main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from apphelpers import go, no_exception, rows, signed_in_app, texts
+from keyhelpers import deliver, numbered, shown
 from labeling_app import flow
 from labeling_app.choices import DISPLAY_CHOICES, to_display, to_task_terms
 
@@ -48,18 +49,19 @@ def test_pair_is_shown_in_the_engines_order_with_documented_keys(app_env):
     at = compare_page(app_env)
     no_exception(at)
     view = slot(at).task
-    shown = texts(at)
-    assert view.left.text in shown and view.right.text in shown
-    assert shown.index(view.left.text) < shown.index(view.right.text)  # left column first
-    assert {b.key: b.proto.shortcut for b in at.button if b.key and b.key.startswith("compare.choice.")} == {
-        "compare.choice.left_much": "1",
-        "compare.choice.left": "2",
-        "compare.choice.tie": "3",
-        "compare.choice.right": "4",
-        "compare.choice.right_much": "5",
-        "compare.choice.both_bad": "0",
+    page = shown(at)
+    assert view.left.text in page and view.right.text in page
+    assert page.index(view.left.text) < page.index(view.right.text)  # left column first
+    assert {b.key: b.label for b in at.button if b.key and b.key.startswith("compare.choice.")} == {
+        "compare.choice.left_much": "1 · A much better",
+        "compare.choice.left": "2 · A better",
+        "compare.choice.tie": "3 · Tie",
+        "compare.choice.right": "4 · B better",
+        "compare.choice.right_much": "5 · B much better",
+        "compare.choice.both_bad": "0 · Both bad",
     }
-    assert "1 A much better" in shown and "0 both bad" in shown
+    assert {b.key for b in at.button if b.proto.shortcut} == set()  # keys come through the one listener
+    assert "1 A much better" in page and "0 both bad" in page
 
 
 def test_choosing_the_left_response_stores_the_task_side_that_was_left(app_env):
@@ -112,3 +114,22 @@ def test_submit_paints_the_next_pair_from_the_same_call(app_env, monkeypatch):
     at = at.button(key="compare.submit").click().run()
     assert calls == {"submit": 1, "next_task": 0}
     assert slot(at).task.task_id != first
+
+
+def test_choices_and_enters_typed_in_one_delivery_apply_in_the_order_pressed(app_env):
+    """Issue 16, item 6: "2 Enter 4 Enter 0 Enter" delivered at once (and listed backwards) stores three
+    comparisons with those choices; a repeated delivery stores nothing more."""
+    at = compare_page(app_env)
+    tasks = []
+    presses = numbered(["2", "Enter", "4", "Enter", "0", "Enter", "3"])
+    at = deliver(at, list(reversed(presses)))
+    no_exception(at)
+    assert "Choose first" not in texts(at)
+    stored = rows(app_env.engine, Preference.__table__)
+    tasks = [p.task_id for p in stored]
+    left = {p.task_id: p.shown_left for p in stored}
+    other = {"a": "b", "b": "a"}
+    assert [(p.choice, p.strength) for p in stored] == [(left[tasks[0]], 1), (other[left[tasks[1]]], 1), ("both_bad", 0)]
+    assert slot(at).choice == "tie" and slot(at).task.task_id not in tasks
+    at = deliver(at, presses)
+    assert len(rows(app_env.engine, Preference.__table__)) == 3

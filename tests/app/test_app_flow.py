@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from apphelpers import PASSWORD, go, no_exception, rows, signed_in_app, texts
+from keyhelpers import deliver, numbered
 from labeling_app import common as c
 from labeling_app import flow
+from labeling_app.keyboard import Cursor, KeyPress, apply_presses, parse_presses, unapplied
 
 from rlhf.schema import AnnotationRevision, Preference, Rating
 
@@ -62,6 +66,66 @@ def test_edit_previous_button_reopens_the_last_rating(app_env):
     assert rating_slot(at).editing and rating_slot(at).task.task_id == rated
     at = at.button(key="rate.cancel_edit").click().run()
     assert not rating_slot(at).editing and rating_slot(at).task.task_id != rated
+
+
+def test_backspace_reopens_the_last_rating_and_enter_saves_the_edit_once(app_env):
+    at = go(signed_in_app(app_env.annotator, app_env.project_id), "rate.py")
+    rated = rating_slot(at).task.task_id
+    at = deliver(at, numbered(["1", "2", "3", "Enter", "Backspace", "7", "Enter", "Enter"]))
+    no_exception(at)
+    stored = rows(app_env.engine, Rating.__table__)
+    assert [(r.task_id, r.scores, r.revision) for r in stored] == [(rated, {"helpfulness": 7, "honesty": 2, "harmlessness": 3}, 2)]
+    assert not rating_slot(at).editing and "Score helpfulness, honesty, harmlessness first." in texts(at)  # the last Enter met the next, empty task
+
+
+# ------------------------------------------------------------------- key presses, in order, once
+
+
+def presses(*pairs):
+    return [KeyPress(seq, key) for seq, key in pairs]
+
+
+def test_presses_apply_in_the_order_pressed_whatever_the_order_delivered():
+    applied, saved = [], []
+    cursor = apply_presses(presses((3, "5"), (1, "6"), (4, "Enter"), (2, "2")), "tab", None, applied.append, saved.append)
+    assert applied == ["6", "2", "5", "Enter"]
+    assert cursor == Cursor("tab", 4) and saved == [Cursor("tab", n) for n in (1, 2, 3, 4)]
+
+
+def test_a_repeated_or_overlapping_delivery_applies_each_press_once():
+    applied = []
+    cursor = apply_presses(presses((1, "6"), (2, "2")), "tab", None, applied.append, lambda _: None)
+    cursor = apply_presses(presses((1, "6"), (2, "2"), (3, "5"), (3, "5")), "tab", cursor, applied.append, lambda _: None)
+    cursor = apply_presses(presses((2, "2")), "tab", cursor, applied.append, lambda _: None)  # late
+    assert applied == ["6", "2", "5"] and cursor == Cursor("tab", 3)
+
+
+def test_a_new_listener_starts_from_its_first_press():
+    """A reloaded tab numbers from 1 again under a new epoch; its presses are not taken for old ones."""
+    assert unapplied(presses((1, "4"), (2, "Enter")), "new", Cursor("old", 9)) == presses((1, "4"), (2, "Enter"))
+    assert unapplied(presses((1, "4"), (2, "Enter")), "old", Cursor("old", 9)) == []
+
+
+def test_a_failing_key_is_not_applied_again():
+    applied = []
+
+    def handle(key):
+        applied.append(key)
+        if key == "Enter":
+            raise RuntimeError("backend down")
+
+    saved = []
+    with pytest.raises(RuntimeError):
+        apply_presses(presses((1, "Enter"), (2, "3")), "tab", None, handle, saved.append)
+    apply_presses(presses((1, "Enter"), (2, "3")), "tab", saved[-1], handle, saved.append)
+    assert applied == ["Enter", "3"]
+
+
+def test_malformed_deliveries_are_dropped():
+    assert parse_presses(None) == ("", [])
+    assert parse_presses({"epoch": 3, "presses": []}) == ("", [])
+    epoch, got = parse_presses({"epoch": "tab", "presses": [{"seq": 1, "key": "4"}, {"seq": "2", "key": "5"}, "x", {"seq": 3}]})
+    assert (epoch, got) == ("tab", presses((1, "4")))
 
 
 def _double_submit_script(project_id: int) -> None:

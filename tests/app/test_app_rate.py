@@ -1,8 +1,9 @@
-"""The Rate page: rubric scored by key buttons, submit stores once and paints the next task, tags, comment, skip, flag, empty queue."""
+"""The Rate page: rubric scored by keys and buttons, keys applied in the order pressed, submit stores once and paints the next task, tags, comment, skip, flag, empty queue."""
 
 from __future__ import annotations
 
 from apphelpers import go, no_exception, rows, signed_in_app, texts
+from keyhelpers import deliver, numbered, shown
 from labeling_app import flow
 
 from rlhf.schema import Flag, Rating, Skip
@@ -18,28 +19,31 @@ def slot(at) -> flow.Slot:
 
 
 def press(at, digit: str):
-    """What the number key does: the focused row's button for that digit."""
+    """A click on the focused row's button for that digit (what the number key does)."""
     return at.button(key=f"rate.key.{digit}").click().run()
+
+
+def stored_ratings(app_env):
+    return [(r.task_id, r.scores, r.tags) for r in rows(app_env.engine, Rating.__table__)]
 
 
 def test_rate_page_shows_prompt_response_and_labelled_scale(app_env):
     at = rate_page(app_env)
     no_exception(at)
     view = slot(at).task
-    shown = texts(at)
-    assert view.response.text in shown
-    assert view.prompt_text in shown or all(m.content in shown for m in view.prompt_messages or ())
+    page = shown(at)
+    assert view.response.text in page
+    assert view.prompt_text in page or all(m.content in page for m in view.prompt_messages or ())
     # Labelled scale points: the anchors under each row.
-    assert "1 Not at all · 4 Partly · 7 Completely" in shown and "1 Harmful · 4 Borderline · 7 Harmless" in shown
+    assert "1 Not at all · 4 Partly · 7 Completely" in page and "1 Harmful · 4 Borderline · 7 Harmless" in page
     # The other dimensions: one segmented control each, points 1–7.
     assert at.button_group(key=f"rate.seg.{view.task_id}.1.None").options == [str(v) for v in range(1, 8)]
-    # The focused dimension's buttons carry the number keys; the others none.
-    assert [at.button(key=f"rate.key.{d}").proto.shortcut for d in "1234567"] == list("1234567")
-    assert {b.key for b in at.button if b.proto.shortcut} == {f"rate.key.{d}" for d in "1234567"} | {
-        "rate.submit", "rate.skip_open", "rate.flag_open", "rate.guidelines", "rate.previous", "rate.focus_up", "rate.focus_down"
-    }
-    assert at.button(key="rate.submit").proto.shortcut.lower() == "enter"
-    assert (at.button(key="rate.skip_open").proto.shortcut.upper(), at.button(key="rate.flag_open").proto.shortcut.upper()) == ("S", "F")
+    # Keys reach the page through one listener; no button has a Streamlit shortcut (they ran in widget order, issue 16).
+    assert {b.key for b in at.button if b.proto.shortcut} == set()
+    assert [at.button(key=f"rate.key.{d}").label for d in "1234567"] == list("1234567")
+    # Every tag is a button with its key (Q, W, E, …), documented on the page.
+    assert [at.button(key=f"rate.tag.{i}").label for i in range(len(view.tags))] == [f"{k} · {t}" for k, t in zip("QWERTYUIOP", view.tags)]
+    assert "Q W E … toggle the tags" in page
     assert not [w for w in at.selectbox if w.key == "rate.skip_reason"]  # dialogs draw nothing until opened
 
 
@@ -51,7 +55,7 @@ def test_number_keys_score_focused_dimensions_in_turn_and_submit_paints_the_next
     assert slot(at).scores == {"helpfulness": 6, "honesty": 2, "harmlessness": 5}
     # Scores typed with keys show in the dimensions' segmented controls once the focus moves on.
     assert at.button_group(key=f"rate.seg.{first.task_id}.0.6").value == 6
-    at.button_group(key=f"rate.{first.task_id}.n.tags").set_value(["factual error"])
+    at = at.button(key=f"rate.tag.{first.tags.index('factual error')}").click().run()
     at.text_area(key=f"rate.{first.task_id}.n.comment").input("off by one")
     at = at.button(key="rate.submit").click().run()
     no_exception(at)
@@ -64,9 +68,70 @@ def test_number_keys_score_focused_dimensions_in_turn_and_submit_paints_the_next
     assert rating.time_spent_s is not None and rating.time_spent_s >= 0
     nxt = slot(at).task
     assert nxt is not None and nxt.task_id != first.task_id
-    assert nxt.response.text in texts(at)
-    assert slot(at).scores == {} and slot(at).focus == 0
+    assert nxt.response.text in shown(at)
+    assert slot(at).scores == {} and slot(at).focus == 0 and slot(at).tags == []
 
+
+def test_keys_typed_faster_than_the_page_redraws_apply_in_the_order_pressed(app_env):
+    """Issue 16, item 6: three digits and Enter in one delivery; the digits count before Enter."""
+    at = rate_page(app_env)
+    first = slot(at).task.task_id
+    at = deliver(at, numbered("625") + [(4, "Enter")])
+    no_exception(at)
+    assert "first." not in texts(at)  # no "Score … first."
+    assert stored_ratings(app_env) == [(first, {"helpfulness": 6, "honesty": 2, "harmlessness": 5}, [])]
+    assert slot(at).task.task_id != first and slot(at).scores == {}
+
+
+def test_two_tasks_typed_in_one_delivery_listed_out_of_order(app_env):
+    """Keys after Enter belong to the next task; the order pressed counts, not the order listed."""
+    at = rate_page(app_env)
+    first = slot(at).task.task_id
+    presses = numbered(["7", "1", "3", "Enter", "2", "4", "Q", "6", "Enter", "5"])
+    at = deliver(at, list(reversed(presses)))
+    no_exception(at)
+    (task_a, scores_a, tags_a), (task_b, scores_b, tags_b) = stored_ratings(app_env)
+    assert (task_a, scores_a, tags_a) == (first, {"helpfulness": 7, "honesty": 1, "harmlessness": 3}, [])
+    assert (scores_b, tags_b) == ({"helpfulness": 2, "honesty": 4, "harmlessness": 6}, [slot(at).task.tags[0]])
+    assert slot(at).scores == {"helpfulness": 5} and slot(at).task.task_id not in (task_a, task_b)
+
+
+def test_a_repeated_or_stale_delivery_applies_nothing_twice(app_env):
+    """The browser re-sends presses until acknowledged: seen again, they change nothing."""
+    at = rate_page(app_env)
+    at = deliver(at, numbered("444") + [(4, "Enter")])
+    second = slot(at).task.task_id
+    at = deliver(at, numbered("444") + [(4, "Enter"), (5, "3")])  # 1–4 again, then one new press
+    no_exception(at)
+    assert len(stored_ratings(app_env)) == 1
+    assert slot(at).task.task_id == second and slot(at).scores == {"helpfulness": 3}
+    at = deliver(at, numbered("12"))  # late copies of old presses
+    assert slot(at).scores == {"helpfulness": 3}
+    at = deliver(at, numbered("5", start=6))
+    assert slot(at).scores == {"helpfulness": 3, "honesty": 5}
+    # The listener is told what was applied, so it forgets those presses.
+    [listener] = [e for e in at.get("bidi_component") if e.proto.component_name == "rlhf_studio.task_keys"]
+    assert '"applied": 6' in listener.proto.json
+
+
+def test_tag_keys_toggle_the_tags_in_the_projects_order(app_env):
+    at = rate_page(app_env)
+    tags = slot(at).task.tags
+    at = deliver(at, numbered(["E", "Q", "W", "W"]))
+    assert slot(at).tags == [tags[0], tags[2]]
+    assert at.button(key="rate.tag.0").proto.type == "primary" and at.button(key="rate.tag.1").proto.type == "secondary"
+    at = deliver(at, numbered(["1", "2", "3", "Enter"], start=5))
+    assert stored_ratings(app_env)[0][2] == [tags[0], tags[2]]
+
+
+def test_letter_keys_open_the_dialogs_and_arrows_move_the_focus(app_env):
+    at = rate_page(app_env)
+    at = deliver(at, numbered(["ArrowDown", "ArrowDown", "7", "ArrowUp"]))
+    assert slot(at).scores == {"harmlessness": 7} and slot(at).focus == 0
+    at = deliver(at, numbered(["S"], start=5))
+    assert at.selectbox(key="rate.skip_reason")  # the skip dialog is open
+    at = deliver(at, numbered(["F"], start=6))
+    assert at.radio(key="rate.flag_reason") and not [w for w in at.selectbox if w.key == "rate.skip_reason"]
 
 def test_submit_with_a_missing_dimension_stores_nothing_and_focuses_it(app_env):
     at = rate_page(app_env)
@@ -132,4 +197,7 @@ def test_empty_queue_says_so(app_env):
     no_exception(at)
     assert slot(at).task is None
     assert "Nothing left to rate" in texts(at)
+    at = deliver(at, numbered("4") + [(2, "Enter"), (3, "S")])  # keys on an empty queue do nothing
+    no_exception(at)
+    assert len(rows(app_env.engine, Rating.__table__)) == 9
     assert len(rows(app_env.engine, Rating.__table__)) == 9
