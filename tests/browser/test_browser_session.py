@@ -10,9 +10,7 @@ serve the same signed-in browser.
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -28,7 +26,6 @@ PASSWORD = "annotate all day"
 ADMIN_PASSWORD = "administer all day"
 FIXTURE = Path(__file__).with_name("fixture_project.jsonl")
 COOKIE = "rlhf_session"
-POSTGRES_ADMIN_URL = os.environ.get("RLHF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def seed(url: str) -> dict:
@@ -327,36 +324,12 @@ def test_a_deep_link_opened_signed_out_lands_on_its_page_after_sign_in(served, b
         page.context.close()
 
 
-@pytest.fixture
-def postgres_url():
-    """A fresh schema in the test PostgreSQL database (as tests/conftest.py makes them)."""
-    from sqlalchemy import text
-
-    from rlhf.db import make_engine
-
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = make_engine(POSTGRES_ADMIN_URL, pool_size=1)
-    try:
-        with admin.begin() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure to connect is the answer
-        admin.dispose()
-        if os.environ.get("RLHF_TESTS_ALLOW_NO_POSTGRES") == "1":
-            pytest.skip(f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable: {exc.__class__.__name__}")
-        raise
-    try:
-        yield f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
-
-
-def test_two_app_processes_on_one_postgres_serve_the_same_signed_in_browser(postgres_url, browser, tmp_path):
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)  # a fresh schema (tests/conftest.py)
+def test_two_app_processes_on_one_postgres_serve_the_same_signed_in_browser(db_url, browser, tmp_path):
     """Replicas behind a load balancer: cookies belong to the host (127.0.0.1), not the port."""
-    state = seed(postgres_url)
-    first = start_app(postgres_url, tmp_path / "first.log")
-    second = start_app(postgres_url, tmp_path / "second.log", cli=True)  # started by `rlhf app`
+    state = seed(db_url)
+    first = start_app(db_url, tmp_path / "first.log")
+    second = start_app(db_url, tmp_path / "second.log", cli=True)  # started by `rlhf app`
     page = other = new_page(browser)
     try:
         sign_in(page, first.url, "annie", PASSWORD)
