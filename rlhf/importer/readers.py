@@ -128,11 +128,19 @@ def _refuse_constant(name: str) -> Any:
 
 
 def parse_json_line(text: str) -> dict:
-    """One JSON-lines record: a JSON object (NaN and Infinity refused). ImportFormatError otherwise."""
+    """One JSON-lines record: a JSON object (NaN and Infinity refused). ImportFormatError otherwise.
+
+    A malformed line is reported at its column within the line: the line's own terminator is
+    left out before parsing, else a line cut short failed at the newline, which `json` counts
+    as column 1 of a second line (issue 16, item 13).
+    """
+    text = text.rstrip("\r\n")
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         hint = "; a JSON array file is not supported, write one object per line" if text.lstrip().startswith("[") else ""
+        if exc.pos >= len(text) and text.strip():
+            hint += "; the line ends there (cut off?)"
         raise ImportFormatError(f"malformed JSON: {exc.msg} (column {exc.colno}){hint}") from None
     except RecursionError:
         raise ImportFormatError("malformed JSON: nested too deeply") from None
