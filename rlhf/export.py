@@ -213,6 +213,31 @@ def as_messages(prompt_text: str, prompt_messages: list[dict[str, str]] | None) 
     return [{"role": "user", "content": prompt_text}]
 
 
+INCLUDE_EXTERNAL_HINT = "pass --include-external (on the Export page: \"Include external labels\") to use them"
+
+
+def _external_left_out(frame: pd.DataFrame, options: ExportOptions, keys: list[str] | None = None) -> int:
+    """How many annotations from external sources `_prefer_humans` leaves out (rows, or distinct `keys`)."""
+    if options.include_external:
+        return 0
+    external = frame[~frame["annotator_role"].isin(HUMAN_ROLES)]
+    return int(len(external) if keys is None else external[keys].drop_duplicates().shape[0])
+
+
+def nothing_usable(project: str | int, what: str, counts: dict[str, int]) -> str:
+    """The ExportError text for an export with no rows: the counts, and the external labels left out by default.
+
+    A project whose only labels are external (an imported dataset, a model judge) otherwise read
+    as "annotations 36" with no hint that a flag would use them (issue 16, item 14).
+    """
+    external = counts.get("left_out_external", 0)
+    reasons = ", ".join(f"{k} {v}" for k, v in counts.items() if v and k != "left_out_external")
+    message = f"project {project!r}: {what} ({reasons or 'no annotations'})"
+    if external:
+        message += f"; {external} label(s) from external sources (imported datasets, model judges) are left out by default: {INCLUDE_EXTERNAL_HINT}"
+    return message
+
+
 def _prefer_humans(frame: pd.DataFrame, options: ExportOptions) -> pd.DataFrame:
     if not options.include_external:
         frame = frame[frame["annotator_role"].isin(HUMAN_ROLES)]
@@ -240,7 +265,7 @@ class PairTable:
 
 def pairs_from_preferences(prefs: pd.DataFrame, options: ExportOptions) -> PairTable:
     """Aggregate pairwise judgments per task into labelled pairs (pure; `prefs` is a preference_frame)."""
-    counts: dict[str, int] = {"annotations": int(len(prefs))}
+    counts: dict[str, int] = {"annotations": int(len(prefs)), "left_out_external": _external_left_out(prefs, options)}
     prefs = _prefer_humans(prefs, options)
     counts["annotations_used"] = int(len(prefs))
     empty = pd.DataFrame(columns=["prompt_id", "task_id", "chosen_id", "rejected_id", "votes", "agreement", "margin", "tie"])
@@ -286,7 +311,10 @@ def pairs_from_ratings(ratings: pd.DataFrame, options: ExportOptions) -> PairTab
     margin = difference of the two means; votes = the smaller of the two rating counts;
     agreement = share of cross-annotator comparisons ordering the pair like the means (ties ½).
     """
-    counts: dict[str, int] = {"annotations": int(ratings[["task_id", "annotator_id"]].drop_duplicates().shape[0])}
+    counts: dict[str, int] = {
+        "annotations": int(ratings[["task_id", "annotator_id"]].drop_duplicates().shape[0]),
+        "left_out_external": _external_left_out(ratings, options, ["task_id", "annotator_id"]),
+    }
     ratings = _prefer_humans(ratings, options)
     if options.rating_dimension is not None:
         known = set(ratings["dimension"].unique())
@@ -398,7 +426,10 @@ def rating_rows(ratings: pd.DataFrame, responses: pd.DataFrame, options: ExportO
     agreement = mean over dimensions of the pairwise exact agreement among the response's
     raters, Σ_k c_k(c_k − 1) / (n(n − 1)) with c_k the raters giving value k (NaN when n = 1).
     """
-    counts = {"annotations": int(ratings[["task_id", "annotator_id"]].drop_duplicates().shape[0])}
+    counts = {
+        "annotations": int(ratings[["task_id", "annotator_id"]].drop_duplicates().shape[0]),
+        "left_out_external": _external_left_out(ratings, options, ["task_id", "annotator_id"]),
+    }
     ratings = _prefer_humans(ratings, options).dropna(subset=["value"])
     counts["annotations_used"] = int(ratings[["task_id", "annotator_id"]].drop_duplicates().shape[0])
     if ratings.empty:
@@ -445,6 +476,7 @@ def raw_rows(
     ratings: pd.DataFrame, prefs: pd.DataFrame, responses: pd.DataFrame, options: ExportOptions, salt: str
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Every annotation, one row each: judgments (`choice`, `strength`, `shown_left`) and ratings (`score_<dimension>`)."""
+    left_out = _external_left_out(ratings, options, ["task_id", "annotator_id"]) + _external_left_out(prefs, options)
     ratings, prefs = _prefer_humans(ratings, options), _prefer_humans(prefs, options)
     texts = responses.set_index("response_id")
     judged = pd.DataFrame(
@@ -495,7 +527,7 @@ def raw_rows(
     rows["prompt_hash"] = rows["response_a_id"].map(texts["prompt_hash"])
     rows["response_a"] = rows["response_a_id"].map(texts["response_text"])
     rows["response_b"] = rows["response_b_id"].astype("Int64").map(texts["response_text"])
-    counts = {"annotations": int(len(rows)), "ratings": int(len(rated)), "preferences": int(len(judged))}
+    counts = {"annotations": int(len(rows)), "ratings": int(len(rated)), "preferences": int(len(judged)), "left_out_external": left_out}
     return rows, counts
 
 
@@ -722,22 +754,21 @@ def build_export_rows(
         else:
             table = pairs_from_preferences(preference_frame(engine, project, PAIR_VOTE_COLUMNS), options)
         if table.pairs.empty:
-            reasons = ", ".join(f"{k} {v}" for k, v in table.counts.items() if v)
             source = "ratings" if options.from_ratings else "pairwise judgments"
-            raise ExportError(f"project {project!r}: no usable preference pairs from {source} ({reasons or 'no annotations'})")
+            raise ExportError(nothing_usable(project, f"no usable preference pairs from {source}", table.counts))
         rows, conversational = trl_rows(table.pairs, responses, options)
         return rows, table.counts | {"pairs": int(len(rows))}, conversational
     if format == "ratings":
         rows, counts = rating_rows(rating_frame(engine, project), response_frame(engine, project), options)
         if rows.empty:
-            raise ExportError(f"project {project!r}: no ratings to export ({counts})")
+            raise ExportError(nothing_usable(project, "no ratings to export", counts))
         return rows, counts, False
     if format == "raw":
         rows, counts = raw_rows(
             rating_frame(engine, project), preference_frame(engine, project), response_frame(engine, project), options, salt or ""
         )
         if rows.empty:
-            raise ExportError(f"project {project!r}: no annotations to export")
+            raise ExportError(nothing_usable(project, "no annotations to export", counts))
         return rows, counts, False
     raise ExportError(f"format {format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
 

@@ -45,11 +45,19 @@ def main() -> None:
         test_size = d.number_input("Test share (of prompts)", min_value=0.0, max_value=0.9, value=0.1, step=0.05, key="export.test_size")
         keep_ties = st.checkbox("Keep ties and both-bad pairs", key="export.keep_ties")
         from_ratings = st.checkbox("trl: build pairs from ratings instead of comparisons", key="export.from_ratings")
+        # The label the backend's "nothing usable" message names (rlhf.export.INCLUDE_EXTERNAL_HINT).
+        include_external = st.checkbox(
+            "Include external labels", help="Labels from external sources (imported datasets, model judges); people's labels only by default.",
+            key="export.include_external",
+        )
         submitted = st.form_submit_button("Export", type="primary", icon=":material/download:")
     if not submitted:
         return
     out = default_output(project.name, fmt, suffix if suffix.startswith(".") else "")
-    options = ExportOptions(aggregate=aggregate, min_votes=int(min_votes), test_size=float(test_size), keep_ties=keep_ties, from_ratings=from_ratings)
+    options = ExportOptions(
+        aggregate=aggregate, min_votes=int(min_votes), test_size=float(test_size), keep_ties=keep_ties, from_ratings=from_ratings,
+        include_external=include_external,
+    )
     try:
         with st.spinner("Exporting…"):
             manifest = export_project(engine, user, project_id, format=fmt, out=out, options=options)

@@ -216,3 +216,23 @@ def test_export_writes_trl_pairs(app_env):
     assert "Exported 1 rows" in texts(at)
     exported = list((app_env.tmp_path / "data" / "artifacts" / "exports").glob("demo-trl-*.jsonl"))
     assert len(exported) == 1 and json.loads(exported[0].read_text().splitlines()[0])["chosen"]
+
+
+def test_export_of_only_external_labels_names_them_and_the_checkbox_uses_them(app_env):
+    """Issue 16, item 14: the page shows the backend's message, and its "Include external labels" box works."""
+    from rlhf.importer import import_file
+
+    from apphelpers import RESPONSES_FIXTURE
+
+    import_file(app_env.engine, RESPONSES_FIXTURE.with_name("preferences.jsonl"), "demo", as_labels="gpt-judge")
+    at = admin_on(app_env, "export.py")
+    at.number_input(key="export.test_size").set_value(0.0)
+    at = at.button(key="FormSubmitter:export.form-Export").click().run()
+    no_exception(at)
+    shown = texts(at)
+    assert "3 label(s) from external sources" in shown and "--include-external" in shown and "Include external labels" in shown
+
+    at.checkbox(key="export.include_external").check()
+    at = at.button(key="FormSubmitter:export.form-Export").click().run()
+    no_exception(at)
+    assert "Exported 3 rows" in texts(at)
