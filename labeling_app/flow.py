@@ -399,7 +399,7 @@ def annotation_area(kind: str, user: "User", project_id: int, title: str, render
     """
     if st.session_state.get(c.USER_ID) != user.id:
         st.rerun(scope="app")
-    kb.listen(PREFIX[kind], keys, press_key)
+    kb.listen(PREFIX[kind], keys, press_key, context=project_id)
     c.show_flash()
     slot = get_slot(c.get_engine(), user, project_id, kind)
     header(slot, title)

@@ -186,8 +186,13 @@ def _deliver(page: str, handle: Callable[[str], None]) -> None:
     apply_presses(presses, epoch, st.session_state.get(cursor_key(page)), handle, functools.partial(st.session_state.__setitem__, cursor_key(page)))
 
 
-def listen(page: str, keys: Sequence[str], handle: Callable[[str], None]) -> None:
-    """Mount the page's key listener: presses of `keys` reach `handle(key)` once each, in order, before the next redraw."""
+def listen(page: str, keys: Sequence[str], handle: Callable[[str], None], *, context: Any = None) -> None:
+    """Mount the page's key listener: presses of `keys` reach `handle(key)` once each, in order, before the next redraw.
+
+    The browser re-runs the listener's function only when its data changes; `context` (the
+    project) is part of the data, so choosing another project in the sidebar takes the focus
+    back from it even before a key is pressed.
+    """
     cursor: Cursor | None = st.session_state.get(cursor_key(page))
-    data = {"page": page, "keys": list(keys), "epoch": cursor.epoch if cursor else "", "applied": cursor.seq if cursor else 0}
+    data = {"page": page, "keys": list(keys), "epoch": cursor.epoch if cursor else "", "applied": cursor.seq if cursor else 0, "context": context}
     _listener(key=component_key(page), data=data, default={"presses": None}, on_presses_change=functools.partial(_deliver, page, handle), height=0)

@@ -153,6 +153,8 @@ def test_keys_work_right_after_choosing_a_project_in_the_sidebar(served):
             choose_project(page, "second")
             wait_loaded(page)
             wait_text(page, "Rate a response")
+            # The focus has left the sidebar's select box (it kept it, and took the keys).
+            page.wait_for_function("() => !document.activeElement || !document.activeElement.closest('[data-testid=\"stSidebar\"]')", timeout=10_000)
             type_fast(page, ["3", "5", "7", "Enter"])
             wait_text(page, "1 submitted in this session")
             wait_loaded(page)
