@@ -120,7 +120,6 @@ def test_choices_and_enters_typed_in_one_delivery_apply_in_the_order_pressed(app
     """Issue 16, item 6: "2 Enter 4 Enter 0 Enter" delivered at once (and listed backwards) stores three
     comparisons with those choices; a repeated delivery stores nothing more."""
     at = compare_page(app_env)
-    tasks = []
     presses = numbered(["2", "Enter", "4", "Enter", "0", "Enter", "3"])
     at = deliver(at, list(reversed(presses)))
     no_exception(at)

@@ -9,6 +9,7 @@ what was typed, with no "Score … first" / "Choose first" message shown at any 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -96,39 +97,42 @@ def annotations(served, project: str, kind: str):
     return sorted((v for v in views if v.kind == kind), key=lambda v: v.annotation_id)
 
 
-def new_page(browser, served, viewport=LAPTOP):
-    page = browser.new_page(viewport=viewport)
-    sign_in(page, served["url"], "kim", PASSWORD)
-    wait_text(page, "Rate a response")
-    wait_loaded(page)
-    return page
-
-
-def test_keys_typed_50ms_apart_are_stored_as_typed(served):
+@contextmanager
+def annotator_page(served, failure: str):
+    """A fresh browser signed in as the annotator on the Rate page (1440×900); a screenshot named
+    `failure` when the block fails."""
     from playwright.sync_api import sync_playwright
-
-    from rlhf.assign import left_side_for
 
     with sync_playwright() as p:
         browser = launch_chromium(p)
-        page = new_page(browser, served)
+        page = browser.new_page(viewport=LAPTOP)
         try:
-            page.evaluate(WATCH_ALERTS_JS)
-            type_fast(page, [key for digits in RATINGS for key in [*digits, "Enter"]])
-            wait_text(page, f"{len(RATINGS)} submitted in this session")
+            sign_in(page, served["url"], "kim", PASSWORD)
+            wait_text(page, "Rate a response")
             wait_loaded(page)
-            open_page(page, "Compare")
-            wait_text(page, "Compare two responses")
-            wait_loaded(page)
-            type_fast(page, [key for choice in COMPARISONS for key in [choice, "Enter"]])
-            wait_text(page, f"{len(COMPARISONS)} submitted in this session")
-            wait_loaded(page)
-            alerts = page.evaluate("() => window.__alerts")
+            yield page
         except Exception:
-            screenshot(page, "failure_fast_keys")
+            screenshot(page, failure)
             raise
         finally:
             browser.close()
+
+
+def test_keys_typed_50ms_apart_are_stored_as_typed(served):
+    from rlhf.assign import left_side_for
+
+    with annotator_page(served, "failure_fast_keys") as page:
+        page.evaluate(WATCH_ALERTS_JS)
+        type_fast(page, [key for digits in RATINGS for key in [*digits, "Enter"]])
+        wait_text(page, f"{len(RATINGS)} submitted in this session")
+        wait_loaded(page)
+        open_page(page, "Compare")
+        wait_text(page, "Compare two responses")
+        wait_loaded(page)
+        type_fast(page, [key for choice in COMPARISONS for key in [choice, "Enter"]])
+        wait_text(page, f"{len(COMPARISONS)} submitted in this session")
+        wait_loaded(page)
+        alerts = page.evaluate("() => window.__alerts")
 
     assert not [a for a in alerts if "first" in a], alerts  # no "Score … first." / "Choose first"
     ratings = annotations(served, "demo", "rating")
@@ -144,25 +148,15 @@ def test_keys_typed_50ms_apart_are_stored_as_typed(served):
 
 def test_keys_work_right_after_choosing_a_project_in_the_sidebar(served):
     """Item 7: no click on the page between the sidebar choice and the keys."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        page = new_page(browser, served)
-        try:
-            choose_project(page, "second")
-            wait_loaded(page)
-            wait_text(page, "Rate a response")
-            # The focus has left the sidebar's select box (it kept it, and took the keys).
-            page.wait_for_function("() => !document.activeElement || !document.activeElement.closest('[data-testid=\"stSidebar\"]')", timeout=10_000)
-            type_fast(page, ["3", "5", "7", "Enter"])
-            wait_text(page, "1 submitted in this session")
-            wait_loaded(page)
-        except Exception:
-            screenshot(page, "failure_sidebar_keys")
-            raise
-        finally:
-            browser.close()
+    with annotator_page(served, "failure_sidebar_keys") as page:
+        choose_project(page, "second")
+        wait_loaded(page)
+        wait_text(page, "Rate a response")
+        # The focus has left the sidebar's select box (it kept it, and took the keys).
+        page.wait_for_function("() => !document.activeElement || !document.activeElement.closest('[data-testid=\"stSidebar\"]')", timeout=10_000)
+        type_fast(page, ["3", "5", "7", "Enter"])
+        wait_text(page, "1 submitted in this session")
+        wait_loaded(page)
     assert [dict(r.scores) for r in annotations(served, "second", "rating")] == [{"helpfulness": 3, "honesty": 5, "harmlessness": 7}]
 
 
@@ -171,7 +165,7 @@ def _box(locator) -> dict:
     return locator.bounding_box()
 
 
-def assert_on_screen(page, parts) -> None:
+def assert_on_screen(parts) -> None:
     for part in parts:
         box = _box(part)
         assert 0 <= box["y"] and box["y"] + box["height"] <= LAPTOP["height"], box
@@ -185,45 +179,35 @@ def _scrolled(page) -> int:
 def test_scoring_row_submit_and_every_tag_reachable_with_long_responses(served):
     """Items 8 and 9 at 1440×900 with 20,000-character responses: the scoring row (rate) or choice
     row (compare) and Submit are on screen without scrolling the page; all twelve tags are."""
-    from playwright.sync_api import sync_playwright
+    with annotator_page(served, "failure_long_layout") as page:
+        choose_project(page, "long")
+        wait_loaded(page)
+        wait_text(page, "Explain everything.")
+        wait_loaded(page)
+        screenshot(page, "keys_long_rate")
+        assert _scrolled(page) == 0
+        rate_bar = [page.locator(".st-key-rate-keys"), page.get_by_role("button", name="Submit")]
+        assert_on_screen(rate_bar)
+        page.get_by_text("Show all").first.click()  # the whole 20,000 characters: the page now scrolls
+        assert_on_screen(rate_bar)
+        tags = page.locator(".st-key-rate-tags")
+        row = _box(tags)
+        for tag in LONG_TAGS:
+            button = tags.get_by_role("button", name=tag)
+            box = _box(button)
+            assert row["x"] <= box["x"] and box["x"] + box["width"] <= min(row["x"] + row["width"], LAPTOP["width"]) + 1, (tag, box, row)
+        type_fast(page, ["Q", "P", "1", "1", "1", "Enter"])  # first and tenth tag by key
+        wait_text(page, "1 submitted in this session")
 
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        page = new_page(browser, served)
-        try:
-            choose_project(page, "long")
-            wait_loaded(page)
-            wait_text(page, "Explain everything.")
-            wait_loaded(page)
-            screenshot(page, "keys_long_rate")
-            assert _scrolled(page) == 0
-            rate_bar = [page.locator(".st-key-rate-keys"), page.get_by_role("button", name="Submit")]
-            assert_on_screen(page, rate_bar)
-            page.get_by_text("Show all").first.click()  # the whole 20,000 characters: the page now scrolls
-            assert_on_screen(page, rate_bar)
-            tags = page.locator(".st-key-rate-tags")
-            row = _box(tags)
-            for index, tag in enumerate(LONG_TAGS):
-                button = tags.get_by_role("button", name=tag)
-                box = _box(button)
-                assert row["x"] <= box["x"] and box["x"] + box["width"] <= min(row["x"] + row["width"], LAPTOP["width"]) + 1, (tag, box, row)
-            type_fast(page, ["Q", "P", "1", "1", "1", "Enter"])  # first and tenth tag by key
-            wait_text(page, "1 submitted in this session")
-
-            open_page(page, "Compare")
-            wait_text(page, "Compare two responses")
-            wait_loaded(page)
-            screenshot(page, "keys_long_compare")
-            assert _scrolled(page) == 0
-            compare_bar = [page.locator(".st-key-compare-choices"), page.get_by_role("button", name="Submit")]
-            assert_on_screen(page, compare_bar)
-            page.get_by_text("Show all").first.click()
-            assert_on_screen(page, compare_bar)
-            screenshot(page, "keys_long_compare_expanded")
-        except Exception:
-            screenshot(page, "failure_long_layout")
-            raise
-        finally:
-            browser.close()
+        open_page(page, "Compare")
+        wait_text(page, "Compare two responses")
+        wait_loaded(page)
+        screenshot(page, "keys_long_compare")
+        assert _scrolled(page) == 0
+        compare_bar = [page.locator(".st-key-compare-choices"), page.get_by_role("button", name="Submit")]
+        assert_on_screen(compare_bar)
+        page.get_by_text("Show all").first.click()
+        assert_on_screen(compare_bar)
+        screenshot(page, "keys_long_compare_expanded")
     [rating] = annotations(served, "long", "rating")
     assert list(rating.tags) == [LONG_TAGS[0], LONG_TAGS[9]]
