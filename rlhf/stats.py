@@ -443,6 +443,16 @@ def _annotators(frames: ProjectFrames, config: StatsConfig) -> pd.DataFrame:
     inputs = quality_inputs(frames, config)
     table = annotator_table(inputs)
     table.insert(1, "username", [frames.usernames.get(int(a), str(a)) for a in table["annotator"]])
+    # n_annotations counts long-format rows (one per rubric score, one per comparison), so 15
+    # ratings on 3 dimensions and 15 comparisons read "60": give each kind its own count.
+    ratings, prefs = frames.ratings, frames.preferences
+    per_annotator = {
+        "n_ratings": ratings.drop_duplicates(["task_id", "annotator_id"]).groupby("annotator_id").size(),
+        "n_rating_scores": ratings.groupby("annotator_id").size(),
+        "n_comparisons": prefs.groupby("annotator_id").size(),
+    }
+    for position, (column, counts) in enumerate(per_annotator.items(), start=2):
+        table.insert(position, column, table["annotator"].map(counts).fillna(0).astype("int64").to_numpy())
     return table
 
 
@@ -629,6 +639,9 @@ def dashboard_data(engine: Engine, actor: Actor, project: str | int, config: Sta
     agreement_rows, pair_frames, confusion_frames, trend_frames = [], [], [], []
     for variable in stats.variables:
         report = variable.report
+        reasons = dict(report.notes)
+        if report.pairwise_summary.mean_kappa is None:
+            reasons["mean_pairwise_kappa"] = _no_pairwise_kappa_reason(report.pairwise, config.agreement.min_overlap)
         agreement_rows.append(
             {
                 "variable": variable.name,
@@ -645,7 +658,8 @@ def dashboard_data(engine: Engine, actor: Actor, project: str | int, config: Sta
                 "gwet_ac2": report.gwet_ac2,
                 "percent_agreement": report.percent_agreement,
                 "mean_pairwise_kappa": report.pairwise_summary.mean_kappa,
-                "note": "; ".join(f"{k}: {v}" for k, v in report.notes.items()),
+                "note": "; ".join(f"{k}: {v}" for k, v in reasons.items()),
+                "reasons": reasons,
             }
         )
         pairs = report.pairwise.copy()
@@ -676,8 +690,16 @@ def dashboard_data(engine: Engine, actor: Actor, project: str | int, config: Sta
 
 AGREEMENT_TABLE_COLUMNS = [
     "variable", "kind", "level", "n_items", "n_annotators", "n_annotations", "alpha", "alpha_low", "alpha_high",
-    "fleiss_kappa", "gwet_ac1", "gwet_ac2", "percent_agreement", "mean_pairwise_kappa", "note",
+    "fleiss_kappa", "gwet_ac1", "gwet_ac2", "percent_agreement", "mean_pairwise_kappa", "note", "reasons",
 ]
+"""`reasons`: statistic column -> why it is None (the same text as `note`, keyed for a page's tooltip)."""
+
+
+def _no_pairwise_kappa_reason(pairwise: pd.DataFrame, min_overlap: int) -> str:
+    """Why the mean pairwise kappa is undefined: too few shared items, or no pair's kappa defined."""
+    if pairwise.empty:
+        return f"no two annotators share {min_overlap} or more items (too few shared items)"
+    return "no pair's kappa is defined: each pair used a single value on the items it shares"
 TREND_COLUMNS = ["variable", "as_of", "n_annotations", "alpha"]
 PAIRWISE_TABLE_COLUMNS = [
     "variable", "annotator_a", "annotator_b", "username_a", "username_b", "n_items", "percent_agreement",

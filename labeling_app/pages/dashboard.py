@@ -113,6 +113,35 @@ def number(label: str, fmt: str = "%.3f", help: Optional[str] = None):
     return st.column_config.NumberColumn(label, format=fmt, help=help)
 
 
+MISSING = "—"
+AGREEMENT_STATISTICS = {
+    "alpha": ("α", "{:.3f}", "%.3f", "Krippendorff's alpha (ordinal for rubric dimensions, nominal for preferences)"),
+    "alpha_low": ("α low", "{:.3f}", "%.3f", "Lower end of the 95% bootstrap interval of α"),
+    "alpha_high": ("α high", "{:.3f}", "%.3f", "Upper end of the 95% bootstrap interval of α"),
+    "fleiss_kappa": ("Fleiss κ", "{:.3f}", "%.3f", "Fleiss' kappa: needs the same number of ratings on every item"),
+    "gwet_ac1": ("Gwet AC1", "{:.3f}", "%.3f", "Gwet's AC1"),
+    "gwet_ac2": ("Gwet AC2", "{:.3f}", "%.3f", "Gwet's AC2 (weighted by the scale's distances)"),
+    "percent_agreement": ("% agree", "{:.1%}", "percent", "Share of agreeing pairs of answers on the same item"),
+    "mean_pairwise_kappa": ("mean pairwise κ", "{:.3f}", "%.3f", "Item-weighted mean Cohen's kappa over pairs sharing ≥ {min_overlap} items"),
+}
+"""column -> (header, text format, number format, help) of the agreement table's statistics."""
+
+
+def statistic_cells(table: pd.DataFrame, column: str, fmt: str) -> list[str]:
+    """A statistic column as text: the formatted value, or an em dash where the backend left it undefined."""
+    return [MISSING if pd.isna(value) else fmt.format(value) for value in table[column]]
+
+
+def missing_help(table: pd.DataFrame, column: str, base: str) -> str:
+    """`base`, then why the column is undefined on each row that shows an em dash (the backend's `reasons`)."""
+    why = [
+        f"{row.variable}: {(row.reasons or {}).get(column) or 'not enough data'}"
+        for row in table.itertuples(index=False)
+        if pd.isna(getattr(row, column))
+    ]
+    return base + (f". {MISSING} = undefined; " + "; ".join(why) if why else "")
+
+
 # ------------------------------------------------------------------------------- sections
 
 
@@ -131,8 +160,20 @@ def agreement_section(data, project: str, min_overlap: int) -> None:
     for reason, variables in undefined.items():
         names = ", ".join(f"**{c.safe_markdown(v)}**" for v in variables)
         st.info(f"No Krippendorff's α yet for {names}: {c.safe_markdown(reason)}.")
+    # Undefined statistics show an em dash (a NumberColumn showed the literal "None"), and each
+    # column's tooltip says why, from the backend's reasons (issue 16, item 12).
+    # A column with no undefined cell stays numeric (sortable).
+    shown = table.drop(columns=["reasons"])
+    statistic_config = {}
+    for column, (header, text_format, number_format, base_help) in AGREEMENT_STATISTICS.items():
+        base_help = base_help.format(min_overlap=min_overlap)
+        if table[column].isna().any():
+            shown[column] = statistic_cells(table, column, text_format)
+            statistic_config[column] = st.column_config.TextColumn(header, help=missing_help(table, column, base_help))
+        else:
+            statistic_config[column] = number(header, number_format, base_help)
     st.dataframe(
-        table,
+        shown,
         hide_index=True,
         key="dashboard.agreement_table",
         column_config={
@@ -141,15 +182,8 @@ def agreement_section(data, project: str, min_overlap: int) -> None:
             "level": "Level",
             "n_items": st.column_config.NumberColumn("Items"),
             "n_annotators": st.column_config.NumberColumn("Annotators"),
-            "n_annotations": st.column_config.NumberColumn("Judgments"),
-            "alpha": number("α", help="Krippendorff's alpha (ordinal for rubric dimensions, nominal for preferences)"),
-            "alpha_low": number("α low"),
-            "alpha_high": number("α high"),
-            "fleiss_kappa": number("Fleiss κ"),
-            "gwet_ac1": number("Gwet AC1"),
-            "gwet_ac2": number("Gwet AC2"),
-            "percent_agreement": number("% agree", "percent"),
-            "mean_pairwise_kappa": number("mean pairwise κ", help=f"Item-weighted mean Cohen's kappa over pairs sharing ≥ {min_overlap} items"),
+            "n_annotations": st.column_config.NumberColumn("Labels", help="Scores on this rubric dimension, or comparisons"),
+            **statistic_config,
             "note": st.column_config.TextColumn("Why a statistic is missing", width="large"),
         },
     )
@@ -221,7 +255,7 @@ def annotator_section(data, project: str) -> None:
     if not flagged.empty:
         names = ", ".join(f"**{c.safe_markdown(str(r.username))}** ({', '.join(r.flags)})" for r in flagged.itertuples(index=False))
         st.warning(f"{len(flagged)} of {len(table)} annotators flagged: {names}.")
-    shown = ["username", "flags", "n_annotations", "agreement_with_others", "loo_consensus_agreement", "loo_correlation", "gold_n", "gold_accuracy",
+    shown = ["username", "flags", "n_ratings", "n_rating_scores", "n_comparisons", "agreement_with_others", "loo_consensus_agreement", "loo_correlation", "gold_n", "gold_accuracy",
              "left_share", "position_p_value", "longer_share", "length_tilt", "length_p_value", "median_time_s", "retest_n", "retest_agreement", "ds_skill", "spammer_score"]
     styled = table[shown].style.apply(lambda row: ["background-color: rgba(255, 75, 75, 0.15)" if row["flags"] else "" for _ in row], axis=1)
     st.dataframe(
@@ -231,7 +265,9 @@ def annotator_section(data, project: str) -> None:
         column_config={
             "username": st.column_config.TextColumn("Annotator", pinned=True),
             "flags": st.column_config.ListColumn("Flags", help="; ".join(f"{k}: {v}" for k, v in FLAG_HELP.items()), width="large"),
-            "n_annotations": st.column_config.NumberColumn("Judgments"),
+            "n_ratings": st.column_config.NumberColumn("Ratings", help="Responses rated (one rating scores every rubric dimension)"),
+            "n_rating_scores": st.column_config.NumberColumn("Rubric scores", help="Ratings × rubric dimensions scored"),
+            "n_comparisons": st.column_config.NumberColumn("Comparisons", help="Pairwise comparisons judged"),
             "agreement_with_others": number("Agree w/ others", "percent", "Share of the other annotators' answers on the same items equal to this one's"),
             "loo_consensus_agreement": number("Agree w/ consensus", "percent", "Agreement with the majority of the others (leave-one-out)"),
             "loo_correlation": number("Corr. w/ others", help="Pearson correlation with the others' mean rating"),

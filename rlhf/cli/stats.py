@@ -143,7 +143,7 @@ def stats(
         typer.echo(f"\n{title} ({variable.report.level})")
         _print_pairs(_report_rows(variable.report.summary()))
     if len(result.annotators):
-        columns = ["username", "n_annotations", "agreement_with_others", "loo_consensus_agreement", "gold_accuracy",
+        columns = ["username", "n_ratings", "n_rating_scores", "n_comparisons", "agreement_with_others", "loo_consensus_agreement", "gold_accuracy",
                    "left_share", "median_time_s", "ds_skill", "flags"]
         typer.echo("\nannotators")
         typer.echo(result.annotators[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))

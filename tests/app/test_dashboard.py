@@ -298,3 +298,55 @@ def test_disconnected_models_are_noted(app_env):
     assert "The comparisons form 2 groups" in texts(at)
     board = table_with(at, "elo")
     assert sorted(board["group"].unique()) == [1, 2]
+
+
+# ------------------------------------------------------------- issue 16, item 12: columns say what they count
+
+
+def column_config(at, column: str) -> dict:
+    """The column config (label, help, type) the page sent for the table that has `column`."""
+    import json
+
+    for frame in at.dataframe:
+        if column in frame.value.columns:
+            return json.loads(frame.proto.columns)[column]
+    raise AssertionError(f"no table with a {column!r} column")
+
+
+def test_annotator_counts_are_named_for_what_they_count(app_env):
+    """Each annotator rated 24 responses on 2 dimensions (48 scores) and judged 24 comparisons: not "Judgments 72"."""
+    seeded = seed_project(app_env.engine)
+    at = dashboard_for(app_env.admin, seeded.project_id)
+    no_exception(at)
+
+    annotators = table_with(at, "flags").set_index("username")
+    n_ratings, n_comparisons = N_PROMPTS * len(MODELS), N_PROMPTS * len(ALL_PAIRS)
+    for name in CAREFUL + [SLOPPY]:
+        assert (annotators.loc[name, "n_ratings"], annotators.loc[name, "n_rating_scores"], annotators.loc[name, "n_comparisons"]) == (
+            n_ratings, n_ratings * len(RUBRIC), n_comparisons
+        )
+    assert "n_annotations" not in annotators.columns
+    assert [column_config(at, c)["label"] for c in ("n_ratings", "n_rating_scores", "n_comparisons")] == ["Ratings", "Rubric scores", "Comparisons"]
+
+
+def test_undefined_kappas_show_an_em_dash_with_the_reason(app_env):
+    """Dave rated only a few responses: items have 1 or 2 ratings (Fleiss needs equal counts) and the pair shares too few items."""
+    from sqlalchemy import delete
+
+    from rlhf.db import session_scope
+    from rlhf.schema import Preference, Rating
+
+    seeded = seed_project(app_env.engine, "partial", annotators=["carol", "dave"])
+    dave = seeded.user_ids["dave"]
+    with session_scope(app_env.engine, write=True) as session:
+        session.execute(delete(Rating).where(Rating.user_id == dave, Rating.task_id.notin_(seeded.rating_task_ids[:3])))
+        session.execute(delete(Preference).where(Preference.user_id == dave))
+    at = dashboard_for(app_env.admin, seeded.project_id)
+    no_exception(at)
+
+    agreement = table_with(at, "fleiss_kappa").set_index("variable")
+    assert agreement.loc["helpfulness", "fleiss_kappa"] == "—" and agreement.loc["helpfulness", "mean_pairwise_kappa"] == "—"
+    assert "None" not in agreement.astype(str).to_numpy().ravel().tolist()
+    fleiss_help = column_config(at, "fleiss_kappa")["help"]
+    assert "helpfulness: items have between 1 and 2 ratings" in fleiss_help
+    assert "helpfulness: no two annotators share 10 or more items (too few shared items)" in column_config(at, "mean_pairwise_kappa")["help"]
