@@ -34,6 +34,9 @@ from rlhf.roles import SYSTEM, PermissionDenied
 from rlhf.schema import User, utcnow
 
 PASSWORD = "correct horse battery"
+# Taken at import (collection), before any fixture swaps in a cheap hasher: tests/app patches
+# `auth._hasher` for the whole session once its first test runs.
+PRODUCTION_HASHER = auth._hasher
 
 
 @pytest.fixture(autouse=True)
@@ -48,9 +51,8 @@ def cheap_hashing(monkeypatch):
     monkeypatch.setattr(auth, "_dummy_hash", lambda: dummy)
 
 
-def test_production_hasher_parameters(monkeypatch):
-    monkeypatch.undo()
-    hasher = auth._hasher()
+def test_production_hasher_parameters():
+    hasher = PRODUCTION_HASHER()
     # RFC 9106 second recommended option: argon2id, t=3, 64 MiB.
     assert (hasher.type.name, hasher.time_cost, hasher.memory_cost) == ("ID", 3, 64 * 1024)
     assert auth.verify_password(auth.hash_password(PASSWORD), PASSWORD)

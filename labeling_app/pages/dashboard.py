@@ -114,6 +114,7 @@ def number(label: str, fmt: str = "%.3f", help: Optional[str] = None):
 
 
 MISSING = "—"
+# column -> (header, text format, number format, help) of the agreement table's statistics.
 AGREEMENT_STATISTICS = {
     "alpha": ("α", "{:.3f}", "%.3f", "Krippendorff's alpha (ordinal for rubric dimensions, nominal for preferences)"),
     "alpha_low": ("α low", "{:.3f}", "%.3f", "Lower end of the 95% bootstrap interval of α"),
@@ -124,7 +125,6 @@ AGREEMENT_STATISTICS = {
     "percent_agreement": ("% agree", "{:.1%}", "percent", "Share of agreeing pairs of answers on the same item"),
     "mean_pairwise_kappa": ("mean pairwise κ", "{:.3f}", "%.3f", "Item-weighted mean Cohen's kappa over pairs sharing ≥ {min_overlap} items"),
 }
-"""column -> (header, text format, number format, help) of the agreement table's statistics."""
 
 
 def statistic_cells(table: pd.DataFrame, column: str, fmt: str) -> list[str]:

@@ -154,16 +154,25 @@ def app_command(
     signal.signal(signal.SIGTERM, _interrupt)
     worker_process = None
     if worker:
-        # Its own session: Ctrl-C reaches Streamlit from the terminal, the worker hears from us
-        # (SIGTERM), so it can hand its running job back to the queue before it exits.
+        # Its own session: the worker hears from us (SIGTERM), so it can hand its running job back
+        # to the queue before it exits.
         worker_process = subprocess.Popen(
             worker_command(sys.executable, database_url=database_url, poll_interval=poll_interval, job_nice=job_nice, job_threads=job_threads),
             env=env,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         typer.echo(f"started job worker (pid {worker_process.pid})", err=True)
-    streamlit = subprocess.Popen(streamlit_command(sys.executable, app_path, port=port, address=address, headless=headless), env=env)
+    # Streamlit gets its own session too: its uvicorn server (st.App) turns a terminal's SIGINT
+    # into "Aborted!" and exit code 1, while SIGTERM from us stops it cleanly.
+    streamlit = subprocess.Popen(
+        streamlit_command(sys.executable, app_path, port=port, address=address, headless=headless),
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
     code = 0
+    stopping = False
     try:
         while True:
             code = streamlit.poll()
@@ -175,12 +184,24 @@ def app_command(
             time.sleep(0.5)
     except KeyboardInterrupt:
         typer.echo("stopping", err=True)
-        code = stop_process(streamlit, sig=signal.SIGINT)
+        stopping = True
     finally:
-        stop_process(streamlit, sig=signal.SIGINT)
+        stopped = stop_process(streamlit, sig=signal.SIGTERM)
         if worker_process is not None:
             stop_process(worker_process)
+    if stopping:
+        code = stopped
     raise typer.Exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code)
+
+
+def _die_with_parent() -> None:
+    """In a child before exec (Linux): receive SIGTERM when `rlhf app` dies, even by kill -9, since
+    the children run in their own sessions and no terminal signal reaches them."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _interrupt(signum, frame) -> None:
