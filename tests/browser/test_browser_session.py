@@ -11,6 +11,7 @@ serve the same signed-in browser.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,19 @@ def new_page(browser, context=None):
     return page
 
 
+@contextmanager
+def recorded_page(browser, failure_screenshot: str):
+    """A new page in its own context (see new_page), screenshotted as `failure_screenshot` if the block fails."""
+    page = new_page(browser)
+    try:
+        yield page
+    except Exception:
+        screenshot(page, failure_screenshot)
+        raise
+    finally:
+        page.context.close()
+
+
 def session_cookie(context, timeout_s: float = 15.0) -> dict:
     """The session cookie once the page has traded its handoff for it."""
     deadline = time.monotonic() + timeout_s
@@ -123,8 +137,7 @@ def no_page_not_found(page) -> None:
 
 
 def test_reload_and_a_new_tab_stay_signed_in_on_the_same_project(served, browser):
-    page = new_page(browser)
-    try:
+    with recorded_page(browser, "failure_session_reload") as page:
         sign_in(page, served["url"], "annie", PASSWORD)
         signed_in_as(page, "annie")
         cookie = session_cookie(page.context)
@@ -149,19 +162,13 @@ def test_reload_and_a_new_tab_stay_signed_in_on_the_same_project(served, browser
         urls = page.requested_urls + tab.requested_urls
         assert urls and not [u for u in urls if token in u]
         assert token not in page.url and token not in tab.url
-    except Exception:
-        screenshot(page, "failure_session_reload")
-        raise
-    finally:
-        page.context.close()
 
 
 def test_sign_out_ends_the_session_for_reloads_and_other_tabs(served, browser):
     from rlhf.sessions import resolve_token
     from labeling_app.common import idle_timeout
 
-    page = new_page(browser)
-    try:
+    with recorded_page(browser, "failure_session_sign_out") as page:
         sign_in(page, served["url"], "annie", PASSWORD)
         signed_in_as(page, "annie")
         token = session_cookie(page.context)["value"]
@@ -178,18 +185,12 @@ def test_sign_out_ends_the_session_for_reloads_and_other_tabs(served, browser):
 
         other_tab.locator('[data-testid="stSidebar"]').get_by_text("Rate", exact=True).click()  # its next click
         sign_in_form_shown(other_tab)
-    except Exception:
-        screenshot(page, "failure_session_sign_out")
-        raise
-    finally:
-        page.context.close()
 
 
 def test_a_password_change_elsewhere_signs_the_browser_out(served, browser):
     from rlhf.auth import change_password, load_user
 
-    page = new_page(browser)
-    try:
+    with recorded_page(browser, "failure_session_password_change") as page:
         sign_in(page, served["url"], "boss", ADMIN_PASSWORD)
         signed_in_as(page, "boss")
         session_cookie(page.context)
@@ -203,11 +204,6 @@ def test_a_password_change_elsewhere_signs_the_browser_out(served, browser):
             wait_no_cookie(page.context)
         finally:
             change_password(engine, load_user(engine, user.id), ADMIN_PASSWORD + " 2", ADMIN_PASSWORD)
-    except Exception:
-        screenshot(page, "failure_session_password_change")
-        raise
-    finally:
-        page.context.close()
 
 
 def test_a_password_change_clears_the_form_and_opens_the_first_page_still_signed_in(served, browser):
@@ -218,8 +214,7 @@ def test_a_password_change_clears_the_form_and_opens_the_first_page_still_signed
     from rlhf.sessions import resolve_token
 
     create_user(served["engine"], SYSTEM, "penny", PASSWORD, "annotator")
-    page = new_page(browser)
-    try:
+    with recorded_page(browser, "failure_session_password_change_here") as page:
         sign_in(page, served["url"], "penny", PASSWORD)
         signed_in_as(page, "penny")
         old_token = session_cookie(page.context)["value"]
@@ -245,11 +240,6 @@ def test_a_password_change_clears_the_form_and_opens_the_first_page_still_signed
         page.locator('[data-testid="stSidebarNav"] a[href$="/account"]').click()
         field(page, "Current password").wait_for(state="visible")
         assert [field(page, label).input_value() for label in ("Current password", "New password (at least 10 characters)", "New password again")] == ["", "", ""]
-    except Exception:
-        screenshot(page, "failure_session_password_change_here")
-        raise
-    finally:
-        page.context.close()
 
 
 def post(url: str, body: bytes, headers: dict) -> tuple[int, str]:
@@ -301,8 +291,7 @@ def _users(engine):
 @pytest.mark.parametrize("username, password, lands_on", [("boss", ADMIN_PASSWORD, "/users"), ("annie", PASSWORD, "/")])
 def test_a_deep_link_opened_signed_out_lands_on_its_page_after_sign_in(served, browser, username, password, lands_on):
     """An admin lands on /users; an annotator, who has no such page, on the first page; no "Page not found"."""
-    page = new_page(browser)
-    try:
+    with recorded_page(browser, f"failure_session_deep_link_{username}") as page:
         page.goto(served["url"] + "/users")
         sign_in_form_shown(page)
         no_page_not_found(page)
@@ -317,11 +306,6 @@ def test_a_deep_link_opened_signed_out_lands_on_its_page_after_sign_in(served, b
         else:
             wait_text(page, "Rate a response")
             assert not page.url.endswith("/users")
-    except Exception:
-        screenshot(page, f"failure_session_deep_link_{username}")
-        raise
-    finally:
-        page.context.close()
 
 
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)  # a fresh schema (tests/conftest.py)
