@@ -65,7 +65,7 @@ def test_an_older_database_is_brought_to_head_keeping_its_rows(db_url):
             sql = connection.execute(text("SELECT sql FROM sqlite_master WHERE name = 'ix_task_extra_votes'")).scalar()
     else:
         with engine.connect() as connection:
-            sql = connection.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_task_extra_votes'")).scalar()
+            sql = connection.execute(text("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'ix_task_extra_votes'")).scalar()
     assert "target_overlap IS NOT NULL" in sql
     engine.dispose()
 
