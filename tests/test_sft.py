@@ -20,6 +20,7 @@ from rlhf.sft import (
     encode_examples,
     estimate_training_memory,
     held_out_loss,
+    parse_sft_record,
     read_sft_rows,
     train_sft,
 )
@@ -265,3 +266,47 @@ def test_project_without_an_sft_export_format_is_a_clear_error(tmp_path, monkeyp
     with pytest.raises(SFTError, match="--project needs `rlhf export --format sft`.*pass --data"):
         train_sft(SFTRunConfig(project="demo", out=str(tmp_path / "o"), device="cpu", database_url=f"sqlite:///{tmp_path}/x.db"))
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- fuzz
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["role", "content", "x"]), inner, max_size=3),
+    max_leaves=8,
+)
+_message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", 3]), "content": st.text(max_size=6) | st.integers()})
+_record = st.dictionaries(
+    st.sampled_from(["messages", "prompt", "completion", "split", "other"]),
+    _json | st.lists(_message, max_size=4) | st.sampled_from(["train", "test"]),
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_record)
+def test_any_record_parses_or_is_refused_with_its_place(record):
+    try:
+        example = parse_sft_record(record, "f.jsonl: line 7")
+    except SFTDataError as exc:
+        assert str(exc).startswith("f.jsonl: line 7")
+        return
+    assert example.completion.strip() and example.split in ("train", "test")
+    assert isinstance(example.prompt, str) or (example.prompt and all(set(m) == {"role", "content"} for m in example.prompt))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(max_size=30) | _record.map(json.dumps), max_size=4))
+def test_any_jsonl_file_reads_or_names_a_line(tmp_path, lines):
+    path = tmp_path / "fuzz.jsonl"
+    path.write_text("\n".join(lines))
+    try:
+        examples = read_sft_rows(path)
+    except SFTDataError as exc:
+        assert str(exc).startswith(str(path))
+        return
+    assert examples
