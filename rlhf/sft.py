@@ -462,7 +462,15 @@ def held_out_loss(model, input_ids: list[list[int]], masks: list[list[int]], *, 
                     attention[i, : len(row)] = 1
                     target[i, : len(row)] = torch.tensor(mask, dtype=torch.bool)
                 ids, attention, target = ids.to(device), attention.to(device), target.to(device)
-                logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1].float()  # (B, S-1, V)
+                labels = ids.masked_fill(~target, -100)
+                # A model TRL has fitted with its fused LM head returns log p(label) without building the
+                # (B, S, V) logits (~400 MB for SmolLM2 at 8 x 256); any other model returns logits.
+                out = model(input_ids=ids, attention_mask=attention, labels=labels, fused_lm_head=True, use_cache=False)
+                if getattr(out, "log_probs", None) is not None:
+                    total -= float(out.log_probs.float().sum())
+                    tokens += int(out.label_mask.sum())
+                    continue
+                logits = out.logits[:, :-1].float()  # (B, S-1, V)
                 nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, S-1)
                 keep = target[:, 1:]
                 total += float(nll[keep].sum())

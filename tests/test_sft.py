@@ -161,7 +161,7 @@ def test_held_out_loss_is_token_weighted():
     class Uniform(torch.nn.Module):
         training = False
 
-        def forward(self, input_ids, attention_mask, use_cache):
+        def forward(self, input_ids, attention_mask, **kwargs):
             return type("Out", (), {"logits": torch.zeros(*input_ids.shape, 4)})()
 
     result = held_out_loss(Uniform(), [[1, 2, 3], [1, 2]], [[0, 1, 1], [0, 1]], pad_id=0, batch_size=1, device="cpu")
