@@ -644,29 +644,38 @@ def _dpo_config(params: dict[str, Any], **overrides: Any):
     return config_from_params(DPORunConfig, params, exclude=_DPO_EXCLUDE, **overrides).validate()
 
 
+def _validate_policy_training(kind: str, specs: list[ParamSpec], make_config: Callable[..., Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Params of a job that trains a policy on an export (dpo, sft): one data source, export options, a valid config."""
+    checked = check_params(kind, specs, params)
+    if checked["export_artifact_id"] is not None and checked["data"] is not None:
+        raise InvalidJobParams(f"{kind}: give export_artifact_id or data, not both")
+    _check_export_options(kind, checked["export_options"])
+    try:
+        make_config(checked, data=checked["data"] or "(decided when the job runs)")
+    except ValueError as exc:
+        raise InvalidJobParams(f"{kind}: {exc}") from exc
+    return checked
+
+
+def _starting_policy(engine: Engine, params: dict[str, Any]) -> tuple[str, list[int]]:
+    """The policy a job starts from (`policy_artifact_id` or `policy`) and the recorded artifacts it is."""
+    if params["policy_artifact_id"] is not None:
+        start = artifact_of_kind(engine, params["policy_artifact_id"], "policy", "policy_artifact_id")
+        return start.path, [start.id]
+    policy = params["policy"]
+    return policy, artifact_ids_where(engine, kind="policy", path=policy) if Path(policy).exists() else []
+
+
 def _validate_dpo(params: dict[str, Any]) -> dict[str, Any]:
     require_backend("dpo", "rlhf.dpo", "train_dpo")
-    checked = check_params("dpo", _dpo_specs(), params)
-    if checked["export_artifact_id"] is not None and checked["data"] is not None:
-        raise InvalidJobParams("dpo: give export_artifact_id or data, not both")
-    _check_export_options("dpo", checked["export_options"])
-    try:
-        _dpo_config(checked, data=checked["data"] or "(decided when the job runs)")
-    except ValueError as exc:
-        raise InvalidJobParams(f"dpo: {exc}") from exc
-    return checked
+    return _validate_policy_training("dpo", _dpo_specs(), _dpo_config, params)
 
 
 def _run_dpo(engine, job, params, reporter, workdir: Path) -> JobResult:
     from rlhf.dpo import train_dpo
 
     source = preference_source(engine, job, params, workdir, reporter, test_size=params["eval_fraction"], seed=params["seed"])
-    policy, policy_parents = params["policy"], []
-    if params["policy_artifact_id"] is not None:
-        start = artifact_of_kind(engine, params["policy_artifact_id"], "policy", "policy_artifact_id")
-        policy, policy_parents = start.path, [start.id]
-    elif Path(policy).exists():
-        policy_parents = artifact_ids_where(engine, kind="policy", path=policy)
+    policy, policy_parents = _starting_policy(engine, params)
     out = workdir / "policy"
     result = train_dpo(_dpo_config(params, data=str(source.path), policy=policy, out=str(out)), reporter=reporter)
     final = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -711,16 +720,9 @@ def _sft_export_available() -> bool:
 
 def _validate_sft(params: dict[str, Any]) -> dict[str, Any]:
     require_backend("sft", "rlhf.sft", "train_sft")
-    checked = check_params("sft", _sft_specs(), params)
-    if checked["export_artifact_id"] is not None and checked["data"] is not None:
-        raise InvalidJobParams("sft: give export_artifact_id or data, not both")
+    checked = _validate_policy_training("sft", _sft_specs(), _sft_config, params)
     if _needs_project_without_data(checked) and not _sft_export_available():
         raise InvalidJobParams("sft: give data or export_artifact_id (this installation cannot export a project's demonstrations: no `sft` export format)")
-    _check_export_options("sft", checked["export_options"])
-    try:
-        _sft_config(checked, data=checked["data"] or "(decided when the job runs)")
-    except ValueError as exc:
-        raise InvalidJobParams(f"sft: {exc}") from exc
     return checked
 
 
@@ -728,12 +730,7 @@ def _run_sft(engine, job, params, reporter, workdir: Path) -> JobResult:
     from rlhf.sft import train_sft
 
     source = preference_source(engine, job, params, workdir, reporter, test_size=params["eval_fraction"], seed=params["seed"], format="sft")
-    policy, policy_parents = params["policy"], []
-    if params["policy_artifact_id"] is not None:
-        start = artifact_of_kind(engine, params["policy_artifact_id"], "policy", "policy_artifact_id")
-        policy, policy_parents = start.path, [start.id]
-    elif Path(policy).exists():
-        policy_parents = artifact_ids_where(engine, kind="policy", path=policy)
+    policy, policy_parents = _starting_policy(engine, params)
     out = workdir / "policy"
     result = train_sft(_sft_config(params, data=str(source.path), policy=policy, out=str(out)), reporter=reporter)
     held_out = result.metrics["held_out"]

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf.ppo.config import PACKAGED_POLICY, _from_dict, _from_json
+from rlhf.ppo.config import PACKAGED_POLICY, ConfigFile
 
 METHODS = ("full", "lora", "qlora")
 OVERLONG = ("truncate", "error")
@@ -60,7 +60,7 @@ class SFTDataError(SFTError):
 
 
 @dataclass
-class SFTRunConfig:
+class SFTRunConfig(ConfigFile):
     data: str = ""
     """SFT export: a .jsonl / .parquet file or a datasets directory whose rows carry `messages` (the last turn is
     the assistant's reply to learn) or `prompt` + `completion`, and `split` (train / test)."""
@@ -141,17 +141,6 @@ class SFTRunConfig:
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"config field 'eval_fraction' must be in [0, 1), got {self.eval_fraction}")
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "SFTRunConfig":
-        return _from_dict(cls, values, source=source)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "SFTRunConfig":
-        return _from_json(cls, path)
 
 
 @dataclass
@@ -495,10 +484,10 @@ def _resolve_device(config: SFTRunConfig):
 
 
 def _make_trainer_class():
-    """SFTTrainer with length-grouped batches and a stop on a non-finite loss (built lazily: TRL is heavy)."""
+    """SFTTrainer with length-grouped batches (built lazily: TRL is heavy)."""
     from trl import SFTTrainer
 
-    from rlhf.reward.train import LengthGroupedPairSampler
+    from rlhf.reward.train import length_grouped_sampler
 
     class DemonstrationTrainer(SFTTrainer):
         """TRL's SFTTrainer; only the batch order differs (examples of similar length together)."""
@@ -508,11 +497,7 @@ def _make_trainer_class():
             super().__init__(*args, **kwargs)
 
         def _get_train_sampler(self, train_dataset=None):
-            dataset = train_dataset if train_dataset is not None else self.train_dataset
-            if not self._group_by_length or "length" not in dataset.column_names:
-                return super()._get_train_sampler(train_dataset)
-            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return LengthGroupedPairSampler(list(dataset["length"]), batch, self.args.seed)
+            return length_grouped_sampler(self, train_dataset, self._group_by_length) or super()._get_train_sampler(train_dataset)
 
     return DemonstrationTrainer
 

@@ -109,6 +109,15 @@ class LengthGroupedPairSampler(torch.utils.data.Sampler):
         return iter(length_grouped_indices(self.lengths, self.batch_size, generator))
 
 
+def length_grouped_sampler(trainer, train_dataset, enabled: bool) -> LengthGroupedPairSampler | None:
+    """A trainer's length-grouped sampler over its dataset's `length` column (None: the trainer's own order)."""
+    dataset = train_dataset if train_dataset is not None else trainer.train_dataset
+    if not enabled or "length" not in dataset.column_names:
+        return None
+    batch = trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps
+    return LengthGroupedPairSampler(list(dataset["length"]), batch, trainer.args.seed)
+
+
 def _make_trainer_class():
     """RewardTrainer reading the reward at the last real token, with length-grouped batches (built lazily: TRL is heavy)."""
     from trl import RewardTrainer
@@ -121,11 +130,7 @@ def _make_trainer_class():
             super().__init__(*args, **kwargs)
 
         def _get_train_sampler(self, train_dataset=None):
-            dataset = train_dataset if train_dataset is not None else self.train_dataset
-            if not self._group_by_length or "length" not in dataset.column_names:
-                return super()._get_train_sampler(train_dataset)
-            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return LengthGroupedPairSampler(list(dataset["length"]), batch, self.args.seed)
+            return length_grouped_sampler(self, train_dataset, self._group_by_length) or super()._get_train_sampler(train_dataset)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # Same loss as RewardTrainer (−log σ(r_c − r_r − margin), optional centring term),
