@@ -487,17 +487,10 @@ def _make_trainer_class():
     """SFTTrainer with length-grouped batches (built lazily: TRL is heavy)."""
     from trl import SFTTrainer
 
-    from rlhf.reward.train import length_grouped_sampler
+    from rlhf.reward.train import LengthGroupedBatches
 
-    class DemonstrationTrainer(SFTTrainer):
+    class DemonstrationTrainer(LengthGroupedBatches, SFTTrainer):
         """TRL's SFTTrainer; only the batch order differs (examples of similar length together)."""
-
-        def __init__(self, *args, group_by_length: bool = True, **kwargs) -> None:
-            self._group_by_length = group_by_length
-            super().__init__(*args, **kwargs)
-
-        def _get_train_sampler(self, train_dataset=None):
-            return length_grouped_sampler(self, train_dataset, self._group_by_length) or super()._get_train_sampler(train_dataset)
 
     return DemonstrationTrainer
 

@@ -28,12 +28,7 @@ from rlhf.sft import (
 WORDS = "the a is to of and in it this that yes no please hello world cat dog tree sky blue".split()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sft_file(path: Path, n: int = 12, shape: str = "messages", reply: str = "good helpful answer . yes") -> Path:
