@@ -773,6 +773,7 @@ def _save_policy(trainer, tokenizer, config: SFTRunConfig, source, data: SFTData
     from datetime import datetime, timezone
 
     from rlhf import __version__
+    from rlhf.export import ExportError, _place
     from rlhf.hashing import content_hash, file_sha256
     from rlhf.ppo.model import portable_base_name
     from rlhf.redact import redact
@@ -816,15 +817,10 @@ def _save_policy(trainer, tokenizer, config: SFTRunConfig, source, data: SFTData
         lineage = redact(json_safe(lineage))  # paths, the database URL and the config may carry a credential
         (staging / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str))
         (staging / "metrics.json").write_text(json.dumps(redact(json_safe(metrics)), indent=2, sort_keys=True, default=str))
-        if out.exists():
-            if not config.overwrite:
-                raise SFTError(f"output {str(out)!r} exists (pass overwrite to replace it)")
-            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(trash)
-            staging.rename(out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            staging.rename(out)
+        try:
+            _place(staging, out, config.overwrite)
+        except ExportError as exc:
+            raise SFTError(str(exc)) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -305,3 +305,15 @@ def test_any_jsonl_file_reads_or_names_a_line(tmp_path, lines):
         assert str(exc).startswith(str(path))
         return
     assert examples
+
+
+def test_an_existing_output_is_refused_unless_overwrite(tiny_model_dir, tmp_path):
+    data, out = sft_file(tmp_path / "d.jsonl"), tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(SFTError, match="exists \\(pass overwrite"):
+        train_sft(tiny_config(tiny_model_dir, data, out, max_steps=1))
+    assert (out / "keep.txt").read_text() == "mine"
+    train_sft(tiny_config(tiny_model_dir, data, out, max_steps=1, overwrite=True))
+    assert not (out / "keep.txt").exists() and (out / "adapter_model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "out"]
