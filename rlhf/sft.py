@@ -646,6 +646,7 @@ def _train(config: SFTRunConfig, out: Path, data_path: Path, reporter) -> SFTRes
         model = load_causal_lm(source, device=device, dtype=torch.float32)
         if source.kind == "adapter":
             model = model.merge_and_unload()
+        model.requires_grad_(True)  # every weight (an adapter loads its base frozen)
         model.train()
     elif source.kind == "adapter":
         model = load_causal_lm(source, load_in_4bit=config.method == "qlora", device=device, trainable_adapter=True)

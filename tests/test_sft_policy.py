@@ -107,3 +107,23 @@ def test_cli_bad_input_exits_2_naming_the_place(tiny_model_dir, tmp_path):
     result = runner.invoke(app, ["sft", "--out", str(tmp_path / "o")])
     assert result.exit_code == EXIT_BAD_INPUT and "give data" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_sft_continues_from_an_sft_adapter(tiny_model_dir, sft_policies, tmp_path, method):
+    from rlhf.sft import SFTRunConfig, train_sft
+
+    data = sft_file(tmp_path / "more.jsonl")
+    result = train_sft(SFTRunConfig(data=str(data), policy=str(sft_policies["lora"]), out=str(tmp_path / "again"), method=method,
+                                    device="cpu", max_steps=1, batch_size=4, max_length=64, learning_rate=1e-3))
+    source = resolve_model(result.output_dir)
+    if method == "lora":  # the same adapter trained further, still on the original base
+        assert source.kind == "adapter" and source.adapter_of == str(tiny_model_dir)
+        assert result.metrics["held_out"]["before"] == pytest.approx(_sft_held_out(sft_policies["lora"]))
+    else:  # merged into the base, then every weight trained
+        measured = result.metrics["memory"]["measured"]
+        assert source.kind == "local" and measured["trainable_parameters"] == result.metrics["memory"]["estimate"]["parameters"]
+
+
+def _sft_held_out(directory: Path) -> dict:
+    return json.loads((directory / "metrics.json").read_text())["held_out"]["after"]
