@@ -107,3 +107,23 @@ def main(run: Callable[..., list[BenchRow]]) -> None:
     parser.add_argument("--json", default=None, help="also write the rows here as JSON")
     args = parser.parse_args()
     emit(run(quick=args.quick), args.json)
+
+
+def run_child(script: str, label: str, *args: str) -> dict:
+    """Run `script --child ARGS` in a fresh process (fair timing, its own peak memory) and return the JSON
+    object its last stdout line holds; its child entry adds `peak_rss_mb` with `print_child_result`."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    completed = subprocess.run([sys.executable, script, "--child", *args], capture_output=True, text=True, env=env)
+    if completed.returncode != 0:
+        raise RuntimeError(f"bench child {args} failed:\n{completed.stderr[-4000:]}")
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    print(f"[{label}] {args[0]} {' '.join(args[3:])}: {result}", file=sys.stderr, flush=True)
+    return result
+
+
+def print_child_result(result: dict) -> None:
+    """A child's last stdout line: its result with the process's peak RSS."""
+    print(json.dumps(result | {"peak_rss_mb": peak_rss_mb()}))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import BenchRow, main, throughput_ratio  # noqa: E402
+from bench._common import BenchRow, main, print_child_result, run_child, throughput_ratio  # noqa: E402
 
 BATCH = 8
 MAX_LENGTH = 256
@@ -161,19 +160,10 @@ def child_footprint() -> dict:
 
 
 def _run_child(*args: str) -> dict:
-    """Run this file as a child (fresh process: fair timing, own peak memory); its last stdout line is JSON."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    completed = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env)
-    if completed.returncode != 0:
-        raise RuntimeError(f"bench child {args} failed:\n{completed.stderr[-4000:]}")
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    print(f"[bench_reward] {args[0]} {' '.join(args[3:])}: {result}", file=sys.stderr, flush=True)
-    return result
+    return run_child(__file__, "bench_reward", *args)
 
 
 def _child_main(argv: list[str]) -> None:
-    import resource
-
     kind, rest = argv[0], argv[1:]
     if kind == "anchor":
         result = child_anchor(Path(rest[0]), int(rest[1]), Path(rest[2]))
@@ -181,8 +171,7 @@ def _child_main(argv: list[str]) -> None:
         result = child_ours(Path(rest[0]), int(rest[1]), Path(rest[2]), load_in_4bit=rest[3] == "4bit", checkpointing="checkpointing" in rest[4:])
     else:
         result = child_footprint()
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(result))
+    print_child_result(result)
 
 
 # --------------------------------------------------------------------------- the bench

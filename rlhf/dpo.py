@@ -14,7 +14,6 @@ This module imports only the standard library at import time (the CLI reads `DPO
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf.ppo.config import PACKAGED_POLICY, _from_dict, _from_json
+from rlhf.ppo.config import PACKAGED_POLICY, ConfigFile
 
 
 class DPOError(ValueError):
@@ -31,7 +30,7 @@ class DPOError(ValueError):
 
 
 @dataclass
-class DPORunConfig:
+class DPORunConfig(ConfigFile):
     data: str = ""
     """TRL preference export: a .jsonl / .parquet file or a datasets directory with prompt, chosen, rejected."""
     policy: str = PACKAGED_POLICY
@@ -91,17 +90,6 @@ class DPORunConfig:
         if self.truncation_mode not in ("keep_start", "keep_end"):
             raise ValueError(f"config field 'truncation_mode' must be keep_start or keep_end, got {self.truncation_mode!r}")
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "DPORunConfig":
-        return _from_dict(cls, values, source=source)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "DPORunConfig":
-        return _from_json(cls, path)
 
 
 @dataclass

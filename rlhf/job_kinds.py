@@ -489,8 +489,11 @@ class PreferenceSource:
     """That export, to be recorded with the job's other artifacts."""
 
 
-def preference_source(engine: Engine, job: Job, params: dict[str, Any], workdir: Path, reporter: Reporter, *, test_size: float, seed: int) -> PreferenceSource:
-    """The pairs of a train-reward / dpo job: a recorded export, an export path, or a fresh export of the project.
+def preference_source(
+    engine: Engine, job: Job, params: dict[str, Any], workdir: Path, reporter: Reporter, *, test_size: float, seed: int, format: str = "trl"
+) -> PreferenceSource:
+    """The pairs of a train-reward / dpo job (the demonstrations of an sft job, `format="sft"`): a recorded
+    export, an export path, or a fresh export of the project.
 
     A fresh export (neither `export_artifact_id` nor `data`) is made in the job's workdir with
     `params["export_options"]` over (test_size, seed), and becomes an artifact of the job.
@@ -507,7 +510,7 @@ def preference_source(engine: Engine, job: Job, params: dict[str, Any], workdir:
     from rlhf.export import ExportOptions
 
     options = ExportOptions(**({"test_size": test_size, "seed": seed} | params["export_options"]))
-    export = export_into(engine, job, workdir, format="trl", output="jsonl", options=options, reporter=reporter)
+    export = export_into(engine, job, workdir, format=format, output="jsonl", options=options, reporter=reporter)
     return PreferenceSource(Path(export.path), parent_refs=[0], artifacts=[export])
 
 
@@ -641,29 +644,38 @@ def _dpo_config(params: dict[str, Any], **overrides: Any):
     return config_from_params(DPORunConfig, params, exclude=_DPO_EXCLUDE, **overrides).validate()
 
 
+def _validate_policy_training(kind: str, specs: list[ParamSpec], make_config: Callable[..., Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Params of a job that trains a policy on an export (dpo, sft): one data source, export options, a valid config."""
+    checked = check_params(kind, specs, params)
+    if checked["export_artifact_id"] is not None and checked["data"] is not None:
+        raise InvalidJobParams(f"{kind}: give export_artifact_id or data, not both")
+    _check_export_options(kind, checked["export_options"])
+    try:
+        make_config(checked, data=checked["data"] or "(decided when the job runs)")
+    except ValueError as exc:
+        raise InvalidJobParams(f"{kind}: {exc}") from exc
+    return checked
+
+
+def _starting_policy(engine: Engine, params: dict[str, Any]) -> tuple[str, list[int]]:
+    """The policy a job starts from (`policy_artifact_id` or `policy`) and the recorded artifacts it is."""
+    if params["policy_artifact_id"] is not None:
+        start = artifact_of_kind(engine, params["policy_artifact_id"], "policy", "policy_artifact_id")
+        return start.path, [start.id]
+    policy = params["policy"]
+    return policy, artifact_ids_where(engine, kind="policy", path=policy) if Path(policy).exists() else []
+
+
 def _validate_dpo(params: dict[str, Any]) -> dict[str, Any]:
     require_backend("dpo", "rlhf.dpo", "train_dpo")
-    checked = check_params("dpo", _dpo_specs(), params)
-    if checked["export_artifact_id"] is not None and checked["data"] is not None:
-        raise InvalidJobParams("dpo: give export_artifact_id or data, not both")
-    _check_export_options("dpo", checked["export_options"])
-    try:
-        _dpo_config(checked, data=checked["data"] or "(decided when the job runs)")
-    except ValueError as exc:
-        raise InvalidJobParams(f"dpo: {exc}") from exc
-    return checked
+    return _validate_policy_training("dpo", _dpo_specs(), _dpo_config, params)
 
 
 def _run_dpo(engine, job, params, reporter, workdir: Path) -> JobResult:
     from rlhf.dpo import train_dpo
 
     source = preference_source(engine, job, params, workdir, reporter, test_size=params["eval_fraction"], seed=params["seed"])
-    policy, policy_parents = params["policy"], []
-    if params["policy_artifact_id"] is not None:
-        start = artifact_of_kind(engine, params["policy_artifact_id"], "policy", "policy_artifact_id")
-        policy, policy_parents = start.path, [start.id]
-    elif Path(policy).exists():
-        policy_parents = artifact_ids_where(engine, kind="policy", path=policy)
+    policy, policy_parents = _starting_policy(engine, params)
     out = workdir / "policy"
     result = train_dpo(_dpo_config(params, data=str(source.path), policy=policy, out=str(out)), reporter=reporter)
     final = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -678,6 +690,67 @@ def _run_dpo(engine, job, params, reporter, workdir: Path) -> JobResult:
         metrics=final,
     )
     return JobResult(artifacts=source.artifacts + [record], metrics=final, message=f"DPO: {result.steps} steps")
+
+
+# --------------------------------------------------------------------------- sft
+
+
+_SFT_EXCLUDE = ("out", "resume", "overwrite", "data", "project", "database_url")  # the job decides; data comes from _PREFERENCE_DATA
+
+
+def _sft_specs() -> list[ParamSpec]:
+    from rlhf.sft import SFTRunConfig
+
+    return _PREFERENCE_DATA + [ParamSpec("policy_artifact_id", Optional[int], None, "Start from this recorded policy (instead of `policy`).")] + dataclass_specs(
+        SFTRunConfig, exclude=_SFT_EXCLUDE
+    )
+
+
+def _sft_config(params: dict[str, Any], **overrides: Any):
+    from rlhf.sft import SFTRunConfig
+
+    return config_from_params(SFTRunConfig, params, exclude=_SFT_EXCLUDE, **overrides).validate()
+
+
+def _sft_export_available() -> bool:
+    from rlhf.export import EXPORT_FORMATS
+
+    return "sft" in EXPORT_FORMATS
+
+
+def _validate_sft(params: dict[str, Any]) -> dict[str, Any]:
+    require_backend("sft", "rlhf.sft", "train_sft")
+    checked = _validate_policy_training("sft", _sft_specs(), _sft_config, params)
+    if _needs_project_without_data(checked) and not _sft_export_available():
+        raise InvalidJobParams("sft: give data or export_artifact_id (this installation cannot export a project's demonstrations: no `sft` export format)")
+    return checked
+
+
+def _run_sft(engine, job, params, reporter, workdir: Path) -> JobResult:
+    from rlhf.sft import train_sft
+
+    source = preference_source(engine, job, params, workdir, reporter, test_size=params["eval_fraction"], seed=params["seed"], format="sft")
+    policy, policy_parents = _starting_policy(engine, params)
+    out = workdir / "policy"
+    result = train_sft(_sft_config(params, data=str(source.path), policy=policy, out=str(out)), reporter=reporter)
+    held_out = result.metrics["held_out"]
+    final = {"steps": result.steps, "train/last_loss": result.metrics["train"]["last_loss"]}
+    for moment in ("before", "after"):
+        if held_out[moment]:
+            final |= {f"held_out/loss_{moment}": held_out[moment]["loss"], f"held_out/perplexity_{moment}": held_out[moment]["perplexity"]}
+    record = ArtifactRecord(
+        kind="policy",
+        name=_job_label(engine, job, f"sft-{params['method']}", "policy"),
+        path=str(out),
+        content_hash=result.lineage.get("weights_sha256"),
+        parent_ids=source.parent_ids + policy_parents,
+        parent_refs=source.parent_refs,
+        lineage=result.lineage,
+        metrics={k: v for k, v in final.items() if v is not None},
+    )
+    after = held_out["after"]
+    message = f"SFT ({params['method']}): {result.steps} steps" + (f", held-out loss {after['loss']:.3f}" if after else "")
+    return JobResult(artifacts=source.artifacts + [record], metrics=record.metrics, message=message)
 
 
 # --------------------------------------------------------------------------- generate
@@ -818,6 +891,10 @@ def _product_kinds() -> dict[str, JobKind]:
         "dpo": _kind(
             "dpo", "Train a policy directly on preferences (TRL DPOTrainer, LoRA, optional 4-bit base) from an export or the project.",
             _validate_dpo, _run_dpo, _dpo_specs, "rlhf.dpo", "train_dpo", needs_project=_needs_project_without_data,
+        ),
+        "sft": _kind(
+            "sft", "Supervised fine-tuning on demonstrations (TRL SFTTrainer; full, LoRA or QLoRA) from an SFT export or the project.",
+            _validate_sft, _run_sft, _sft_specs, "rlhf.sft", "train_sft", needs_project=_needs_project_without_data,
         ),
         "generate": _kind(
             "generate", "Sample a policy on the project's prompts and import the outputs as a new round, paired against the previous one.",

@@ -26,7 +26,7 @@ VISIBILITIES = ("blind", "reveal_after_submit")
 PREFERENCE_CHOICES = ("a", "b", "tie", "both_bad")
 """Choices are stored in the task's own terms (response A / B), whatever side was shown left."""
 
-JOB_KINDS = ("train-reward", "ppo", "dpo", "generate", "export", "simulate")
+JOB_KINDS = ("train-reward", "ppo", "dpo", "generate", "export", "simulate", "sft")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 
 DEFAULT_RUBRIC: list[dict[str, Any]] = [

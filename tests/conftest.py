@@ -99,3 +99,14 @@ def _offline(monkeypatch):
     """No test reaches a model hub: an unknown id must fail fast with our error."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny-model training on one torch thread (faster than two for such sizes, and kinder to parallel workers)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -58,7 +58,7 @@ JOBS_SHOWN = 50
 LOG_LINES_SHOWN = 20
 ARTIFACTS_SHOWN = 100
 # Kinds in the order the form offers them; kinds not named here follow, sorted.
-KIND_ORDER = ("train-reward", "ppo", "dpo", "generate", "export")
+KIND_ORDER = ("train-reward", "ppo", "dpo", "generate", "export", "sft")
 # Fields shown first in each kind's form; the others go under "Advanced settings".
 MAIN_FIELDS = {
     "train-reward": ("export_artifact_id", "data", "base_model", "load_in_4bit", "max_steps", "num_epochs", "learning_rate", "batch_size", "max_length"),
@@ -66,6 +66,7 @@ MAIN_FIELDS = {
     "dpo": ("export_artifact_id", "data", "policy_artifact_id", "policy", "load_in_4bit", "beta", "max_steps", "num_epochs", "learning_rate", "batch_size"),
     "generate": ("policy_artifact_id", "policy", "round", "n", "temperatures", "max_new_tokens", "limit"),
     "export": ("format", "output", "aggregate", "min_votes", "test_size"),
+    "sft": ("export_artifact_id", "data", "policy_artifact_id", "policy", "method", "optim", "max_steps", "num_epochs", "learning_rate", "batch_size", "max_length"),
 }
 # Param fields that name a recorded artifact, and the artifact kind each takes.
 ARTIFACT_FIELDS = {"export_artifact_id": "export", "reward_artifact_id": "reward_model", "policy_artifact_id": "policy"}

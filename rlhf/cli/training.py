@@ -182,3 +182,41 @@ def score_command(
         Path(tmp).unlink(missing_ok=True)
         raise
     typer.echo(f"scored {len(rows)} responses (mean {scores.mean().item():.3f}) → {out}")
+
+
+def _run_sft(config) -> None:
+    from rlhf.models import ModelNotFoundError
+    from rlhf.progress import Cancelled, ConsoleReporter
+    from rlhf.sft import SFTError, train_sft
+
+    reporter = ConsoleReporter("sft", unit="step")
+    try:
+        result = train_sft(config, reporter=reporter)
+    except (SFTError, ModelNotFoundError, ValueError) as exc:
+        reporter.close()
+        raise fail(str(exc)) from None
+    except Cancelled as exc:
+        reporter.close()
+        raise fail(str(exc), code=1) from None
+    reporter.close()
+    held_out = result.metrics["held_out"]
+    typer.echo(f"SFT ({config.method}) done: {result.steps} steps; policy in {result.output_dir}")
+    if held_out["before"] and held_out["after"]:
+        before, after = held_out["before"], held_out["after"]
+        typer.echo(
+            f"held-out loss {before['loss']:.4f} → {after['loss']:.4f}, perplexity {before['perplexity']:.2f} → "
+            f"{after['perplexity']:.2f} ({held_out['examples']} examples)"
+        )
+
+
+def _register_sft() -> None:
+    from rlhf.cli.policy import config_command
+    from rlhf.sft import SFTRunConfig
+
+    config_command(
+        SFTRunConfig, "sft", _run_sft,
+        "Supervised fine-tuning on demonstrations (TRL SFTTrainer, reply tokens only): --method full, lora or qlora.",
+    )
+
+
+_register_sft()

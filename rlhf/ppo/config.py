@@ -188,6 +188,21 @@ class PPOConfig:
 # --------------------------------------------------------------------------- shared helpers
 
 
+class ConfigFile:
+    """`to_dict` / `from_dict` / `from_json` for a run's config dataclass (unknown keys are an error naming them)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config"):
+        return _from_dict(cls, values, source=source)
+
+    @classmethod
+    def from_json(cls, path: str | Path):
+        return _from_json(cls, path)
+
+
 def _from_dict(cls, values: dict[str, Any], *, source: str):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)

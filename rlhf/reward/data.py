@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -239,6 +239,10 @@ class EncodedBatch:
     ids: list[list[int]]
     prompts_truncated: int
     responses_truncated: int
+    cuts: list[Truncation] = field(default_factory=list)
+    """Per sequence, what was cut (SFT masks the kept end token of a cut response: it is no real end)."""
+    response_lengths: list[int] = field(default_factory=list)
+    """Per sequence, how many of its final tokens are the response (end token included)."""
 
 
 def encode_pairs(
@@ -256,11 +260,13 @@ def encode_pairs(
     # A chat template writes its own special tokens; plain text gets the tokenizer's usual ones (e.g. BOS).
     prompt_ids = tokenizer(prompt_texts, add_special_tokens=not use_chat_template)["input_ids"] if prompt_texts else []
     response_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"] if responses else []
-    encoded, prompts_cut, responses_cut = [], 0, 0
+    encoded, prompts_cut, responses_cut, cuts, lengths = [], 0, 0, [], []
     for p_ids, r_ids in zip(prompt_ids, response_ids):
         ids, cut = fit_to_length(p_ids, list(r_ids) + [eos], max_length)
         encoded.append(ids)
+        cuts.append(cut)
+        lengths.append(len(r_ids) + 1 - cut.response_tokens)
         prompts_cut += cut.prompt_tokens > 0
         responses_cut += cut.response_tokens > 0
-    return EncodedBatch(encoded, prompts_cut, responses_cut)
+    return EncodedBatch(encoded, prompts_cut, responses_cut, cuts, lengths)
 

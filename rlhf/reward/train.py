@@ -109,23 +109,28 @@ class LengthGroupedPairSampler(torch.utils.data.Sampler):
         return iter(length_grouped_indices(self.lengths, self.batch_size, generator))
 
 
+class LengthGroupedBatches:
+    """Mixin for a Transformers Trainer: batches of similar length (`LengthGroupedPairSampler` over the
+    training set's `length` column) when `group_by_length`; the trainer's own order otherwise."""
+
+    def __init__(self, *args, group_by_length: bool = True, **kwargs) -> None:
+        self._group_by_length = group_by_length
+        super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self._group_by_length or "length" not in dataset.column_names:
+            return super()._get_train_sampler(train_dataset)
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return LengthGroupedPairSampler(list(dataset["length"]), batch, self.args.seed)
+
+
 def _make_trainer_class():
     """RewardTrainer reading the reward at the last real token, with length-grouped batches (built lazily: TRL is heavy)."""
     from trl import RewardTrainer
 
-    class LastTokenRewardTrainer(RewardTrainer):
+    class LastTokenRewardTrainer(LengthGroupedBatches, RewardTrainer):
         """TRL's RewardTrainer; only the pooling of the reward and the batch order differ."""
-
-        def __init__(self, *args, group_by_length: bool = True, **kwargs) -> None:
-            self._group_by_length = group_by_length
-            super().__init__(*args, **kwargs)
-
-        def _get_train_sampler(self, train_dataset=None):
-            dataset = train_dataset if train_dataset is not None else self.train_dataset
-            if not self._group_by_length or "length" not in dataset.column_names:
-                return super()._get_train_sampler(train_dataset)
-            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return LengthGroupedPairSampler(list(dataset["length"]), batch, self.args.seed)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # Same loss as RewardTrainer (−log σ(r_c − r_r − margin), optional centring term),
