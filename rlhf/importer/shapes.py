@@ -470,15 +470,18 @@ _PROMPT_ONLY_KEYS = {"prompt", "category", "meta"}
 def normalise_prompt_only(record: dict, *, text_cells: bool = False) -> PromptIn:
     """Shape (d): a prompt with no responses, to be answered by annotators (a write task).
 
-    A chat prompt needs a user turn (there is nothing to reply to otherwise). Extra columns go
-    to the prompt's meta, merged with `meta`.
+    A chat prompt needs a user turn (there is nothing to reply to otherwise). A later record
+    that brings `responses` is read as shape (a) (a prompts file may carry replies for some
+    prompts, to be edited); any other unknown field is refused, as the shape detection does.
     """
     if not isinstance(record, dict):
         raise ImportFormatError(f"expected an object, got {_type_name(record)}")
+    if "responses" in record and not text_cells:
+        return normalise_responses_record(record)
+    for key in record:
+        if key not in _PROMPT_ONLY_KEYS:
+            raise ImportFormatError(f"unexpected field in a prompts-only record ({_SHAPES_HELP})", field=str(key))
     meta = optional_object(record.get("meta"), "meta", text_cells=text_cells)
-    extras = {k: v for k, v in record.items() if k not in _PROMPT_ONLY_KEYS and not _is_missing(v)}
-    if extras:
-        meta = {**json_value(extras, "record"), **(meta or {})}
     prompt = _prompt_in(record, text_cells=text_cells, meta=meta)
     if prompt.messages is not None and not any(m["role"] == "user" for m in prompt.messages):
         raise ImportFormatError("has no user turn: there is nothing for the assistant to reply to", field="prompt")
