@@ -18,10 +18,11 @@ from labeling_app import editor
 from labeling_app import flow
 
 KIND = "write"
+# Enter is a newline here: Ctrl/Cmd+Enter submits, inside the editor. (Comments, not docstrings:
+# Streamlit's magic would draw a page script's bare strings.)
 KEYS = tuple(k for k in flow.COMMON_KEYS if k != "Enter")
-"""Enter is a newline here: Ctrl/Cmd+Enter submits, inside the editor."""
+# Session state: (form key, text to start from, epoch ms of the draft it came from or 0).
 START_KEY = "write.start"
-"""Session state: (form key, text to start from, epoch ms of the draft it came from or 0)."""
 
 
 def _slot() -> Optional[flow.Slot]:

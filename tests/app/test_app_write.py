@@ -70,6 +70,7 @@ def test_write_page_shows_every_turn_and_opens_the_editor_with_the_right_text(ap
     at = write_page(app_env)
     no_exception(at)
     page = shown(at)
+    assert "Session state" not in page and "newline" not in page  # no module string drawn by Streamlit's magic
     seen = []
     for _ in range(2):
         view = slot(at).task
