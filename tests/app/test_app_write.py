@@ -144,3 +144,33 @@ def test_keys_skip_flag_and_guidelines_reach_the_write_page(app_env):
     assert slot(at).task.task_id != first
     at = deliver(at, numbered(["F"], start=3))
     assert at.button(key="write.flag") is not None
+
+
+# --------------------------------------------------------------------------- admin pages: import and export
+
+
+def test_the_import_page_turns_a_prompts_only_upload_into_write_tasks(app_env):
+    from rlhf.schema import Task
+
+    at = go(signed_in_app(app_env.admin, app_env.project_id), "import_data.py")
+    at.text_input(key="import.project").input("prompts")
+    content = "".join(json.dumps(r) + "\n" for r in [{"prompt": "Name a fruit."}, {"prompt": CHAT}]).encode()
+    at.get("file_uploader")[0].upload("prompts.jsonl", content, "application/jsonl")
+    at = at.button(key="FormSubmitter:import.form-Import").click().run()
+    no_exception(at)
+    assert "2 write tasks" in shown(at)
+    assert sorted(t.kind for t in rows(app_env.engine, Task.__table__) if t.kind == "write") == ["write", "write"]
+
+
+def test_the_export_page_writes_sft_rows(app_env):
+    at = write_page(app_env)
+    at = submit_text(at, "Arr, a reply")
+    admin = go(signed_in_app(app_env.admin, slot(at).project_id), "export.py")
+    admin.radio(key="export.format").set_value("sft")
+    admin.number_input(key="export.test_size").set_value(0.0)
+    admin = admin.button(key="FormSubmitter:export.form-Export").click().run()
+    no_exception(admin)
+    assert "Exported 1 rows" in shown(admin)
+    [out] = list((app_env.tmp_path / "data" / "artifacts" / "exports").glob("writing-sft-*.jsonl"))
+    row = json.loads(out.read_text().splitlines()[0])
+    assert row["messages"][-1] == {"role": "assistant", "content": "Arr, a reply"}
