@@ -174,3 +174,27 @@ def test_the_export_page_writes_sft_rows(app_env):
     [out] = list((app_env.tmp_path / "data" / "artifacts" / "exports").glob("writing-sft-*.jsonl"))
     row = json.loads(out.read_text().splitlines()[0])
     assert row["messages"][-1] == {"role": "assistant", "content": "Arr, a reply"}
+
+
+def test_the_dashboard_lists_writers_and_flags_the_sloppy_one(app_env):
+    import itertools
+    from pathlib import Path
+
+    from rlhf.importer import import_file
+    from rlhf.projects import create_project
+    from rlhf.roles import SYSTEM
+    from rlhf.simulation.writers import simulate_writers
+
+    create_project(app_env.engine, SYSTEM, "demos", task_kinds=["write"])
+    sample = Path(__file__).resolve().parents[2] / "data" / "sample_project.jsonl"
+    path = app_env.tmp_path / "sample.jsonl"
+    path.write_text("".join(itertools.islice(sample.open(encoding="utf-8"), 12)))
+    project_id = import_file(app_env.engine, path, "demos").project_id
+    result = simulate_writers(app_env.engine, project_id, writers=3, sloppy=1, seed=1)
+    [sloppy] = [w.username for w in result.writers if w.sloppy]
+    at = go(signed_in_app(app_env.admin, project_id), "dashboard.py")
+    no_exception(at)
+    page = shown(at)
+    assert "Writers (demonstrations)" in page and f"1 of 3 writers flagged for sloppy edits: **{sloppy}**" in page.replace("\\-", "-")
+    [table] = [d for d in at.dataframe if "username" in d.value.columns and "median_edit_ratio" in d.value.columns]
+    assert set(table.value["username"]) == {w.username for w in result.writers}
