@@ -23,6 +23,9 @@ KIND = "write"
 KEYS = tuple(k for k in flow.COMMON_KEYS if k != "Enter")
 # Session state: (form key, text to start from, epoch ms of the draft it came from or 0).
 START_KEY = "write.start"
+# One editor for every task: remounting it per task cost a new component each submit; it loads
+# a new task's text itself when the form's token changes.
+EDITOR = "write.editor"
 
 
 def _slot() -> Optional[flow.Slot]:
@@ -107,7 +110,7 @@ def render_task(slot: flow.Slot) -> None:
                 c.render_response(view.response, heading="Original", plain=plain)
     with edit_col:
         text, saved_at = starting_text(slot)
-        key = editor_key(slot)
+        key = EDITOR
         st.caption("E edit · Esc leave the editor · Ctrl/⌘+Enter submits · S skip · F flag · G guidelines · Backspace reopens your last demonstration")
         editor.editor(
             key,
