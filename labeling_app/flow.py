@@ -30,10 +30,12 @@ if TYPE_CHECKING:
     from rlhf.assign import TaskView
     from rlhf.schema import User
 
-PREFIX = {"rating": "rate", "pairwise": "compare"}
+PREFIX = {"rating": "rate", "pairwise": "compare", "write": "write"}
 """Task kind → the page (and session-state prefix) that shows it."""
-PAGE_FILE = {"rating": "rate.py", "pairwise": "compare.py"}
-NOUN = {"rating": "rating", "pairwise": "comparison"}
+PAGE_FILE = {"rating": "rate.py", "pairwise": "compare.py", "write": "write.py"}
+NOUN = {"rating": "rating", "pairwise": "comparison", "write": "demonstration"}
+VERB = {"rating": "rate", "pairwise": "compare", "write": "write"}
+THING = {"rating": "response", "pairwise": "pair", "write": "prompt"}
 LEASE_RENEW_MARGIN_S = 120.0
 """Renew the lease on the task on screen when less than this is left of it."""
 MAX_TIME_SPENT_S = 24 * 3600.0
@@ -176,9 +178,10 @@ def refresh(kind: str) -> None:
 def _send(engine: "Engine", user: "User", pending: PendingSubmission, slot: Optional[Slot]) -> bool:
     """Call the backend once for `pending`; put the next task in `slot`. True when it was stored."""
     from rlhf.annotate import AnnotationError, TaskFull, submit_preference, submit_rating
+    from rlhf.demonstrations import submit_demonstration
     from rlhf.roles import PermissionDenied
 
-    submit = submit_rating if pending.kind == "rating" else submit_preference
+    submit = {"rating": submit_rating, "pairwise": submit_preference, "write": submit_demonstration}[pending.kind]
     try:
         result = submit(engine, user, pending.task_id, time_spent_s=pending.time_spent_s, next_kind=pending.kind, **pending.fields)
     except TaskFull as exc:
@@ -414,9 +417,9 @@ def empty_queue(slot: Slot) -> None:
     """The page when nothing is left for this user."""
     kind = slot.kind
     with st.container(border=True):
-        st.markdown(f"### Nothing left to {'rate' if kind == 'rating' else 'compare'}")
+        st.markdown(f"### Nothing left to {VERB[kind]}")
         st.write(
-            f"Every {'response' if kind == 'rating' else 'pair'} in {slot.project_name!r} that still needs a {NOUN[kind]} has been done by you, "
+            f"Every {THING[kind]} in {slot.project_name!r} that still needs a {NOUN[kind]} has been done by you, "
             "skipped, or is being done by someone else right now. Thank you!"
         )
         with st.container(horizontal=True):

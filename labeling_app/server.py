@@ -1,4 +1,4 @@
-"""The served app: `st.App` running the router (`app.py`) plus the two routes that set and clear the session cookie.
+"""The served app: `st.App` running the router (`app.py`) plus the routes that set and clear the session cookie and save drafts.
 
 `rlhf app` runs `streamlit run labeling_app/server.py`; Streamlit finds `app` below and serves it
 with uvicorn, reading `.streamlit/config.toml` and the `--server.*` flags as for any script.
@@ -35,7 +35,10 @@ if TYPE_CHECKING:
 ROUTER = Path(__file__).resolve().with_name("app.py")
 SESSION_ROUTE = "/_rlhf/session"
 SIGN_OUT_ROUTE = "/_rlhf/sign-out"
+DRAFT_ROUTE = "/_rlhf/draft"
 MAX_BODY_BYTES = 1024
+MAX_DRAFT_BODY_BYTES = 1 << 20
+"""A draft of up to `rlhf.demonstrations.MAX_DRAFT_CHARS` characters, JSON-escaped, fits."""
 
 
 @lru_cache(maxsize=None)
@@ -99,6 +102,52 @@ async def end_session(request: Request) -> Response:
     return response
 
 
+def _save_draft_for(token: str, task_id, text) -> int:
+    """Save a draft for the account the session cookie names; the HTTP status to answer."""
+    from rlhf.annotate import AnnotationError
+    from rlhf.demonstrations import save_draft
+    from rlhf.roles import PermissionDenied
+    from rlhf.sessions import resolve_token
+
+    from labeling_app.common import idle_timeout
+
+    found = resolve_token(engine(), token, idle=idle_timeout())
+    if found is None:
+        return 401
+    try:
+        save_draft(engine(), found.user, task_id, text)
+    except PermissionDenied:
+        return 403
+    except (AnnotationError, ValueError):
+        return 400
+    return 204
+
+
+async def save_draft(request: Request) -> Response:
+    """POST {"task_id": int, "text": str} → 204 once the draft is stored for the signed-in account.
+
+    The Write page's editor posts here as the annotator types (debounced), so saving a draft
+    costs no Streamlit rerun. 401 when the session ended (the editor keeps the text in the
+    browser and saves it after the next sign-in), 403 cross-origin or for an account that may
+    not annotate, 400 for a bad body or task.
+    """
+    if not same_origin(request):
+        return Response(status_code=403)
+    token = request.cookies.get(COOKIE_NAME)
+    if not token:
+        return Response(status_code=401)
+    body = await request.body()
+    if len(body) > MAX_DRAFT_BODY_BYTES:
+        return Response(status_code=413)
+    try:
+        payload = json.loads(body)
+        task_id, text = payload["task_id"], payload["text"]
+    except (ValueError, KeyError, TypeError):
+        return Response(status_code=400)
+    status = await run_in_threadpool(_save_draft_for, token, task_id, text)
+    return Response(status_code=status, headers={"Cache-Control": "no-store"})
+
+
 def navigation_only() -> None:
     """Run every page through the router, from the process's very first request.
 
@@ -112,4 +161,11 @@ def navigation_only() -> None:
 
 
 navigation_only()
-app = st.App(ROUTER, routes=[Route(SESSION_ROUTE, start_session, methods=["POST"]), Route(SIGN_OUT_ROUTE, end_session, methods=["POST"])])
+app = st.App(
+    ROUTER,
+    routes=[
+        Route(SESSION_ROUTE, start_session, methods=["POST"]),
+        Route(SIGN_OUT_ROUTE, end_session, methods=["POST"]),
+        Route(DRAFT_ROUTE, save_draft, methods=["POST"]),
+    ],
+)

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlmodel import Session
 
 from rlhf.assign import (
+    DEMONSTRATION,
     IS_REGULAR,
     Caller,
     check_caller,
@@ -75,7 +76,7 @@ from rlhf.assign import (
 )
 from rlhf.db import run_transaction
 from rlhf.roles import Actor, PermissionDenied, check_admin
-from rlhf.schema import FLAG_REASONS, PREFERENCE_CHOICES, AnnotationRevision, Flag, User, utcnow
+from rlhf.schema import FLAG_REASONS, PREFERENCE_CHOICES, TASK_KINDS, AnnotationRevision, Flag, User, utcnow
 
 __all__ = [
     "AnnotationError",
@@ -118,7 +119,7 @@ MAX_FLAG_NOTE_CHARS = 2000
 MAX_TIME_SPENT_S = 7 * 24 * 3600.0
 FLAG_STATUSES = ("open", "resolved", "dismissed")
 PROMPT_EXCERPT_CHARS = 120
-ANNOTATION_KIND = {"rating": "rating", "pairwise": "preference"}
+ANNOTATION_KIND = {"rating": "rating", "pairwise": "preference", "write": "demonstration"}
 """Task kind → the `AnnotationRevision.kind` of its annotations."""
 
 
@@ -290,6 +291,7 @@ def _context_statement(lock: bool, with_caller: bool):
         *[column.label(f"p_{column.name}") for column in PROJECT_COLUMNS],
         own(RATING).label("own_rating_id"),
         own(PREFERENCE).label("own_preference_id"),
+        own(DEMONSTRATION).label("own_demonstration_id"),
         select(LEASE.c.expires_at).where(LEASE.c.task_id == TASK.c.id, LEASE.c.user_id == UID).scalar_subquery().label("lease_expires_at"),
         live_leases_of_others().label("others_live"),
     ]
@@ -332,6 +334,7 @@ def _insert_statement(dialect: str, kind: str):
 ANNOTATION_COLUMNS = {
     "rating": ("task_id", "user_id", "scores", "tags", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
     "pairwise": ("task_id", "user_id", "choice", "strength", "shown_left", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
+    "write": ("task_id", "user_id", "text", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
 }
 
 
@@ -392,6 +395,8 @@ def _caller_and_context(connection: Connection, user: User, task_id: int, now: d
 
 
 def _own_id(ctx: Row, kind: str) -> Optional[int]:
+    if kind == "write":
+        return ctx.own_demonstration_id
     return ctx.own_rating_id if kind == "rating" else ctx.own_preference_id
 
 
@@ -404,7 +409,11 @@ def _check_room(ctx: Row, settings: ProjectSettings, now: datetime) -> None:
         raise TaskFull(f"task {ctx.id} already has its {target} annotations; take the next task")
 
 
-CONTENT_FIELDS = {"rating": ("scores", "tags", "comment"), "pairwise": ("choice", "strength", "shown_left", "comment")}
+CONTENT_FIELDS = {
+    "rating": ("scores", "tags", "comment"),
+    "pairwise": ("choice", "strength", "shown_left", "comment"),
+    "write": ("text", "comment"),
+}
 """The fields that make an annotation's content (an identical re-submit changes none of them)."""
 
 
@@ -449,8 +458,13 @@ def _submit(
     next_kind: Optional[str],
     now: Optional[datetime],
     rng: Optional[random.Random],
+    after: Optional[Callable[[Connection, ProjectSettings, Row, int, int], None]] = None,
 ) -> SubmitResult:
-    """The shared submit transaction; `make_content(settings, ctx, existing_shown_left)` validates."""
+    """The shared submit transaction; `make_content(settings, ctx, existing_shown_left)` validates.
+
+    `after(connection, settings, ctx, annotation_id, caller_id)` runs in the same transaction
+    once the annotation is stored (write tasks: drop the draft, keep the review task in step).
+    """
     now = _aware(now)
     time_spent_s = validate_time_spent(time_spent_s)
     table = annotation_table(kind)
@@ -460,9 +474,9 @@ def _submit(
         # 1. who is asking, and where they stand on the task (the task row locked)
         caller, ctx = _caller_and_context(connection, user, task_id, now, next_kind)
         if ctx.kind != kind:
-            other = "submit_preference" if ctx.kind == "pairwise" else "submit_rating"
+            other = {"pairwise": "submit_preference", "rating": "submit_rating", "write": "submit_demonstration"}[ctx.kind]
             raise ValidationError("task_id", f"task {task_id} is a {ctx.kind} task; use {other}")
-        settings = settings_from_row(ctx, "p_")
+        settings = settings_from_row(ctx, "p_").for_kind(kind)
         own_id = _own_id(ctx, kind)
 
         # 2. edit in place, or create (room permitting) and count it
@@ -486,6 +500,8 @@ def _submit(
                 revision, created = 1, True
         if own_id is not None and ctx.lease_expires_at is not None:
             connection.execute(_release_statement(), {"tid": task_id, "uid": caller.id})
+        if after is not None:
+            after(connection, settings, ctx, annotation_id, caller.id)
 
         # 3. the next task, in the same transaction
         upcoming = next_task_in(connection, caller, settings, next_kind, now, rng, held_task_id=ctx.held_task_id) if next_kind else None
@@ -724,6 +740,8 @@ def _annotation_view(kind: str, row: Any, prompt_excerpt: str = "") -> Annotatio
     )
     if kind == "rating":
         return AnnotationView(**common, scores=dict(row.scores), tags=tuple(row.tags))
+    if kind == "write":
+        return AnnotationView(**common, text=row.text)
     return AnnotationView(**common, choice=row.choice, strength=row.strength, shown_left=row.shown_left)
 
 
@@ -748,7 +766,7 @@ def recent_annotations(engine: Engine, user: User, project: ProjectRef, limit: i
         caller = lock_annotator(connection, user, lock=False)
         settings = load_project(connection, project)
         views = []
-        for kind in ("rating", "pairwise"):
+        for kind in TASK_KINDS:
             table = annotation_table(kind)
             rows = connection.execute(
                 select(table, PROMPT.c.text.label("prompt_text"))
@@ -821,7 +839,7 @@ def progress(engine: Engine, user: User, project: ProjectRef, *, kind: Optional[
     """Your counts in the project (both kinds unless `kind` is given)."""
     now = _aware(now)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    kinds = ("rating", "pairwise") if kind is None else (kind,)
+    kinds = TASK_KINDS if kind is None else (kind,)
 
     def work(session: Session) -> Progress:
         connection = session.connection()
@@ -844,7 +862,7 @@ def progress(engine: Engine, user: User, project: ProjectRef, *, kind: Optional[
                     TASK.c.annotation_count < target_expression(),
                     not_done_by_caller(k),
                 ),
-                {"uid": caller.id, **target_binds(settings)},
+                {"uid": caller.id, **target_binds(settings.for_kind(k))},
             ).scalar_one()
         return Progress(today=today, total=total, left_in_queue=left)
 
@@ -882,6 +900,8 @@ def set_gold(engine: Engine, actor: Actor, task_id: int, answer: Optional[Mappin
         row = connection.execute(select(TASK.c.kind, TASK.c.project_id).where(TASK.c.id == task_id)).first()
         if row is None:
             raise TaskNotFound(f"no task with id {task_id}")
+        if row.kind == "write" and answer is not None:
+            raise ValidationError("task_id", f"task {task_id} is a write task: demonstrations have no gold answer")
         if answer is None:
             values: dict[str, Any] = {"is_gold": False, "gold_answer": None}
         else:
@@ -908,6 +928,8 @@ def reveal_distribution(engine: Engine, user: User, task_id: int) -> LabelDistri
         caller = lock_annotator(connection, user, lock=False)
         ctx = _require_context(connection, task_id, caller.id, utcnow(), lock=False)
         settings = settings_from_row(ctx, "p_")
+        if ctx.kind == "write":
+            raise ValidationError("task_id", f"task {task_id} is a write task: demonstrations have no label distribution")
         if settings.visibility != "reveal_after_submit":
             raise PermissionDenied("this project is blind: other annotators' labels are not shown")
         if _own_id(ctx, ctx.kind) is None:

@@ -29,7 +29,7 @@ import itertools
 import random
 from functools import lru_cache
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Optional, Union
 
@@ -40,6 +40,8 @@ from sqlmodel import Session
 from rlhf.db import run_transaction
 from rlhf.roles import ANNOTATOR_ROLES, Actor, PermissionDenied, check_admin, require_stored_role
 from rlhf.schema import (
+    DEFAULT_MAX_REPLY_CHARS,
+    Demonstration,
     Lease,
     Preference,
     Project,
@@ -58,6 +60,7 @@ TASK = Task.__table__
 LEASE = Lease.__table__
 RATING = Rating.__table__
 PREFERENCE = Preference.__table__
+DEMONSTRATION = Demonstration.__table__
 SKIP = Skip.__table__
 PROJECT = Project.__table__
 PROMPT = Prompt.__table__
@@ -134,6 +137,8 @@ class ResponseView:
     text: str
     model_name: Optional[str] = None
     """None unless the project reveals after submit and this is a revisit of a submitted task."""
+    response_id: Optional[int] = None
+    """Write tasks: the model reply shown pre-filled (None elsewhere)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,8 @@ class AnnotationView:
     time_spent_s: Optional[float] = None
     prompt_excerpt: str = ""
     """The start of the prompt, for lists of recent work."""
+    text: Optional[str] = None
+    """Write only: the demonstration (the assistant reply written)."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,7 @@ class TaskView:
     Pairwise: `left` and `right` are the responses in display order and `shown_left` says which
     of the task's responses ('a' or 'b') is on the left; pass it back to `submit_preference`.
     Rating: `response` is the response to rate. Choices are always submitted in the task's terms.
+    Write: `response` is the model reply to start from (None: write from scratch).
     """
 
     task_id: int
@@ -196,6 +204,8 @@ class TaskView:
     own: Optional[AnnotationView] = None
     """Your current annotation on a revisit, to prefill the form."""
     project_name: str = ""
+    max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS
+    """Write tasks: the longest reply the project accepts."""
 
 
 # --------------------------------------------------------------------------- project settings
@@ -216,6 +226,16 @@ class ProjectSettings:
     visibility: str
     lease_minutes: int
     active: bool
+    task_kinds: tuple[str, ...] = ("rate", "compare")
+    write_overlap: int = 1
+    max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS
+
+    def for_kind(self, kind: str) -> "ProjectSettings":
+        """The settings assignment uses for tasks of `kind`: write tasks have their own overlap
+        (`write_overlap`, no extra votes); the other kinds use the project's."""
+        if kind != "write":
+            return self
+        return replace(self, overlap=self.write_overlap, max_overlap=self.write_overlap)
 
     @property
     def overlap_cap(self) -> int:
@@ -235,6 +255,9 @@ PROJECT_COLUMNS = (
     PROJECT.c.visibility,
     PROJECT.c.lease_minutes,
     PROJECT.c.active,
+    PROJECT.c.task_kinds,
+    PROJECT.c.write_overlap,
+    PROJECT.c.max_reply_chars,
 )
 
 
@@ -271,6 +294,9 @@ def settings_from_row(row: Any, prefix: str = "") -> ProjectSettings:
         visibility=get("visibility"),
         lease_minutes=get("lease_minutes"),
         active=bool(get("active")),
+        task_kinds=tuple(get("task_kinds") or ()),
+        write_overlap=get("write_overlap"),
+        max_reply_chars=get("max_reply_chars"),
     )
 
 
@@ -294,6 +320,8 @@ def check_kind(kind: str) -> str:
 
 def annotation_table(kind: str):
     """The table holding annotations of tasks of `kind`."""
+    if kind == "write":
+        return DEMONSTRATION
     return RATING if kind == "rating" else PREFERENCE
 
 
@@ -425,11 +453,12 @@ def _select_content():
         PROMPT.c.messages.label("prompt_messages"),
         _RESPONSE_A.c.text.label("a_text"),
         _RESPONSE_A.c.model_name.label("a_model"),
+        TASK.c.response_a_id.label("a_id"),
         _RESPONSE_B.c.text.label("b_text"),
         _RESPONSE_B.c.model_name.label("b_model"),
     ).select_from(
         TASK.join(PROMPT, PROMPT.c.id == TASK.c.prompt_id)
-        .join(_RESPONSE_A, _RESPONSE_A.c.id == TASK.c.response_a_id)
+        .outerjoin(_RESPONSE_A, _RESPONSE_A.c.id == TASK.c.response_a_id)
         .outerjoin(_RESPONSE_B, _RESPONSE_B.c.id == TASK.c.response_b_id)
     )
 
@@ -610,7 +639,11 @@ def build_view(
     reveal_models = show_models or (own is not None and settings.visibility == "reveal_after_submit")
     a = ResponseView(content.a_text, content.a_model if reveal_models else None)
     response = left = right = None
-    if content.kind == "pairwise":
+    if content.kind == "write":
+        # The reply to start from, when the task has one; its id lets the page tell it apart.
+        response = None if content.a_text is None else replace(a, response_id=content.a_id)
+        shown_left = None
+    elif content.kind == "pairwise":
         b = ResponseView(content.b_text or "", content.b_model if reveal_models else None)
         left, right = (a, b) if shown_left == "a" else (b, a)
     else:
@@ -633,6 +666,7 @@ def build_view(
         is_revisit=own is not None,
         own=own,
         project_name=settings.name,
+        max_reply_chars=settings.max_reply_chars,
     )
 
 
@@ -699,6 +733,7 @@ def next_task_in(
     check_kind(kind)
     if not settings.active:
         return None
+    settings = settings.for_kind(kind)
     user_id = caller.id
     expires_at = now + timedelta(minutes=settings.lease_minutes)
 
@@ -808,6 +843,7 @@ def request_extra_votes(
             select(TASK.c.id, TASK.c.kind, current_target.label("target")).where(
                 TASK.c.project_id == settings.id,
                 IS_REGULAR,
+                TASK.c.kind != "write",  # demonstrations have no agreement to measure
                 TASK.c.annotation_count >= current_target,
                 current_target < cap,
             )

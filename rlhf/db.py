@@ -214,7 +214,9 @@ def init_database(engine: Engine) -> str:
     from alembic.script import ScriptDirectory
 
     config = _alembic_config(engine)
-    with engine.begin() as connection:
+    # Foreign keys off on SQLite while migrating: a batch migration copies a table and drops the
+    # old one, and with the keys on that DROP would cascade into every row referencing it.
+    with engine.connect().execution_options(sqlite_foreign_keys=False) as connection, connection.begin():
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
     return ScriptDirectory.from_config(config).get_current_head()

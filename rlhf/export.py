@@ -11,6 +11,9 @@ Formats (`format=`):
 - `ratings`: one row per rated response: `mean_<dimension>`, `std_<dimension>`, `n`, `agreement`.
 - `raw`: every annotation (ratings and judgments), annotators pseudonymised with a salted hash
   that is stable within one export and unlinkable across exports (no usernames leave).
+- `sft`: one row per demonstration (write tasks), TRL's conversational `messages` or, with
+  `sft_shape="prompt-completion"`, `prompt` / `completion` (see `rlhf.sft_export`); with
+  `include_edits`, `trl` exports also hold edited ≻ original pairs (`source` column).
 
 Margin (trl): TRL subtracts it inside the Bradley–Terry loss, `-log σ(r_c − r_r − margin)`,
 so a larger margin asks for a larger reward gap. From judgments, strength 1 ("better") maps to
@@ -58,8 +61,8 @@ from rlhf.progress import Reporter, check_stop
 from rlhf.projects import get_project
 from rlhf.roles import Actor, check_admin
 
-ExportFormat = Literal["trl", "ratings", "raw"]
-EXPORT_FORMATS: tuple[str, ...] = ("trl", "ratings", "raw")
+ExportFormat = Literal["trl", "ratings", "raw", "sft"]
+EXPORT_FORMATS: tuple[str, ...] = ("trl", "ratings", "raw", "sft")
 AGGREGATIONS: tuple[str, ...] = ("majority", "dawid-skene")
 MANIFEST_NAME = "manifest.json"
 TIE_LABELS = ("tie", "both_bad")
@@ -99,6 +102,12 @@ class ExportOptions:
     """Seeds the grouped split (which prompts are held out)."""
     salt: str | None = None
     """raw only: the salt of the annotator pseudonyms; None draws a fresh one (unlinkable across exports)."""
+    sft_shape: str = "messages"
+    """sft only: `messages` (the prompt's turns + the demonstration) or `prompt-completion`."""
+    min_review_score: float | None = None
+    """sft only: keep demonstrations whose mean review score (rubric points) is at least this; None keeps all, reviewed or not."""
+    include_edits: bool = False
+    """trl only: add edited ≻ original pairs from substantive edits of model replies (`source` = "edit")."""
 
     def validate(self) -> None:
         if self.aggregate not in AGGREGATIONS:
@@ -109,6 +118,10 @@ class ExportOptions:
             raise ExportError(f"min_agreement {self.min_agreement}: must be between 0 and 1")
         if not 0.0 <= self.test_size < 1.0:
             raise ExportError(f"test_size {self.test_size}: must be in [0, 1)")
+        from rlhf.sft_export import SFT_SHAPES
+
+        if self.sft_shape not in SFT_SHAPES:
+            raise ExportError(f"sft_shape {self.sft_shape!r}: expected one of {', '.join(SFT_SHAPES)}")
 
     def recorded(self) -> dict[str, Any]:
         """The options as written to the manifest (the salt is a secret and never written)."""
@@ -753,11 +766,18 @@ def build_export_rows(
             table = pairs_from_ratings(rating_frame(engine, project, RATING_PAIR_COLUMNS), options)
         else:
             table = pairs_from_preferences(preference_frame(engine, project, PAIR_VOTE_COLUMNS), options)
-        if table.pairs.empty:
+        edits = _edit_pairs(engine, project, options) if options.include_edits else None
+        if table.pairs.empty and (edits is None or edits.empty):
             source = "ratings" if options.from_ratings else "pairwise judgments"
+            source += " or substantive edits" if options.include_edits else ""
             raise ExportError(nothing_usable(project, f"no usable preference pairs from {source}", table.counts))
         rows, conversational = trl_rows(table.pairs, responses, options)
+        if edits is not None:
+            rows = _with_edit_pairs(rows, edits, conversational)
+            table.counts["edit_pairs"] = int((rows["source"] == "edit").sum())
         return rows, table.counts | {"pairs": int(len(rows))}, conversational
+    if format == "sft":
+        return _sft_rows(engine, project, options)
     if format == "ratings":
         rows, counts = rating_rows(rating_frame(engine, project), response_frame(engine, project), options)
         if rows.empty:
@@ -771,6 +791,40 @@ def build_export_rows(
             raise ExportError(nothing_usable(project, "no annotations to export", counts))
         return rows, counts, False
     raise ExportError(f"format {format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+
+
+def _demonstrations(engine: Engine, project: str | int, options: ExportOptions) -> pd.DataFrame:
+    """The project's demonstrations (people's only unless `include_external`)."""
+    from rlhf.sft_export import demonstration_frame
+
+    frame = demonstration_frame(engine, project)
+    return frame if options.include_external else frame[frame["annotator_role"].isin(HUMAN_ROLES)]
+
+
+def _sft_rows(engine: Engine, project: str | int, options: ExportOptions) -> tuple[pd.DataFrame, dict[str, int], bool]:
+    from rlhf.sft_export import filter_reviewed, sft_rows
+
+    frame = _demonstrations(engine, project, options)
+    kept, dropped = filter_reviewed(frame, options.min_review_score)
+    counts = {"demonstrations": int(len(frame)), "dropped_review_score": dropped}
+    if kept.empty:
+        raise ExportError(nothing_usable(project, "no demonstrations to export (write tasks)", counts))
+    return sft_rows(kept, options.sft_shape), counts | {"examples": int(len(kept))}, True
+
+
+def _edit_pairs(engine: Engine, project: str | int, options: ExportOptions) -> pd.DataFrame:
+    """The demonstrations that edited a model reply substantively (their rows are built once the columns are known)."""
+    from rlhf.sft_export import substantive_edits
+
+    return substantive_edits(_demonstrations(engine, project, options))
+
+
+def _with_edit_pairs(rows: pd.DataFrame, demonstrations: pd.DataFrame, conversational: bool) -> pd.DataFrame:
+    from rlhf.sft_export import edit_pair_rows
+
+    edits = edit_pair_rows(demonstrations, conversational, list(rows.columns))
+    rows = rows.assign(source="comparison")
+    return pd.concat([rows, edits.assign(source="edit")], ignore_index=True) if not edits.empty else rows
 
 
 def export_project(

@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 
 from rlhf.db import run_transaction
 from rlhf.roles import Actor, check_admin
-from rlhf.schema import DEFAULT_RUBRIC, DEFAULT_TAGS, VISIBILITIES, Project
+from rlhf.schema import COLLECTED_KINDS, DEFAULT_MAX_REPLY_CHARS, DEFAULT_RUBRIC, DEFAULT_TAGS, VISIBILITIES, Project
 
 NAME_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 2000
@@ -34,6 +34,9 @@ UPDATABLE_FIELDS = (
     "lease_minutes",
     "seed",
     "active",
+    "task_kinds",
+    "write_overlap",
+    "max_reply_chars",
 )
 
 
@@ -175,6 +178,33 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         raise ProjectValidationError("seed", "must be an integer")
     if "active" in settings and not isinstance(settings["active"], bool):
         raise ProjectValidationError("active", "must be true or false")
+    out.update(validate_write_settings(settings))
+    return out
+
+
+def validate_task_kinds(kinds: Any) -> list[str]:
+    """A non-empty list of what the project collects, from rate / compare / write (order kept)."""
+    if isinstance(kinds, str):
+        kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+    if not isinstance(kinds, Sequence) or not kinds:
+        raise ProjectValidationError("task_kinds", f"must name at least one of {', '.join(COLLECTED_KINDS)}")
+    out: list[str] = []
+    for kind in kinds:
+        if kind not in COLLECTED_KINDS:
+            raise ProjectValidationError("task_kinds", f"{kind!r} is not one of {', '.join(COLLECTED_KINDS)}")
+        if kind not in out:
+            out.append(kind)
+    return out
+
+
+def validate_write_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The write-task settings present in `settings`, checked: task_kinds, write_overlap ≥ 1, max_reply_chars ≥ 1."""
+    out: dict[str, Any] = {}
+    if "task_kinds" in settings:
+        out["task_kinds"] = validate_task_kinds(settings["task_kinds"])
+    for field in ("write_overlap", "max_reply_chars"):
+        if field in settings and (not _is_int(settings[field]) or settings[field] < 1):
+            raise ProjectValidationError(field, "must be an integer ≥ 1")
     return out
 
 
@@ -220,6 +250,9 @@ def _default_settings(name: str) -> dict[str, Any]:
         "visibility": "blind",
         "lease_minutes": 10,
         "seed": 0,
+        "task_kinds": ["rate", "compare"],
+        "write_overlap": 1,
+        "max_reply_chars": DEFAULT_MAX_REPLY_CHARS,
     }
 
 
@@ -241,6 +274,9 @@ def create_project(
     visibility: str = "blind",
     lease_minutes: int = 10,
     seed: int = 0,
+    task_kinds: list[str] | None = None,
+    write_overlap: int = 1,
+    max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS,
 ) -> Project:
     """Create a project (admin only). `rubric`/`tags` default to the schema's defaults;
     `max_overlap` defaults to `overlap`. Raises ProjectValidationError (field named) or
@@ -258,6 +294,9 @@ def create_project(
             "visibility": visibility,
             "lease_minutes": lease_minutes,
             "seed": seed,
+            "task_kinds": ["rate", "compare"] if task_kinds is None else task_kinds,
+            "write_overlap": write_overlap,
+            "max_reply_chars": max_reply_chars,
         }
     )
 
@@ -360,6 +399,7 @@ def project_counts(engine: Engine, project_id: int) -> dict[str, int]:
             ),
             "rating_tasks": count(select(func.count()).select_from(Task).where(Task.project_id == project_id, Task.kind == "rating")),
             "pairwise_tasks": count(select(func.count()).select_from(Task).where(Task.project_id == project_id, Task.kind == "pairwise")),
+            "write_tasks": count(select(func.count()).select_from(Task).where(Task.project_id == project_id, Task.kind == "write")),
             "imports": count(select(func.count()).select_from(ImportRecord).where(ImportRecord.project_id == project_id)),
         }
 

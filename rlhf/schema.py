@@ -1,4 +1,4 @@
-"""The database tables: projects, prompts, responses, tasks, users, browser sessions, annotations, jobs, artifacts.
+"""The database tables: projects, prompts, responses, tasks, users, browser sessions, annotations, demonstrations and drafts, jobs, artifacts.
 
 Invariants the constraints enforce (DESIGN.md, Storage):
 - one rating / preference / skip per (task, user): a re-submit edits, a double click never adds;
@@ -21,7 +21,10 @@ from sqlmodel import Field, SQLModel
 ROLES = ("admin", "annotator", "external")
 """`external` users are label sources (an imported dataset, a model judge): they cannot sign in."""
 
-TASK_KINDS = ("rating", "pairwise")
+TASK_KINDS = ("rating", "pairwise", "write")
+COLLECTED_KINDS = {"rate": "rating", "compare": "pairwise", "write": "write"}
+"""What a project can collect (`Project.task_kinds`, as users name them) → the task kind."""
+DEFAULT_MAX_REPLY_CHARS = 20000
 VISIBILITIES = ("blind", "reveal_after_submit")
 PREFERENCE_CHOICES = ("a", "b", "tie", "both_bad")
 """Choices are stored in the task's own terms (response A / B), whatever side was shown left."""
@@ -92,6 +95,12 @@ class Project(SQLModel, table=True):
     """Seeds the shuffle of tasks with equal annotation counts."""
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
+    task_kinds: list = _json(lambda: ["rate", "compare"], nullable=False)
+    """Which kinds of task imports make for this project: any of rate, compare, write."""
+    write_overlap: int = 1
+    """Demonstrations each write task gets from distinct annotators."""
+    max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS
+    """Longest demonstration an annotator may submit (characters)."""
 
 
 class Prompt(SQLModel, table=True):
@@ -126,7 +135,9 @@ class Response(SQLModel, table=True):
 
 
 class Task(SQLModel, table=True):
-    """A unit of work: one response to rate, or a pair (A, B) of responses to the same prompt to compare.
+    """A unit of work: one response to rate, a pair (A, B) of responses to the same prompt to compare,
+    or a prompt to write the assistant's reply to (`write`: response A, when set, is the model reply
+    shown pre-filled for editing; None means writing from scratch).
 
     `annotation_count` is kept in step with the ratings/preferences rows inside the same
     transaction, so assignment can pick the least-annotated task from an index.
@@ -150,7 +161,7 @@ class Task(SQLModel, table=True):
     project_id: int = Field(foreign_key="project.id", ondelete="CASCADE")
     kind: str = Field(max_length=16)
     prompt_id: int = Field(foreign_key="prompt.id", index=True, ondelete="CASCADE")
-    response_a_id: int = Field(foreign_key="response.id", index=True, ondelete="CASCADE")
+    response_a_id: Optional[int] = Field(default=None, foreign_key="response.id", index=True, ondelete="CASCADE")
     response_b_id: Optional[int] = Field(default=None, foreign_key="response.id", index=True, ondelete="CASCADE")
     content_hash: str = Field(max_length=64)
     shuffle_key: int = 0
@@ -272,12 +283,50 @@ class Preference(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class Demonstration(SQLModel, table=True):
+    """An assistant reply written by one annotator for a write task (one row per task and user).
+
+    `edit_ratio` is the share of the original's words changed (0 = kept as is, 1 = all new),
+    None when written from scratch; `review_task_id` is the rating task other annotators rate
+    the current text in (projects that collect ratings).
+    """
+
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    text: str = _text(nullable=False, default="")
+    comment: str = _text(nullable=False, default="")
+    edit_ratio: Optional[float] = None
+    review_task_id: Optional[int] = Field(default=None, foreign_key="task.id", ondelete="SET NULL")
+    time_spent_s: Optional[float] = None
+    revision: int = 1
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Draft(SQLModel, table=True):
+    """The reply an annotator is typing on a write task, saved as it is typed (one per task and user).
+
+    Kept across reloads, lost connections, expired sessions and tabs; removed when the reply is submitted.
+    """
+
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    text: str = _text(nullable=False, default="")
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class AnnotationRevision(SQLModel, table=True):
     """The previous content of an annotation each time it is edited (history kept)."""
 
     id: Optional[int] = Field(default=None, primary_key=True)
     kind: str = Field(max_length=16)
-    """'rating' or 'preference'."""
+    """'rating', 'preference' or 'demonstration'."""
     annotation_id: int = Field(index=True)
     task_id: int = Field(foreign_key="task.id", ondelete="CASCADE")
     user_id: int = Field(foreign_key="user.id", ondelete="CASCADE")

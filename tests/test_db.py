@@ -11,10 +11,20 @@ from rlhf.db import current_revision, database_url, init_database, make_engine, 
 from rlhf.schema import Preference, Project, Prompt, Rating, Response, Task, User
 
 
-def _seed_task(session) -> tuple[Task, User]:
-    project = Project(name="p")
-    session.add(project)
-    session.flush()
+def _seed_task(session, *, old_schema: bool = False) -> tuple[Task, User]:
+    if old_schema:  # the project columns of revision 0001 only (the model has grown since)
+        session.execute(
+            text(
+                "INSERT INTO project (name, description, guidelines, rubric, tags, overlap, max_overlap, gold_rate, visibility, "
+                "lease_minutes, seed, active, created_at) VALUES ('p', '', '', '[]', '[]', 3, 3, 0, 'blind', 10, 0, true, CURRENT_TIMESTAMP)"
+            )
+        )
+        project = session.exec(select(Project.id).where(Project.name == "p")).one()
+        project = type("OldProject", (), {"id": project})
+    else:
+        project = Project(name="p")
+        session.add(project)
+        session.flush()
     prompt = Prompt(project_id=project.id, content_hash="h1", text="Say hi", messages=[{"role": "user", "content": "Say hi"}])
     session.add(prompt)
     session.flush()
@@ -50,7 +60,7 @@ def test_an_older_database_is_brought_to_head_keeping_its_rows(db_url):
     engine = make_engine(db_url)
     command.upgrade(_alembic_config(engine), "0001")
     with session_scope(engine, write=True) as session:
-        task, _ = _seed_task(session)
+        task, _ = _seed_task(session, old_schema=True)
         task_id = task.id
     assert current_revision(engine) == "0001"
     init_database(engine)

@@ -41,7 +41,7 @@ def test_create_with_defaults_and_read_back(engine):
     assert (project.lease_minutes, project.seed, project.active) == (10, 0, True)
     assert get_project(engine, created.id).name == "demo"
     assert get_project(engine, str(created.id)).name == "demo"
-    assert project_counts(engine, created.id) == {"prompts": 0, "responses": 0, "rating_tasks": 0, "pairwise_tasks": 0, "imports": 0}
+    assert project_counts(engine, created.id) == {"prompts": 0, "responses": 0, "rating_tasks": 0, "pairwise_tasks": 0, "write_tasks": 0, "imports": 0}
 
 
 def test_create_with_custom_settings(engine):

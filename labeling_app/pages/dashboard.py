@@ -289,6 +289,49 @@ def annotator_section(data, project: str) -> None:
     csv_button(data.annotators, project, "annotators")
 
 
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=32, show_spinner=False)
+def load_writers(database_url: str, project_id: int, actor_id: int, refreshed: float, _engine, _actor) -> pd.DataFrame:
+    """`rlhf.writer_stats.writer_stats` (cached like `load_dashboard`)."""
+    from rlhf.writer_stats import writer_stats
+
+    return writer_stats(_engine, _actor, project_id)
+
+
+WRITER_FLAG_HELP = {"sloppy_edits": "their edits leave the model's reply nearly as it was (median share of words changed far below the other writers')"}
+
+
+def writer_section(writers: pd.DataFrame, project: str) -> None:
+    """Demonstrations per writer: how many, how fast, how much they change, how many survive review."""
+    st.subheader("Writers (demonstrations)")
+    if writers.empty:
+        st.info("No demonstrations yet: they appear once annotators write replies on the Write page.")
+        return
+    table = writers.copy()
+    table["flags"] = [[f for f in str(flags).split(",") if f] for flags in table["flags"]]
+    flagged = table[table["flags"].map(bool)]
+    if not flagged.empty:
+        names = ", ".join(f"**{c.safe_markdown(str(r.username))}**" for r in flagged.itertuples(index=False))
+        st.warning(f"{len(flagged)} of {len(table)} writers flagged for sloppy edits: {names}.")
+    shown = ["username", "flags", "demonstrations", "median_time_s", "edits", "median_edit_ratio", "mean_edit_ratio", "reviewed", "kept_share"]
+    st.dataframe(
+        table[shown],
+        hide_index=True,
+        key="dashboard.writer_table",
+        column_config={
+            "username": st.column_config.TextColumn("Writer", pinned=True),
+            "flags": st.column_config.ListColumn("Flags", help="; ".join(f"{k}: {v}" for k, v in WRITER_FLAG_HELP.items())),
+            "demonstrations": st.column_config.NumberColumn("Written"),
+            "median_time_s": number("Median s / reply", "%.1f"),
+            "edits": st.column_config.NumberColumn("Edits", help="Replies that started from a model reply"),
+            "median_edit_ratio": number("Median changed", "percent", "Median share of the original's words changed"),
+            "mean_edit_ratio": number("Mean changed", "percent"),
+            "reviewed": st.column_config.NumberColumn("Reviewed", help="Demonstrations other annotators rated"),
+            "kept_share": number("Kept after review", "percent", "Share of the reviewed ones rated at least the middle of the rubric scale"),
+        },
+    )
+    csv_button(writers, project, "writers")
+
+
 def kappa_section(data, project: str, min_overlap: int) -> None:
     """Cohen's kappa for every annotator pair of one variable, as a symmetric heatmap."""
     st.subheader("Pairwise Cohen's κ")
@@ -444,14 +487,15 @@ def main() -> None:
         c.show_error(exc)
         return
     data = loaded["data"]
+    writers = load_writers(database_url(), project_id, user.id, st.session_state.get(REFRESHED, 0.0), engine, user)
     with title.container():
         st.header(f"Dashboard · {c.safe_markdown(data.project)}", anchor=False)
         st.caption(f"Computed {time.strftime('%H:%M:%S', time.gmtime(loaded['computed_at']))} UTC; reused for up to {CACHE_TTL_S} s — press Refresh for the latest.")
-    if data.agreement.empty and data.annotators.empty and data.leaderboard.empty:
+    if data.agreement.empty and data.annotators.empty and data.leaderboard.empty and writers.empty:
         st.info("No annotations yet in this project: statistics appear once people start rating and comparing"
                 + (" (labels from imported datasets and model judges count only with “Include external labels”)." if not include_external else "."))
         return
-    tabs = st.tabs(["Agreement", "Annotators", "Pairwise κ", "Confusion", "Leaderboard"])
+    tabs = st.tabs(["Agreement", "Annotators", "Pairwise κ", "Confusion", "Leaderboard", "Writers"])
     with tabs[0]:
         agreement_section(data, data.project, min_overlap)
     with tabs[1]:
@@ -462,6 +506,8 @@ def main() -> None:
         confusion_section(data, data.project)
     with tabs[4]:
         leaderboard_section(data, data.project)
+    with tabs[5]:
+        writer_section(writers, data.project)
 
 
 main()

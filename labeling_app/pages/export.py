@@ -13,6 +13,7 @@ FORMAT_HELP = {
     "trl": "trl — prompt / chosen / rejected pairs for TRL's RewardTrainer and DPOTrainer",
     "ratings": "ratings — mean and spread per rated response",
     "raw": "raw — every annotation, annotators pseudonymised",
+    "sft": "sft — demonstrations (write tasks) as TRL conversational rows for SFTTrainer",
 }
 # Offer a download button for exports up to this size (larger ones: use the path on the server).
 DOWNLOAD_LIMIT_BYTES = 50 * 1024 * 1024
@@ -50,13 +51,18 @@ def main() -> None:
             "Include external labels", help="Labels from external sources (imported datasets, model judges); people's labels only by default.",
             key="export.include_external",
         )
+        include_edits = st.checkbox("trl: add edited ≻ original pairs from substantive edits of model replies", key="export.include_edits")
+        e, f = st.columns(2)
+        sft_shape = e.radio("sft: rows as", ["messages", "prompt-completion"], horizontal=True, key="export.sft_shape")
+        min_review = f.number_input("sft: min review score (0 keeps all)", min_value=0.0, value=0.0, step=0.5, key="export.min_review_score")
         submitted = st.form_submit_button("Export", type="primary", icon=":material/download:")
     if not submitted:
         return
     out = default_output(project.name, fmt, suffix if suffix.startswith(".") else "")
     options = ExportOptions(
         aggregate=aggregate, min_votes=int(min_votes), test_size=float(test_size), keep_ties=keep_ties, from_ratings=from_ratings,
-        include_external=include_external,
+        include_external=include_external, include_edits=include_edits, sft_shape=sft_shape,
+        min_review_score=float(min_review) if min_review else None,
     )
     try:
         with st.spinner("Exporting…"):

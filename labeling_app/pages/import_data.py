@@ -74,7 +74,9 @@ def main() -> None:
     st.subheader("Import prompts and responses")
     st.caption(
         "Accepted: JSONL / JSON / CSV / Parquet / Arrow with (a) `prompt` + `responses` [{text, model}], "
-        "(b) one row per `prompt`, `response`, `model`, or (c) TRL preference rows `prompt` / `chosen` / `rejected`. "
+        "(b) one row per `prompt`, `response`, `model`, (c) TRL preference rows `prompt` / `chosen` / `rejected`, "
+        "or (d) `prompt` alone (+ `category`, `meta`): write tasks, where annotators write the reply "
+        "(projects collecting write also get a write task per prompt, pre-filled with its first response). "
         "Importing the same file twice adds nothing."
     )
     projects = c.visible_projects(user)

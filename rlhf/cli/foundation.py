@@ -126,6 +126,12 @@ def _split_tags(tags: Optional[str]):
     return None if tags is None else [t.strip() for t in tags.split(",") if t.strip()]
 
 
+def _write_options(kinds: Optional[str], write_overlap: Optional[int], max_reply_chars: Optional[int]) -> dict:
+    """The write-task settings given on the command line (None = not given)."""
+    given = {"task_kinds": _split_tags(kinds), "write_overlap": write_overlap, "max_reply_chars": max_reply_chars}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _show(project, counts: dict | None = None) -> None:
     import json
 
@@ -141,6 +147,9 @@ def _show(project, counts: dict | None = None) -> None:
         "seed": project.seed,
         "active": project.active,
         "tags": project.tags,
+        "task_kinds": project.task_kinds,
+        "write_overlap": project.write_overlap,
+        "max_reply_chars": project.max_reply_chars,
         "rubric": project.rubric,
         "guidelines": project.guidelines,
     }
@@ -152,6 +161,9 @@ def _show(project, counts: dict | None = None) -> None:
 _RUBRIC_FILE = typer.Option(None, "--rubric-file", help="JSON file: a list of {name, question?, min, max, labels?}.")
 _GUIDELINES_FILE = typer.Option(None, "--guidelines-file", help="Read the guidelines (markdown) from this file.")
 _TAGS = typer.Option(None, "--tags", help="Comma-separated tags annotators can attach.")
+_KINDS = typer.Option(None, "--kinds", help="What the project collects, comma-separated: rate, compare, write (default rate,compare).")
+_WRITE_OVERLAP = typer.Option(None, "--write-overlap", help="Demonstrations per write task from distinct annotators (default 1).")
+_MAX_REPLY_CHARS = typer.Option(None, "--max-reply-chars", help="Longest demonstration accepted, in characters (default 20000).")
 
 
 @project_app.command("create")
@@ -168,6 +180,9 @@ def project_create(
     visibility: str = typer.Option("blind", "--visibility", help="blind or reveal_after_submit."),
     lease_minutes: int = typer.Option(10, "--lease-minutes"),
     seed: int = typer.Option(0, "--seed", help="Seeds task order and pair choices."),
+    kinds: Optional[str] = _KINDS,
+    write_overlap: Optional[int] = _WRITE_OVERLAP,
+    max_reply_chars: Optional[int] = _MAX_REPLY_CHARS,
     database_url: Optional[str] = _DATABASE_OPTION,
 ) -> None:
     """Create a project. Example: rlhf project create demo --overlap 3 --tags "unsafe,off-topic" """
@@ -190,6 +205,7 @@ def project_create(
             visibility=visibility,
             lease_minutes=lease_minutes,
             seed=seed,
+            **_write_options(kinds, write_overlap, max_reply_chars),
         )
     except ProjectValidationError as exc:
         raise fail(str(exc)) from None
@@ -209,7 +225,7 @@ def project_list(database_url: Optional[str] = _DATABASE_OPTION) -> None:
     typer.echo(f"{'id':>4}  {'name':<30} {'prompts':>8} {'responses':>10} {'tasks':>8}  visibility  overlap")
     for project in projects:
         counts = project_counts(engine, project.id)
-        tasks = counts["rating_tasks"] + counts["pairwise_tasks"]
+        tasks = counts["rating_tasks"] + counts["pairwise_tasks"] + counts.get("write_tasks", 0)
         typer.echo(
             f"{project.id:>4}  {project.name:<30} {counts['prompts']:>8} {counts['responses']:>10} {tasks:>8}  "
             f"{project.visibility:<10}  {project.overlap}"
@@ -248,6 +264,9 @@ def project_update(
     lease_minutes: Optional[int] = typer.Option(None, "--lease-minutes"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     active: Optional[bool] = typer.Option(None, "--active/--inactive", help="Open or close the project to annotators."),
+    kinds: Optional[str] = _KINDS,
+    write_overlap: Optional[int] = _WRITE_OVERLAP,
+    max_reply_chars: Optional[int] = _MAX_REPLY_CHARS,
     database_url: Optional[str] = _DATABASE_OPTION,
 ) -> None:
     """Change some settings of a project. Example: rlhf project update demo --overlap 5 --max-overlap 7"""
@@ -267,6 +286,7 @@ def project_update(
         "lease_minutes": lease_minutes,
         "seed": seed,
         "active": active,
+        **_write_options(kinds, write_overlap, max_reply_chars),
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:

@@ -63,3 +63,33 @@ def simulate(
         typer.echo(f"  {trait}: {', '.join(names) if names else '-'}")
     if result.planted_truth_path:
         typer.echo(f"planted truth written to {result.planted_truth_path}")
+
+
+@app.command("simulate-writers")
+def simulate_writers_command(
+    project: str = typer.Option(..., "--project", help="Project name (or id) whose write tasks to answer."),
+    writers: int = typer.Option(5, "--writers", help="Simulated writers (accounts <prefix>-s<seed>-<nnn>, created when missing)."),
+    sloppy: int = typer.Option(1, "--sloppy", help="How many of them barely edit the reply they are shown."),
+    seed: int = typer.Option(0, "--seed", help="Seeds who is sloppy and every draw."),
+    max_demonstrations: Optional[int] = typer.Option(None, "--max-demonstrations", help="Stop after this many (default: until no write task is left)."),
+    username_prefix: str = typer.Option("writer", "--username-prefix", help="Prefix of the simulated accounts' names."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="RLHF_DATABASE_URL", help="Database URL (default: SQLite file data/rlhf.db)."),
+) -> None:
+    """Simulated writers answer write tasks, improving the shown reply where the gold score rewards it; sloppy ones barely edit."""
+    from rlhf.db import database_url as default_url, make_engine
+    from rlhf.projects import ProjectNotFound
+    from rlhf.simulation.writers import simulate_writers
+
+    engine = make_engine(database_url or default_url())
+    try:
+        result = simulate_writers(engine, project, writers=writers, sloppy=sloppy, seed=seed, max_demonstrations=max_demonstrations, username_prefix=username_prefix)
+    except (ProjectNotFound, ValueError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    typer.echo(result.line())
+    for writer in result.writers:
+        row = writer.as_dict()
+        before, after = row["mean_gold_before"], row["mean_gold_after"]
+        gold = f"gold {before:.3f} -> {after:.3f}" if before is not None else "no demonstrations"
+        typer.echo(f"  {row['username']}{' (sloppy)' if row['sloppy'] else ''}: {row['demonstrations']} written, {gold}")

@@ -152,6 +152,31 @@ def stats(
         typer.echo(_leaderboard_text(result.leaderboard))
 
 
+@app.command()
+def writers(
+    project: str = typer.Option(..., "--project", help="Project name (or id)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON rows instead of a table."),
+    keep_score: Optional[float] = typer.Option(None, "--keep-score", help="Review score a demonstration needs to count as kept (default: the middle of the rubric scale)."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="RLHF_DATABASE_URL", help="Database URL (default: SQLite file data/rlhf.db)."),
+) -> None:
+    """Demonstrations per writer: written, median time, share of the original changed, kept after review; sloppy editors flagged."""
+    from rlhf.frames import ProjectNotFound
+    from rlhf.roles import SYSTEM
+    from rlhf.writer_stats import writer_stats
+
+    try:
+        table = writer_stats(_engine(database_url), SYSTEM, project, keep_score=keep_score)
+    except ProjectNotFound as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        _print_json(json.loads(table.to_json(orient="records")))
+        return
+    if table.empty:
+        typer.echo("no demonstrations yet")
+        return
+    typer.echo(table.drop(columns=["annotator_id"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 def _leaderboard_text(board) -> str:
     columns = ["rank", "model", "elo", "elo_low", "elo_high", "wins", "losses", "ties", "component"]
     return board[columns].to_string(index=False, float_format=lambda v: f"{v:.1f}")

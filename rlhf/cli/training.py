@@ -24,7 +24,7 @@ def _engine(database_url: Optional[str]):
 def export_command(
     project: str = typer.Option(..., "--project", help="Project name or id."),
     out: Path = typer.Option(..., "--out", help="Output: a .jsonl or .parquet file, or a directory (a datasets DatasetDict)."),
-    format: str = typer.Option("trl", "--format", help="trl (prompt/chosen/rejected pairs), ratings (per response) or raw (every annotation)."),
+    format: str = typer.Option("trl", "--format", help="trl (prompt/chosen/rejected pairs), ratings (per response), raw (every annotation) or sft (demonstrations)."),
     aggregate: str = typer.Option("majority", "--aggregate", help="How a pair's votes become one label: majority or dawid-skene."),
     min_votes: int = typer.Option(1, "--min-votes", help="Drop pairs (from ratings: responses) with fewer votes."),
     min_agreement: float = typer.Option(0.0, "--min-agreement", help="Drop pairs whose share of votes agreeing with the label is lower (0-1)."),
@@ -36,10 +36,13 @@ def export_command(
     no_margin: bool = typer.Option(False, "--no-margin", help="trl: leave out the margin column."),
     test_size: float = typer.Option(0.1, "--test-size", help="Share of prompts held out as the test split (0 for none)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the grouped split."),
+    sft_shape: str = typer.Option("messages", "--sft-shape", help="sft: messages (TRL conversational) or prompt-completion."),
+    min_review_score: Optional[float] = typer.Option(None, "--min-review-score", help="sft: keep demonstrations the reviewers rated at least this (mean rubric points)."),
+    include_edits: bool = typer.Option(False, "--include-edits", help="trl: add edited > original pairs from substantive edits of model replies (source=edit)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     database_url: Optional[str] = typer.Option(None, "--database-url", envvar="RLHF_DATABASE_URL", help="Database URL."),
 ) -> None:
-    """Export a project's judgments as TRL preference pairs, per-response ratings, or raw annotations."""
+    """Export a project's judgments as TRL preference pairs, per-response ratings, raw annotations, or demonstrations for SFT."""
     from rlhf.export import ExportError, ExportOptions, export_project
     from rlhf.projects import ProjectNotFound
     from rlhf.roles import SYSTEM
@@ -56,6 +59,9 @@ def export_command(
         margin=not no_margin,
         test_size=test_size,
         seed=seed,
+        sft_shape=sft_shape,
+        min_review_score=min_review_score,
+        include_edits=include_edits,
     )
     try:
         manifest = export_project(_engine(database_url), SYSTEM, project, format=format, out=out, options=options, overwrite=overwrite)

@@ -149,6 +149,19 @@ def _options(round, pair_against_round, max_pairs_per_prompt, make_rating_tasks,
     return options
 
 
+def _collect_project_kinds(options: ImportOptions, task_kinds: list[str] | None) -> None:
+    """Make only the tasks the project collects (`Project.task_kinds`: rate, compare, write).
+
+    Labelled pairs (`--as-labels`) still get their pairwise task: the label needs one.
+    """
+    kinds = set(task_kinds or ("rate", "compare"))
+    if "rate" not in kinds:
+        options.make_rating_tasks = False
+    if "compare" not in kinds:
+        options.max_pairs_per_prompt = 0
+    options.make_write_tasks = "write" in kinds
+
+
 def _label_source_user(session: Session, username: str) -> int:
     """The id of the external user `username` (created if missing); a human account is refused."""
     user = session.exec(select(User).where(User.username == username)).first()
@@ -183,6 +196,7 @@ def _import_stream(
     except ProjectValidationError as exc:
         raise ImportFormatError(exc.message, field="project") from None
     label_user_id = _label_source_user(session, options.as_labels) if options.as_labels else None
+    _collect_project_kinds(options, project.task_kinds)
     summary = ImportSummary(project=project.name, project_id=int(project.id), source=source, project_created=created)
     writer = ChunkWriter(
         session.connection(),

@@ -31,6 +31,11 @@ def rating_task_hash(prompt_hash: str, response_hash: str) -> str:
     return _digest("rating", prompt_hash, response_hash)
 
 
+def write_task_hash(prompt_hash: str) -> str:
+    """Identity of the task "write the assistant's reply to this prompt" (one per prompt)."""
+    return _digest("write", prompt_hash)
+
+
 def pairwise_task_hash(prompt_hash: str, response_hash_1: str, response_hash_2: str) -> str:
     """Identity of the task "compare these two responses": the same whichever order they come in."""
     low, high = (response_hash_1, response_hash_2) if response_hash_1 < response_hash_2 else (response_hash_2, response_hash_1)

@@ -30,6 +30,7 @@ from rlhf.importer.errors import ImportFormatError
 SHAPE_RESPONSES = "responses"
 SHAPE_ROWS = "rows"
 SHAPE_PREFERENCES = "preferences"
+SHAPE_PROMPTS = "prompts"
 
 MODEL_NAME_MAX_LENGTH = 300
 CATEGORY_MAX_LENGTH = 100
@@ -38,7 +39,7 @@ UNKNOWN_MODEL = "unknown"
 
 _SHAPES_HELP = (
     "expected (a) prompt + responses, (b) prompt + response (or text) + model, "
-    "or (c) prompt + chosen + rejected"
+    "(c) prompt + chosen + rejected, or (d) prompt (+ category, meta) alone, for write tasks"
 )
 
 
@@ -134,6 +135,8 @@ def detect_shape(keys: Any) -> str:
         if "model" not in keys:
             raise ImportFormatError(f"missing column for one-response-per-row data; found [{shown}]", field="model")
         return SHAPE_ROWS
+    if keys <= _PROMPT_ONLY_KEYS:
+        return SHAPE_PROMPTS
     raise ImportFormatError(f"no known shape fits the columns [{shown}]; {_SHAPES_HELP}")
 
 
@@ -149,6 +152,8 @@ def normaliser(shape: str, *, text_cells: bool = False) -> Callable[[dict], Prom
         return lambda record: normalise_row(record, text_cells=text_cells)
     if shape == SHAPE_PREFERENCES:
         return lambda record: normalise_preference(record, text_cells=text_cells)
+    if shape == SHAPE_PROMPTS:
+        return lambda record: normalise_prompt_only(record, text_cells=text_cells)
     raise ValueError(f"unknown shape {shape!r}")
 
 
@@ -456,4 +461,28 @@ def normalise_preference(record: dict, *, text_cells: bool = False) -> PromptIn:
     # no margin column; exports derive margins from the annotation strength.
     optional_margin(record.get("margin"), text_cells=text_cells)
     prompt.pairs.append((hashes[0], hashes[1]))
+    return prompt
+
+
+_PROMPT_ONLY_KEYS = {"prompt", "category", "meta"}
+
+
+def normalise_prompt_only(record: dict, *, text_cells: bool = False) -> PromptIn:
+    """Shape (d): a prompt with no responses, to be answered by annotators (a write task).
+
+    A chat prompt needs a user turn (there is nothing to reply to otherwise). A later record
+    that brings `responses` is read as shape (a) (a prompts file may carry replies for some
+    prompts, to be edited); any other unknown field is refused, as the shape detection does.
+    """
+    if not isinstance(record, dict):
+        raise ImportFormatError(f"expected an object, got {_type_name(record)}")
+    if "responses" in record and not text_cells:
+        return normalise_responses_record(record)
+    for key in record:
+        if key not in _PROMPT_ONLY_KEYS:
+            raise ImportFormatError(f"unexpected field in a prompts-only record ({_SHAPES_HELP})", field=str(key))
+    meta = optional_object(record.get("meta"), "meta", text_cells=text_cells)
+    prompt = _prompt_in(record, text_cells=text_cells, meta=meta)
+    if prompt.messages is not None and not any(m["role"] == "user" for m in prompt.messages):
+        raise ImportFormatError("has no user turn: there is nothing for the assistant to reply to", field="prompt")
     return prompt

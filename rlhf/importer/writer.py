@@ -40,6 +40,7 @@ from rlhf.importer.pairing import (
     select_pairs,
     task_draw,
     within_pairs,
+    write_task_hash,
 )
 from rlhf.importer.shapes import PromptIn, ResponseIn
 from rlhf.schema import Preference, Prompt, Response, Task
@@ -85,6 +86,9 @@ class ImportOptions:
     None = import the responses only."""
     chunk_prompts: int = DEFAULT_CHUNK_PROMPTS
     """Prompts written per batch of bulk inserts (memory is bounded by a chunk)."""
+    make_write_tasks: bool = False
+    """One write task per prompt (pre-filled with its first response); prompts that come
+    without any response get one whatever this says (there is nothing else to do with them)."""
 
     def validate(self) -> None:
         """Raise ImportFormatError naming the option when a value is out of range."""
@@ -124,6 +128,7 @@ class ImportSummary:
     responses_skipped: int = 0
     rating_tasks_added: int = 0
     pairwise_tasks_added: int = 0
+    write_tasks_added: int = 0
     tasks_skipped: int = 0
     labels_added: int = 0
     labels_skipped: int = 0
@@ -132,7 +137,7 @@ class ImportSummary:
 
     @property
     def tasks_added(self) -> int:
-        return self.rating_tasks_added + self.pairwise_tasks_added
+        return self.rating_tasks_added + self.pairwise_tasks_added + self.write_tasks_added
 
     @property
     def rows_added(self) -> int:
@@ -149,6 +154,8 @@ class ImportSummary:
             f"{self.source} → project {self.project!r}: {self.records} records; added {self.prompts_added} prompts, "
             f"{self.responses_added} responses, {self.rating_tasks_added} rating + {self.pairwise_tasks_added} pairwise tasks"
         )
+        if self.write_tasks_added:
+            text += f" + {self.write_tasks_added} write tasks"
         if self.labels_added or self.labels_skipped:
             text += f", {self.labels_added} labels"
         already = self.prompts_skipped + self.responses_skipped + self.tasks_skipped + self.labels_skipped
@@ -367,6 +374,7 @@ class ChunkWriter:
             if self.options.make_rating_tasks:
                 self._add_rating_tasks(group, state, present, new_rows)
             labels.extend(self._add_pairwise_tasks(group, state, present, new_rows))
+        self._add_write_tasks(groups, states, present, new_rows)
         self._insert_ignoring_duplicates(TASK_T, TASK_COLUMNS, new_rows)
         return labels
 
@@ -388,6 +396,24 @@ class ChunkWriter:
         self.summary.rating_tasks_added += ratings
         self.summary.pairwise_tasks_added += len(tasks) - ratings
         self.summary.tasks_skipped += repeats
+
+    def _add_write_tasks(self, groups: list[PromptIn], states: dict[str, _PromptState], present: set[str], new_rows: list) -> None:
+        """One write task per prompt: with `make_write_tasks`, or for a prompt that came without responses.
+
+        The task starts from the prompt's first response of this record (None: from scratch).
+        """
+        for group in groups:
+            if not (self.options.make_write_tasks or not group.responses):
+                continue
+            digest = write_task_hash(group.content_hash)
+            if digest in present:
+                self.summary.tasks_skipped += 1
+                continue
+            present.add(digest)
+            state = states[group.content_hash]
+            a_id = state.responses[group.responses[0].content_hash][0] if group.responses else None
+            new_rows.append(self._task_row("write", state.prompt_id, digest, task_draw(self.seed, digest)[0], a_id, None))
+            self.summary.write_tasks_added += 1
 
     def _add_rating_tasks(self, group: PromptIn, state: _PromptState, present: set[str], new_rows: list) -> None:
         for response in group.responses:
