@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 
 from rlhf.db import run_transaction
 from rlhf.roles import Actor, check_admin
-from rlhf.schema import DEFAULT_RUBRIC, DEFAULT_TAGS, VISIBILITIES, Project
+from rlhf.schema import DEFAULT_RUBRIC, DEFAULT_TAGS, RANK_K_MAX, RANK_K_MIN, VISIBILITIES, Project
 
 NAME_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 2000
@@ -34,6 +34,8 @@ UPDATABLE_FIELDS = (
     "lease_minutes",
     "seed",
     "active",
+    "rank_k_min",
+    "rank_k_max",
 )
 
 
@@ -175,7 +177,19 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         raise ProjectValidationError("seed", "must be an integer")
     if "active" in settings and not isinstance(settings["active"], bool):
         raise ProjectValidationError("active", "must be true or false")
+    _validate_rank_range(settings.get("rank_k_min"), settings.get("rank_k_max"))
     return out
+
+
+def _validate_rank_range(low: Any, high: Any) -> None:
+    """Ranking tasks: both None (no rankings) or RANK_K_MIN ≤ rank_k_min ≤ rank_k_max ≤ RANK_K_MAX."""
+    if low is None and high is None:
+        return
+    for field, value in (("rank_k_min", low), ("rank_k_max", high)):
+        if not _is_int(value) or not RANK_K_MIN <= value <= RANK_K_MAX:
+            raise ProjectValidationError(field, f"must be an integer from {RANK_K_MIN} to {RANK_K_MAX} (set both, or neither)")
+    if low > high:
+        raise ProjectValidationError("rank_k_max", f"must be ≥ rank_k_min ({low})")
 
 
 # ---------------------------------------------------------------- session-level helpers
@@ -241,6 +255,8 @@ def create_project(
     visibility: str = "blind",
     lease_minutes: int = 10,
     seed: int = 0,
+    rank_k_min: int | None = None,
+    rank_k_max: int | None = None,
 ) -> Project:
     """Create a project (admin only). `rubric`/`tags` default to the schema's defaults;
     `max_overlap` defaults to `overlap`. Raises ProjectValidationError (field named) or
@@ -258,6 +274,8 @@ def create_project(
             "visibility": visibility,
             "lease_minutes": lease_minutes,
             "seed": seed,
+            "rank_k_min": rank_k_min,
+            "rank_k_max": rank_k_max,
         }
     )
 

@@ -85,6 +85,8 @@ class ImportOptions:
     None = import the responses only."""
     chunk_prompts: int = DEFAULT_CHUNK_PROMPTS
     """Prompts written per batch of bulk inserts (memory is bounded by a chunk)."""
+    rank_range: tuple[int, int] | None = None
+    """The project's range of K when it collects rankings (one ranking task per prompt); else None."""
 
     def validate(self) -> None:
         """Raise ImportFormatError naming the option when a value is out of range."""
@@ -128,11 +130,14 @@ class ImportSummary:
     labels_added: int = 0
     labels_skipped: int = 0
     identical_pairs: int = 0
+    ranking_tasks_added: int = 0
+    ranking_prompts_out_of_range: int = 0
+    """Prompts with two or more replies but a K outside the project's range: no ranking task."""
     import_id: int | None = None
 
     @property
     def tasks_added(self) -> int:
-        return self.rating_tasks_added + self.pairwise_tasks_added
+        return self.rating_tasks_added + self.pairwise_tasks_added + self.ranking_tasks_added
 
     @property
     def rows_added(self) -> int:
@@ -149,6 +154,8 @@ class ImportSummary:
             f"{self.source} → project {self.project!r}: {self.records} records; added {self.prompts_added} prompts, "
             f"{self.responses_added} responses, {self.rating_tasks_added} rating + {self.pairwise_tasks_added} pairwise tasks"
         )
+        if self.ranking_tasks_added:
+            text += f" + {self.ranking_tasks_added} ranking tasks"
         if self.labels_added or self.labels_skipped:
             text += f", {self.labels_added} labels"
         already = self.prompts_skipped + self.responses_skipped + self.tasks_skipped + self.labels_skipped
@@ -275,6 +282,10 @@ class ChunkWriter:
         states, previously_present = self._write_prompts(groups)
         self._write_responses(groups, states, previously_present)
         labels = self._write_tasks(groups, states, previously_present)
+        if self.options.rank_range is not None:
+            from rlhf.importer.ranking_tasks import write_ranking_tasks
+
+            write_ranking_tasks(self, groups, states, self.options.rank_range)
         if labels:
             self._write_labels(labels, states)
 
