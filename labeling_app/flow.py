@@ -30,10 +30,10 @@ if TYPE_CHECKING:
     from rlhf.assign import TaskView
     from rlhf.schema import User
 
-PREFIX = {"rating": "rate", "pairwise": "compare"}
+PREFIX = {"rating": "rate", "pairwise": "compare", "ranking": "rank"}
 """Task kind → the page (and session-state prefix) that shows it."""
-PAGE_FILE = {"rating": "rate.py", "pairwise": "compare.py"}
-NOUN = {"rating": "rating", "pairwise": "comparison"}
+PAGE_FILE = {"rating": "rate.py", "pairwise": "compare.py", "ranking": "rank.py"}
+NOUN = {"rating": "rating", "pairwise": "comparison", "ranking": "ranking"}
 LEASE_RENEW_MARGIN_S = 120.0
 """Renew the lease on the task on screen when less than this is left of it."""
 MAX_TIME_SPENT_S = 24 * 3600.0
@@ -76,6 +76,8 @@ class Slot:
     """Rate page: the tags chosen so far, in the project's order."""
     dialog: Optional[str] = None
     """"skip", "flag" or "guidelines": a dialog a key asked for, opened (and cleared) by the next draw."""
+    rank: Any = None
+    """Rank page: the order being built (`labeling_app.rank_order.RankOrder`, display positions)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,13 @@ def _show(slot: Slot, view: Optional["TaskView"], *, editing: bool = False) -> N
     slot.choice = None
     slot.dialog = None
     slot.tags = list(view.own.tags or []) if editing and view is not None and view.own is not None else []
+    slot.rank = None
+    if view is not None and view.kind == "ranking":
+        from labeling_app.rank_order import RankOrder
+        from rlhf.ranking import to_shown
+
+        own = view.own if editing else None
+        slot.rank = RankOrder.from_groups(to_shown(own.ranking, view.shown_order), bool(own.all_bad)) if own else RankOrder.initial(len(view.cards))
     if editing and view is not None and view.own is not None and view.own.choice is not None:
         from labeling_app.choices import to_display
 
@@ -175,10 +184,10 @@ def refresh(kind: str) -> None:
 
 def _send(engine: "Engine", user: "User", pending: PendingSubmission, slot: Optional[Slot]) -> bool:
     """Call the backend once for `pending`; put the next task in `slot`. True when it was stored."""
-    from rlhf.annotate import AnnotationError, TaskFull, submit_preference, submit_rating
+    from rlhf.annotate import AnnotationError, TaskFull, submit_preference, submit_ranking, submit_rating
     from rlhf.roles import PermissionDenied
 
-    submit = submit_rating if pending.kind == "rating" else submit_preference
+    submit = {"rating": submit_rating, "ranking": submit_ranking}.get(pending.kind, submit_preference)
     try:
         result = submit(engine, user, pending.task_id, time_spent_s=pending.time_spent_s, next_kind=pending.kind, **pending.fields)
     except TaskFull as exc:
@@ -414,9 +423,9 @@ def empty_queue(slot: Slot) -> None:
     """The page when nothing is left for this user."""
     kind = slot.kind
     with st.container(border=True):
-        st.markdown(f"### Nothing left to {'rate' if kind == 'rating' else 'compare'}")
+        st.markdown(f"### Nothing left to {PREFIX[kind]}")
         st.write(
-            f"Every {'response' if kind == 'rating' else 'pair'} in {slot.project_name!r} that still needs a {NOUN[kind]} has been done by you, "
+            f"Every {({'rating': 'response', 'ranking': 'set of replies'}).get(kind, 'pair')} in {slot.project_name!r} that still needs a {NOUN[kind]} has been done by you, "
             "skipped, or is being done by someone else right now. Thank you!"
         )
         with st.container(horizontal=True):
@@ -500,7 +509,11 @@ def reveal_last(slot: Slot) -> None:
             c.show_error(exc)
             return
         st.caption(f"{dist.n} annotation(s), yours included")
-        if dist.kind == "pairwise":
+        if dist.kind == "ranking":
+            from rlhf.ranking import letter
+
+            st.write(" · ".join(f"**{letter(i)}**: mean place {r:.1f}" for i, r in enumerate(dist.mean_ranks)))
+        elif dist.kind == "pairwise":
             left = slot.last_shown_left or "a"
             right = "b" if left == "a" else "a"
             shown = {"A (your left)": dist.choices.get(left, 0), "B (your right)": dist.choices.get(right, 0)}
