@@ -108,3 +108,18 @@ def test_backspace_reopens_the_ranking_and_enter_edits_it(rank_env):
     no_exception(at)
     (stored,) = rows(rank_env.engine, Ranking.__table__)
     assert stored.revision == 2 and [tuple(g) for g in stored.groups] == list(from_shown(parse_ranking("D > C = B > A", 4), view.shown_order))
+
+
+def test_dashboard_has_a_rankings_tab(rank_env):
+    from engine_fixtures import add_annotators
+    from rlhf.annotate import submit_ranking
+
+    users = add_annotators(rank_env.engine, 2)
+    for user, order in zip(users, ("A B C D", "A C B D")):
+        submit_ranking(rank_env.engine, user, rank_env.rank_ids[0], ranking=order, next_kind=None)
+    at = go(signed_in_app(rank_env.admin, rank_env.project_id), "dashboard.py")
+    no_exception(at)
+    assert "Rankings" in [t.label for t in at.tabs]
+    assert {"Kendall's W", "Implied pairs"} <= {m.label for m in at.metric}
+    kendall = next(m for m in at.metric if m.label == "Kendall's W")
+    assert kendall.value == "0.900"  # 2 raters, R = (2, 5, 5, 8): S = 18, W = 12·18 / (4·60) = 0.9
