@@ -34,6 +34,7 @@ def export_command(
     from_ratings: bool = typer.Option(False, "--from-ratings", help="trl: build pairs from rubric ratings (higher mean wins)."),
     dimension: Optional[str] = typer.Option(None, "--dimension", help="With --from-ratings: rank by this rubric dimension (default: mean over dimensions)."),
     no_margin: bool = typer.Option(False, "--no-margin", help="trl: leave out the margin column."),
+    rank_margin: bool = typer.Option(False, "--rank-margin", help="trl, rankings: margin from rank distance (adjacent places 0)."),
     test_size: float = typer.Option(0.1, "--test-size", help="Share of prompts held out as the test split (0 for none)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the grouped split."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
@@ -54,6 +55,7 @@ def export_command(
         from_ratings=from_ratings,
         rating_dimension=dimension,
         margin=not no_margin,
+        rank_margin=rank_margin,
         test_size=test_size,
         seed=seed,
     )
