@@ -78,7 +78,8 @@ def train_reward_command(
     lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank."),
     lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA alpha (default 2r)."),
     max_length: int = typer.Option(512, "--max-length", help="Tokens per sequence; longer pairs are truncated (prompt from the left), never dropped."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Pairs per step."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Pairs per step (groups per step with --listwise)."),
+    listwise: bool = typer.Option(False, "--listwise", help="Train on whole rankings (the export's group_id): each reply encoded once per step, loss = mean over the group's pairs."),
     gradient_accumulation: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimiser step."),
     learning_rate: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training pairs."),
@@ -120,6 +121,7 @@ def train_reward_command(
         save_steps=save_steps,
         seed=seed,
         device=device,
+        listwise=listwise,
     )
     engine = _engine(database_url) if project is not None else None
     export_options = ExportOptions(aggregate=aggregate, min_votes=min_votes, min_agreement=min_agreement, test_size=eval_fraction, seed=seed)
