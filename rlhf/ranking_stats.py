@@ -366,17 +366,18 @@ class PlackettLuce:
         stage_ok = first & (stages != big)  # (N, K) distinct stage levels
         stage_level = np.where(stage_ok, stages, big)
         size = ((lv[:, None, :] == stage_level[:, :, None]) & valid[:, None, :]).sum(axis=2)  # |D_s| (N, S)
-        at_risk = (lv[:, None, :] >= stage_level[:, :, None]) & valid[:, None, :] & stage_ok[:, :, None]  # (N, S, K)
+        # float once, so each iteration is two einsums without (N, S, K) temporaries
+        at_risk = ((lv[:, None, :] >= stage_level[:, :, None]) & valid[:, None, :] & stage_ok[:, :, None]).astype(np.float64)  # (N, S, K)
+        size_weight = np.where(stage_ok, size, 0.0) * weight[:, None]  # |D_s| per stage, times the row's multiplicity (N, S)
         safe_items = np.where(valid, items, 0)
         wins = np.bincount(safe_items[valid], weights=np.broadcast_to(weight[:, None], items.shape)[valid], minlength=n_items)
         w = np.ones(n_items)
         counts = np.bincount(group, minlength=group.max() + 1 if len(group) else 1)
         for iteration in range(1, self.max_iter + 1):
             worth = np.where(valid, w[safe_items], 0.0)  # (N, K)
-            denominator = (at_risk * worth[:, None, :]).sum(axis=2)  # Σ_{R_s} w (N, S)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                term = np.where(stage_ok, size / denominator, 0.0) * weight[:, None]  # (N, S)
-            exposure = (at_risk * term[:, :, None]).sum(axis=1)  # per card (N, K)
+            denominator = np.einsum("nsk,nk->ns", at_risk, worth)  # Σ_{R_s} w (N, S)
+            term = size_weight / np.where(stage_ok, denominator, 1.0)  # (N, S)
+            exposure = np.einsum("nsk,ns->nk", at_risk, term)  # per card (N, K)
             total = np.bincount(safe_items[valid], weights=exposure[valid], minlength=n_items)
             new = (wins + self.prior) / (total + self.prior)
             means = np.bincount(group, weights=new, minlength=len(counts)) / np.maximum(counts, 1)
@@ -402,16 +403,37 @@ def plackett_luce_leaderboard(frame: pd.DataFrame, *, max_iter: int = 200) -> pd
     model_of = np.full(arrays.level.shape, -1, dtype=np.int64)
     row, _ = pd.factorize(pd.MultiIndex.from_arrays([frame["task_id"].to_numpy(), frame["annotator_id"].to_numpy()]))
     model_of[row, frame["card"].to_numpy()] = codes
-    # identical (models, levels) rankings collapse into one weighted row
-    packed = np.concatenate([model_of, arrays.level], axis=1)
-    unique, weight = np.unique(packed, axis=0, return_counts=True)
-    k = model_of.shape[1]
-    fit = PlackettLuce(max_iter=max_iter).fit(unique[:, :k], unique[:, k:], len(models), weight=weight)
+    fit = plackett_luce_models(model_of, arrays.level, len(models), max_iter=max_iter)
     n_cards = np.bincount(codes, minlength=len(models))
     board = pd.DataFrame({"model": np.asarray(models), "worth": fit.worth_, "log_worth": np.log(fit.worth_), "n_cards": n_cards})
     board = board.sort_values("worth", ascending=False).reset_index(drop=True)
     board["rank"] = np.arange(1, len(board) + 1)
     return board[columns]
+
+
+def plackett_luce_models(model_of: np.ndarray, level: np.ndarray, n_models: int, *, max_iter: int = 200) -> PlackettLuce:
+    """Plackett–Luce over models from rankings (N, K) of model codes and levels: identical rankings
+    (same models, same order) collapse into one weighted row first, so a million rankings of a
+    dozen models cost a few thousand rows per iteration."""
+    # canonical card order (by level, then model), so the same ranking is the same row whatever the cards' order
+    big = np.iinfo(np.int64).max // 4
+    key_level = np.where(level >= 0, level, big)
+    key_model = np.where(level >= 0, model_of, big)
+    order = np.argsort(key_level * (n_models + 1) + key_model, axis=1, kind="stable")
+    model_of = np.take_along_axis(model_of, order, axis=1)
+    level = np.take_along_axis(level, order, axis=1)
+    k = model_of.shape[1]
+    radix_model, radix_level = n_models + 1, k + 1
+    if (radix_model * radix_level) ** k < 2**62:  # one int64 key per row: a 1-D unique (much faster than axis=0)
+        key = np.zeros(len(level), dtype=np.int64)
+        for c in range(k):
+            key = (key * radix_model + (model_of[:, c] + 1)) * radix_level + (level[:, c] + 1)
+        _, first, weight = np.unique(key, return_index=True, return_counts=True)
+        unique_models, unique_levels = model_of[first], level[first]
+    else:
+        packed, weight = np.unique(np.concatenate([model_of, level], axis=1), axis=0, return_counts=True)
+        unique_models, unique_levels = packed[:, :k], packed[:, k:]
+    return PlackettLuce(max_iter=max_iter).fit(unique_models, unique_levels, n_models, weight=weight)
 
 
 def plackett_luce_per_prompt(frame: pd.DataFrame, *, max_iter: int = 200) -> pd.DataFrame:

@@ -202,3 +202,16 @@ def test_leaderboard_and_per_prompt_recover_the_planted_order():
     # card 0 ("best") has the highest worth in most tasks
     top = per.loc[per.groupby("task_id")["worth"].idxmax(), "card"]
     assert (top == 0).mean() > 0.6
+
+
+def test_collapsing_identical_rankings_gives_the_same_fit():
+    from rlhf.ranking_stats import plackett_luce_models
+
+    rng = np.random.default_rng(5)
+    model_of = np.array([rng.permutation(6)[:3] for _ in range(400)])
+    level = np.array([rng.permutation(3) for _ in range(400)])
+    level[::7, 2] = level[::7, 1]  # some ties
+    level = np.array([np.unique(row, return_inverse=True)[1] for row in level])
+    collapsed = plackett_luce_models(model_of, level, 6, max_iter=2000)
+    direct = PlackettLuce(max_iter=2000).fit(model_of, level, 6)
+    assert collapsed.worth_ == pytest.approx(direct.worth_, rel=1e-5)

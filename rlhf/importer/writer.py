@@ -282,7 +282,7 @@ class ChunkWriter:
         states, previously_present = self._write_prompts(groups)
         self._write_responses(groups, states, previously_present)
         labels = self._write_tasks(groups, states, previously_present)
-        if self.options.rank_range is not None:
+        if self.options.rank_range is not None or self.label_user_id is not None:
             from rlhf.importer.ranking_tasks import write_ranking_tasks
 
             write_ranking_tasks(self, groups, states, self.options.rank_range)
