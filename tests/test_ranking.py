@@ -279,3 +279,20 @@ def test_import_makes_one_ranking_task_per_prompt_with_k_in_range(engine):
     assert import_records(engine, records, "ranked").ranking_tasks_added == 0
     plain = import_records(engine, records, "no-rankings")
     assert plain.ranking_tasks_added == 0 and plain.pairwise_tasks_added > 0
+
+
+def test_cli_project_rank_range(sqlite_engine):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+
+    url = str(sqlite_engine.url)
+    runner = CliRunner()
+    created = runner.invoke(app, ["project", "create", "ranked", "--rank-k-min", "4", "--database-url", url])
+    assert created.exit_code == 0, created.output
+    shown = _json.loads(runner.invoke(app, ["project", "show", "ranked", "--database-url", url]).output)
+    assert (shown["rank_k_min"], shown["rank_k_max"]) == (4, 4)
+    bad = runner.invoke(app, ["project", "update", "ranked", "--rank-k-max", "12", "--database-url", url])
+    assert bad.exit_code != 0 and "rank_k_max" in bad.output

@@ -140,6 +140,8 @@ def _show(project, counts: dict | None = None) -> None:
         "lease_minutes": project.lease_minutes,
         "seed": project.seed,
         "active": project.active,
+        "rank_k_min": project.rank_k_min,
+        "rank_k_max": project.rank_k_max,
         "tags": project.tags,
         "rubric": project.rubric,
         "guidelines": project.guidelines,
@@ -168,6 +170,8 @@ def project_create(
     visibility: str = typer.Option("blind", "--visibility", help="blind or reveal_after_submit."),
     lease_minutes: int = typer.Option(10, "--lease-minutes"),
     seed: int = typer.Option(0, "--seed", help="Seeds task order and pair choices."),
+    rank_k_min: Optional[int] = typer.Option(None, "--rank-k-min", help="Collect rankings of K replies per prompt, K from this (3-9)..."),
+    rank_k_max: Optional[int] = typer.Option(None, "--rank-k-max", help="...to this (default: --rank-k-min)."),
     database_url: Optional[str] = _DATABASE_OPTION,
 ) -> None:
     """Create a project. Example: rlhf project create demo --overlap 3 --tags "unsafe,off-topic" """
@@ -190,6 +194,8 @@ def project_create(
             visibility=visibility,
             lease_minutes=lease_minutes,
             seed=seed,
+            rank_k_min=rank_k_min,
+            rank_k_max=rank_k_max if rank_k_max is not None else rank_k_min,
         )
     except ProjectValidationError as exc:
         raise fail(str(exc)) from None
@@ -248,6 +254,8 @@ def project_update(
     lease_minutes: Optional[int] = typer.Option(None, "--lease-minutes"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     active: Optional[bool] = typer.Option(None, "--active/--inactive", help="Open or close the project to annotators."),
+    rank_k_min: Optional[int] = typer.Option(None, "--rank-k-min", help="Collect rankings: fewest replies per ranking task (3-9)."),
+    rank_k_max: Optional[int] = typer.Option(None, "--rank-k-max", help="Collect rankings: most replies per ranking task (3-9)."),
     database_url: Optional[str] = _DATABASE_OPTION,
 ) -> None:
     """Change some settings of a project. Example: rlhf project update demo --overlap 5 --max-overlap 7"""
@@ -267,6 +275,8 @@ def project_update(
         "lease_minutes": lease_minutes,
         "seed": seed,
         "active": active,
+        "rank_k_min": rank_k_min,
+        "rank_k_max": rank_k_max,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:

@@ -123,3 +123,18 @@ def test_dashboard_has_a_rankings_tab(rank_env):
     assert {"Kendall's W", "Implied pairs"} <= {m.label for m in at.metric}
     kendall = next(m for m in at.metric if m.label == "Kendall's W")
     assert kendall.value == "0.900"  # 2 raters, R = (2, 5, 5, 8): S = 18, W = 12·18 / (4·60) = 0.9
+
+
+def test_projects_page_sets_the_ranking_range(app_env):
+    from rlhf.schema import Project
+
+    at = go(signed_in_app(app_env.admin, app_env.project_id), "projects.py")
+    at.selectbox(key="projects.selected").set_value(app_env.project_id).run()
+    key = f"projects.{app_env.project_id}"
+    at.checkbox(key=f"{key}.rankings").check().run()
+    at.number_input(key=f"{key}.rank_k_min").set_value(3)
+    at.number_input(key=f"{key}.rank_k_max").set_value(5)
+    at = at.button(key=f"{key}.save").click().run()
+    no_exception(at)
+    project = {p.id: p for p in rows(app_env.engine, Project.__table__)}[app_env.project_id]
+    assert (project.rank_k_min, project.rank_k_max) == (3, 5)
