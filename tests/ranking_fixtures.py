@@ -42,7 +42,8 @@ def add_ranking_tasks(
             ],
         )
         responses: dict[int, dict[str, int]] = {}
-        for rid, pid, digest in session.execute(select(RESPONSE.c.id, RESPONSE.c.prompt_id, RESPONSE.c.content_hash).where(RESPONSE.c.prompt_id.in_(prompts))):
+        mine = select(RESPONSE.c.id, RESPONSE.c.prompt_id, RESPONSE.c.content_hash).join(PROMPT, PROMPT.c.id == RESPONSE.c.prompt_id)
+        for rid, pid, digest in session.execute(mine.where(PROMPT.c.project_id == project_id, PROMPT.c.content_hash.like(f"{tag}-p%"))):
             responses.setdefault(pid, {})[digest] = rid
         rows = []
         for i, pid in enumerate(prompts):
@@ -56,3 +57,38 @@ def add_ranking_tasks(
             )  # fmt: skip
         session.execute(insert(TASK), rows)
         return list(session.execute(select(TASK.c.id).where(TASK.c.project_id == project_id, TASK.c.content_hash.like(f"{tag}-t%")).order_by(TASK.c.id)).scalars())
+
+
+def seed_rankings_in_sql(engine: Engine, project_id: int, annotator_ids: list[int], k: int = 4) -> int:
+    """Fill every ranking task's preset `annotation_count` with rankings in one INSERT ... SELECT
+    (benchmarks with a million rows); task t's j-th ranking comes from annotator
+    `annotator_ids[(t + j) % len]` (consecutive ids). Returns the rankings of the project."""
+    from sqlalchemy import JSON, Integer, and_, func, literal, union_all
+
+    from rlhf.schema import Ranking, utcnow
+
+    ranking = Ranking.__table__
+    first, n = annotator_ids[0], len(annotator_ids)
+    if annotator_ids != list(range(first, first + n)):
+        raise ValueError("annotator ids must be consecutive")
+    with session_scope(engine) as session:
+        most = session.execute(select(func.max(TASK.c.annotation_count)).where(TASK.c.project_id == project_id)).scalar() or 0
+    slots = union_all(*[select(literal(j, Integer).label("j")) for j in range(most)]).subquery("slots")
+    now = utcnow()
+    source = select(
+        TASK.c.id,
+        (first + (TASK.c.id + slots.c.j) % n).label("user_id"),
+        literal([[c] for c in range(k)], JSON),
+        literal(False),
+        literal(list(range(k)), JSON),
+        literal(""),
+        literal(1),
+        literal(now, ranking.c.created_at.type),
+        literal(now, ranking.c.updated_at.type),
+    ).select_from(TASK.join(slots, and_(slots.c.j < TASK.c.annotation_count, TASK.c.project_id == project_id)))
+    columns = ["task_id", "user_id", "groups", "all_bad", "shown_order", "comment", "revision", "created_at", "updated_at"]
+    with session_scope(engine, write=True) as session:
+        session.execute(insert(ranking).from_select(columns, source))
+        return session.execute(
+            select(func.count()).select_from(ranking.join(TASK, TASK.c.id == ranking.c.task_id)).where(TASK.c.project_id == project_id)
+        ).scalar_one()

@@ -296,3 +296,15 @@ def test_cli_project_rank_range(sqlite_engine):
     assert (shown["rank_k_min"], shown["rank_k_max"]) == (4, 4)
     bad = runner.invoke(app, ["project", "update", "ranked", "--rank-k-max", "12", "--database-url", url])
     assert bad.exit_code != 0 and "rank_k_max" in bad.output
+
+
+def test_seeding_rankings_in_sql_keeps_counts_in_step(engine):
+    from engine_fixtures import add_annotators
+    from ranking_fixtures import seed_rankings_in_sql
+
+    project = create_project(engine, name="seeded", overlap=3, rank_k_min=4, rank_k_max=4)
+    ids = add_ranking_tasks(engine, project.id, 5, annotation_counts=[3, 2, 0, 1, 3])
+    users = add_annotators(engine, 4)
+    assert seed_rankings_in_sql(engine, project.id, [u.id for u in users]) == 9
+    view = next_task(engine, users[0], project, "ranking")
+    assert view.task_id in (ids[2], ids[3], ids[1])

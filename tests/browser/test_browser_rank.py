@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import chromium_available, launch_chromium, open_page, screenshot, sign_in, start_app, wait_loaded, wait_text
+from test_browser_keys import type_fast  # keys 50 ms apart
 
 pytestmark = [
     pytest.mark.browser,
@@ -17,7 +18,6 @@ pytestmark = [
 
 PASSWORD = "rank them all day"
 FIXTURE = Path(__file__).with_name("fixture_project.jsonl")
-KEY_GAP_MS = 50
 ORDERS = [["C", "A", "B"], ["B", "=", "C", "A"]]
 """Keys typed per ranking task (three replies each), each followed by Enter."""
 
@@ -45,12 +45,6 @@ def served(tmp_path_factory):
     finally:
         server.stop()
         engine.dispose()
-
-
-def type_fast(page, keys: list[str]) -> None:
-    for key in keys:
-        page.keyboard.press(key)
-        page.wait_for_timeout(KEY_GAP_MS)
 
 
 def rankings(served):
