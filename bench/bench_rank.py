@@ -12,7 +12,7 @@
    (`rlhf.reward.listwise`: 4 sequences per group); pairs learned per second over the same
    number of steps with the same pairs per step, and the held-out accuracy of each (target
    ≥ 2× at equal accuracy). A random 4-layer Llama (hidden 256, word-level vocabulary) built
-   offline, CPU fp32; replies of 30–80 words.
+   offline, CPU fp32, one torch thread; replies of 30–80 words.
 
 3. The Rank page in headless Chromium with 1,000,000 rankings stored (333,333 full tasks and a
    few open ones): per task, B A D C typed, then Enter timed from the key press to the next task
@@ -146,9 +146,15 @@ def _model_dir(root: Path) -> Path:
 
 
 def bench_training(quick: bool) -> list[BenchRow]:
+    import torch
+
     from rlhf.reward import RewardConfig, train_reward_model
 
-    groups_per_step, steps = (2, 6) if quick else (4, 40)
+    # One thread: on this shared 2-core machine two torch threads wait on each other whenever the
+    # other is descheduled, and a step's time then stops tracking its work (16 sequences took
+    # 19 s against 48 in 27 s; with one thread 3.4 s against 10 s, measured).
+    torch.set_num_threads(1)
+    groups_per_step, steps = (2, 6) if quick else (4, 24)
     n_groups = groups_per_step * steps * 5 // 4 + 8  # train groups cover the steps once; a fifth held out
     with tempfile.TemporaryDirectory(prefix="bench-rank-") as tmp:
         root = Path(tmp)

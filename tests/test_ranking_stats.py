@@ -64,6 +64,18 @@ def test_w_hand_computed_with_ties():
     assert kendalls_w(r) != pytest.approx(78 / 96)
 
 
+def test_w_on_the_anxiety_example_of_irr_and_desctools():
+    """The `anxiety` data of R's irr / DescTools (3 raters, 20 subjects, many ties): Wt = 0.5396569
+    (`KendallW(anxiety, TRUE)`); uncorrected W = 0.5019 (irr's formula 12 var(R)(n−1) / (m²(n³−n)))."""
+    r1 = [3, 3, 3, 4, 5, 5, 2, 3, 5, 2, 2, 6, 1, 5, 2, 2, 1, 2, 4, 3]
+    r2 = [3, 6, 4, 6, 2, 4, 2, 4, 3, 3, 2, 3, 3, 3, 2, 2, 1, 3, 3, 4]
+    r3 = [2, 1, 4, 4, 3, 2, 1, 6, 1, 1, 1, 2, 3, 3, 1, 1, 3, 3, 2, 2]
+    r = np.vstack([stats.rankdata(x) for x in (r1, r2, r3)])
+    assert kendalls_w(r) == pytest.approx(0.5396569, abs=1e-7)
+    sums = r.sum(axis=0)
+    assert 12 * np.var(sums, ddof=1) * 19 / (9 * (20**3 - 20)) == pytest.approx(0.5019, abs=1e-4)  # without the tie correction
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_w_matches_friedman_tie_corrected_chi_square(seed):
     """Independent implementation: Friedman's chi-square (scipy, tie-corrected) = m (n − 1) W."""
