@@ -268,18 +268,13 @@ def annotator_table(frame: pd.DataFrame, gold: Optional[dict[int, list[list[int]
     sums = np.zeros((n_tasks, k_max))
     _scatter_rows(sums, arrays.task, rank)
     m = np.bincount(arrays.task, minlength=n_tasks)
-    loo, position = np.full(len(arrays.task), np.nan), np.full(len(arrays.task), np.nan)
-    for row in range(len(arrays.task)):
-        groups = _groups_of(arrays.level[row])
-        others = m[arrays.task[row]] - 1
-        if others > 0:
-            consensus = (sums[arrays.task[row]] - rank[row]) / others
-            consensus = np.where(arrays.level[row] >= 0, consensus, np.nan)
-            value = kendall_tau(groups, _groups_from_scores(consensus))
-            loo[row] = np.nan if value is None else value
-        shown = np.where(arrays.level[row] >= 0, arrays.position[row].astype(np.float64), np.nan)
-        value = kendall_tau(groups, _groups_from_scores(shown))
-        position[row] = np.nan if value is None else value
+    valid = arrays.level >= 0
+    others = (m[arrays.task] - 1).astype(np.float64)  # (N,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        consensus = (sums[arrays.task] - rank) / others[:, None]  # the others' mean rank per card (N, K); lower is better
+    own = np.where(valid, arrays.level.astype(np.float64), np.nan)
+    loo = np.where(others > 0, tau_b_rows(own, np.where(valid, consensus, np.nan)), np.nan)
+    position = tau_b_rows(own, np.where(valid, arrays.position.astype(np.float64), np.nan))
     per = pd.DataFrame({"annotator": arrays.annotators[arrays.annotator], "loo_tau": loo, "position_tau": position})
     table = per.groupby("annotator").agg(n_rankings=("loo_tau", "size"), loo_tau=("loo_tau", "mean"), position_tau=("position_tau", "mean"))
     all_bad = frame.drop_duplicates(["task_id", "annotator_id"]).groupby("annotator_id")["all_bad"].mean()
@@ -302,6 +297,22 @@ def annotator_table(frame: pd.DataFrame, gold: Optional[dict[int, list[list[int]
     except Exception:  # noqa: BLE001 - too little data for the length model: the columns stay absent
         pass
     return table.reset_index()
+
+
+def tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of each row pair, x and y (N, K) with lower = better and NaN for no card; NaN where undefined.
+
+    Vectorised over rows through the C(K, 2) card pairs: Σ sign(Δx)·sign(Δy) / sqrt((n0 − ties_x)(n0 − ties_y)).
+    Scores closer than 1e-9 count as tied (the leave-one-out mean ranks are sums of halves)."""
+    i, j = np.triu_indices(x.shape[1], 1)
+    present = ~(np.isnan(x[:, i]) | np.isnan(x[:, j]) | np.isnan(y[:, i]) | np.isnan(y[:, j]))
+    dx, dy = x[:, j] - x[:, i], y[:, j] - y[:, i]
+    sx = np.where(present & (np.abs(dx) > 1e-9), np.sign(dx), 0.0)
+    sy = np.where(present & (np.abs(dy) > 1e-9), np.sign(dy), 0.0)
+    n0 = present.sum(axis=1)
+    denominator = np.sqrt((n0 - (present & (sx == 0)).sum(axis=1)) * (n0 - (present & (sy == 0)).sum(axis=1)).astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (sx * sy).sum(axis=1) / denominator, np.nan)
 
 
 def implied_preferences(frame: pd.DataFrame) -> pd.DataFrame:

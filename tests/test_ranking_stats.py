@@ -227,3 +227,18 @@ def test_collapsing_identical_rankings_gives_the_same_fit():
     collapsed = plackett_luce_models(model_of, level, 6, max_iter=2000)
     direct = PlackettLuce(max_iter=2000).fit(model_of, level, 6)
     assert collapsed.worth_ == pytest.approx(direct.worth_, rel=1e-5)
+
+
+def test_vectorised_tau_b_equals_the_pure_function():
+    from rlhf.ranking import kendall_tau
+    from rlhf.ranking_stats import _groups_from_scores, tau_b_rows
+
+    rng = np.random.default_rng(9)
+    x = rng.integers(0, 3, size=(200, 5)).astype(float)
+    y = rng.integers(0, 4, size=(200, 5)).astype(float)
+    x[::5, 4] = np.nan
+    y[::5, 4] = np.nan
+    got = tau_b_rows(x, y)
+    for row in range(200):
+        want = kendall_tau(_groups_from_scores(x[row]), _groups_from_scores(y[row]))
+        assert got[row] == pytest.approx(np.nan if want is None else want, nan_ok=True)
