@@ -174,6 +174,7 @@ def bench_training(quick: bool) -> list[BenchRow]:
                 "accuracy": result.metrics["held_out"]["accuracy"],
                 "total_s": time.perf_counter() - started,
             }
+        step_listwise, step_pairwise = interleaved_step_times(model, data, groups_per_step, repeats=3 if quick else 5)
     pairwise, listwise = results["pairwise"], results["listwise"]
     ours = listwise["pairs"] / listwise["train_s"]
     anchor = pairwise["pairs"] / pairwise["train_s"]
@@ -181,7 +182,45 @@ def bench_training(quick: bool) -> list[BenchRow]:
         BenchRow(f"reward training on K={K} groups ({steps} steps × {groups_per_step * pairs_per_group} pairs)", ours, "pairs/s", anchor,
                  "pairwise trainer, same pairs and steps", throughput_ratio(ours, anchor), "≥ 2x at equal held-out accuracy",
                  f"held-out accuracy listwise {listwise['accuracy']:.3f} vs pairwise {pairwise['accuracy']:.3f}"),
+        BenchRow(f"one step's forward + backward, {groups_per_step} groups, interleaved (median of repeats)", step_listwise, "s", step_pairwise,
+                 "the same pairs as 2 sequences each", speedup(step_listwise, step_pairwise), "-", "alternating runs: robust to the machine's load drifting"),
     ]  # fmt: skip
+
+
+def interleaved_step_times(model_dir: Path, data: Path, groups: int, repeats: int) -> tuple[float, float]:
+    """Median seconds of one training step's forward + backward, listwise then pairwise in turn, same model and pairs."""
+    import statistics
+
+    import pandas as pd
+    import torch
+
+    from rlhf.models import load_sequence_classifier, load_tokenizer
+    from rlhf.reward import RewardConfig
+    from rlhf.reward.data import encode_pairs
+    from rlhf.reward.listwise import collate_groups, listwise_dataset, listwise_loss
+    from rlhf.reward.scorer import pad_right, pooled_rewards
+
+    tokenizer = load_tokenizer(str(model_dir), padding_side="right")
+    model = load_sequence_classifier(str(model_dir), device="cpu", pad_token_id=tokenizer.pad_token_id)
+    rows = pd.read_json(data, lines=True)
+    rows = rows[rows["group_id"].isin(rows["group_id"].unique()[:groups])]
+    dataset, _ = listwise_dataset(rows, tokenizer, RewardConfig(max_length=256), False)
+    batch = collate_groups([dataset[i] for i in range(len(dataset))], tokenizer.pad_token_id)
+    chosen = encode_pairs(tokenizer, rows["prompt"].tolist(), rows["chosen"].tolist(), max_length=256, use_chat_template=False).ids
+    rejected = encode_pairs(tokenizer, rows["prompt"].tolist(), rows["rejected"].tolist(), max_length=256, use_chat_template=False).ids
+    ids, mask = pad_right(chosen + rejected, tokenizer.pad_token_id)
+    listwise_s, pairwise_s = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        rewards = pooled_rewards(model, batch["input_ids"], batch["attention_mask"])
+        listwise_loss(rewards, batch["chosen"], batch["rejected"], batch["margin"], batch["group"]).backward()
+        listwise_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        rewards = pooled_rewards(model, ids, mask)
+        (-torch.nn.functional.logsigmoid(rewards[: len(chosen)] - rewards[len(chosen) :])).mean().backward()
+        pairwise_s.append(time.perf_counter() - start)
+        model.zero_grad()
+    return statistics.median(listwise_s), statistics.median(pairwise_s)
 
 
 # ------------------------------------------------------------------------------------ 3. the Rank page
