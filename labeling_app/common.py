@@ -558,6 +558,7 @@ PAGE_SPECS: tuple[PageSpec, ...] = (
     PageSpec("rate.py", "Rate", ":material/star_rate:", "rate", ROLE_ANNOTATOR, "Annotate"),
     PageSpec("compare.py", "Compare", ":material/compare_arrows:", "compare", ROLE_ANNOTATOR, "Annotate"),
     PageSpec("write.py", "Write", ":material/edit_note:", "write", ROLE_ANNOTATOR, "Annotate"),
+    PageSpec("rank.py", "Rank", ":material/format_list_numbered:", "rank", ROLE_ANNOTATOR, "Annotate"),
     PageSpec("progress.py", "My progress", ":material/history:", "progress", ROLE_ANNOTATOR, "Annotate"),
     PageSpec("projects.py", "Projects", ":material/folder:", "projects", ROLE_ADMIN, "Admin"),
     PageSpec("users.py", "Users", ":material/group:", "users", ROLE_ADMIN, "Admin"),

@@ -30,12 +30,12 @@ if TYPE_CHECKING:
     from rlhf.assign import TaskView
     from rlhf.schema import User
 
-PREFIX = {"rating": "rate", "pairwise": "compare", "write": "write"}
+PREFIX = {"rating": "rate", "pairwise": "compare", "write": "write", "ranking": "rank"}
 """Task kind → the page (and session-state prefix) that shows it."""
-PAGE_FILE = {"rating": "rate.py", "pairwise": "compare.py", "write": "write.py"}
-NOUN = {"rating": "rating", "pairwise": "comparison", "write": "demonstration"}
-VERB = {"rating": "rate", "pairwise": "compare", "write": "write"}
-THING = {"rating": "response", "pairwise": "pair", "write": "prompt"}
+PAGE_FILE = {"rating": "rate.py", "pairwise": "compare.py", "write": "write.py", "ranking": "rank.py"}
+NOUN = {"rating": "rating", "pairwise": "comparison", "write": "demonstration", "ranking": "ranking"}
+VERB = {"rating": "rate", "pairwise": "compare", "write": "write", "ranking": "rank"}
+THING = {"rating": "response", "pairwise": "pair", "write": "prompt", "ranking": "set of replies"}
 LEASE_RENEW_MARGIN_S = 120.0
 """Renew the lease on the task on screen when less than this is left of it."""
 MAX_TIME_SPENT_S = 24 * 3600.0
@@ -78,6 +78,8 @@ class Slot:
     """Rate page: the tags chosen so far, in the project's order."""
     dialog: Optional[str] = None
     """"skip", "flag" or "guidelines": a dialog a key asked for, opened (and cleared) by the next draw."""
+    rank: Any = None
+    """Rank page: the order being built (`labeling_app.rank_order.RankOrder`, display positions)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,13 @@ def _show(slot: Slot, view: Optional["TaskView"], *, editing: bool = False) -> N
     slot.choice = None
     slot.dialog = None
     slot.tags = list(view.own.tags or []) if editing and view is not None and view.own is not None else []
+    slot.rank = None
+    if view is not None and view.kind == "ranking":
+        from labeling_app.rank_order import RankOrder
+        from rlhf.ranking import to_shown
+
+        own = view.own if editing else None
+        slot.rank = RankOrder.from_groups(to_shown(own.ranking, view.shown_order), bool(own.all_bad)) if own else RankOrder.initial(len(view.cards))
     if editing and view is not None and view.own is not None and view.own.choice is not None:
         from labeling_app.choices import to_display
 
@@ -177,11 +186,11 @@ def refresh(kind: str) -> None:
 
 def _send(engine: "Engine", user: "User", pending: PendingSubmission, slot: Optional[Slot]) -> bool:
     """Call the backend once for `pending`; put the next task in `slot`. True when it was stored."""
-    from rlhf.annotate import AnnotationError, TaskFull, submit_preference, submit_rating
+    from rlhf.annotate import AnnotationError, TaskFull, submit_preference, submit_ranking, submit_rating
     from rlhf.demonstrations import submit_demonstration
     from rlhf.roles import PermissionDenied
 
-    submit = {"rating": submit_rating, "pairwise": submit_preference, "write": submit_demonstration}[pending.kind]
+    submit = {"rating": submit_rating, "pairwise": submit_preference, "write": submit_demonstration, "ranking": submit_ranking}[pending.kind]
     try:
         result = submit(engine, user, pending.task_id, time_spent_s=pending.time_spent_s, next_kind=pending.kind, **pending.fields)
     except TaskFull as exc:
@@ -503,7 +512,11 @@ def reveal_last(slot: Slot) -> None:
             c.show_error(exc)
             return
         st.caption(f"{dist.n} annotation(s), yours included")
-        if dist.kind == "pairwise":
+        if dist.kind == "ranking":
+            from rlhf.ranking import letter
+
+            st.write(" · ".join(f"**{letter(i)}**: mean place {r:.1f}" for i, r in enumerate(dist.mean_ranks)))
+        elif dist.kind == "pairwise":
             left = slot.last_shown_left or "a"
             right = "b" if left == "a" else "a"
             shown = {"A (your left)": dist.choices.get(left, 0), "B (your right)": dist.choices.get(right, 0)}

@@ -36,6 +36,8 @@ import streamlit as st
 
 DIGITS = tuple("0123456789")
 ENTER, UP, DOWN, BACKSPACE = "Enter", "ArrowUp", "ArrowDown", "Backspace"
+LEFT, RIGHT, TIE = "ArrowLeft", "ArrowRight", "="
+"""Rank page: focus along the order, and tie the focused card with the one above."""
 SKIP, FLAG, GUIDELINES = "S", "F", "G"
 TAG_KEYS = tuple("QWERTYUIOP")
 """Tag toggles on the Rate page, in the order of the project's tags (letters S, F, G are taken)."""
@@ -103,7 +105,8 @@ ACTION_BAR = "{page}-actions"
 TASK_CSS = """
 /* The keyed container sits alone in a layout wrapper, and a sticky box cannot leave its parent:
    the wrapper is what sticks, inside the column (rate) or the task (compare). */
-[data-testid="stLayoutWrapper"]:has(> .st-key-rate-actions), [data-testid="stLayoutWrapper"]:has(> .st-key-compare-actions) {
+[data-testid="stLayoutWrapper"]:has(> .st-key-rate-actions), [data-testid="stLayoutWrapper"]:has(> .st-key-compare-actions),
+[data-testid="stLayoutWrapper"]:has(> .st-key-rank-actions) {
   position: sticky; bottom: 0; z-index: 10;
   background: var(--rlhf-page-background, #fff);
   padding: .5rem 0 .75rem; border-top: 1px solid color-mix(in srgb, currentColor 15%, transparent);

@@ -38,6 +38,7 @@ from rlhf.assign import (
     PROJECT,
     PROJECT_COLUMNS,
     PROMPT,
+    RANKING,
     RATING,
     SKIP,
     TASK,
@@ -62,6 +63,7 @@ from rlhf.assign import (
     lock_annotator,
     next_task,
     next_task_in,
+    ranking_view_args,
     renew_lease,
     request_extra_votes,
     settings_from_row,
@@ -75,8 +77,9 @@ from rlhf.assign import (
     target_expression,
 )
 from rlhf.db import run_transaction
+from rlhf.ranking import RankingError, card_order_for, parse_ranking, ranks
 from rlhf.roles import Actor, PermissionDenied, check_admin
-from rlhf.schema import FLAG_REASONS, PREFERENCE_CHOICES, TASK_KINDS, AnnotationRevision, Flag, User, utcnow
+from rlhf.schema import FLAG_REASONS, PREFERENCE_CHOICES, RANK_K_MAX, RANK_K_MIN, TASK_KINDS, AnnotationRevision, Flag, User, utcnow
 
 __all__ = [
     "AnnotationError",
@@ -105,6 +108,7 @@ __all__ = [
     "set_gold",
     "skip_task",
     "submit_preference",
+    "submit_ranking",
     "submit_rating",
     "task_view_for_admin",
     "task_view_for_edit",
@@ -119,7 +123,7 @@ MAX_FLAG_NOTE_CHARS = 2000
 MAX_TIME_SPENT_S = 7 * 24 * 3600.0
 FLAG_STATUSES = ("open", "resolved", "dismissed")
 PROMPT_EXCERPT_CHARS = 120
-ANNOTATION_KIND = {"rating": "rating", "pairwise": "preference", "write": "demonstration"}
+ANNOTATION_KIND = {"rating": "rating", "pairwise": "preference", "write": "demonstration", "ranking": "ranking"}
 """Task kind → the `AnnotationRevision.kind` of its annotations."""
 
 
@@ -180,6 +184,8 @@ class LabelDistribution:
     """Rating: {dimension: {value: count}}."""
     tags: Mapping[str, int] = field(default_factory=dict)
     """Rating: count per tag."""
+    mean_ranks: tuple[float, ...] = ()
+    """Ranking: mean rank (1 = best, ties at mid-rank) of each card in your display order."""
 
 
 # ---------------------------------------------------------------------- validation (pure)
@@ -288,10 +294,12 @@ def _context_statement(lock: bool, with_caller: bool):
         TASK.c.is_gold,
         TASK.c.annotation_count,
         TASK.c.target_overlap,
+        TASK.c.response_ids,
         *[column.label(f"p_{column.name}") for column in PROJECT_COLUMNS],
         own(RATING).label("own_rating_id"),
         own(PREFERENCE).label("own_preference_id"),
         own(DEMONSTRATION).label("own_demonstration_id"),
+        own(RANKING).label("own_ranking_id"),
         select(LEASE.c.expires_at).where(LEASE.c.task_id == TASK.c.id, LEASE.c.user_id == UID).scalar_subquery().label("lease_expires_at"),
         live_leases_of_others().label("others_live"),
     ]
@@ -335,6 +343,7 @@ ANNOTATION_COLUMNS = {
     "rating": ("task_id", "user_id", "scores", "tags", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
     "pairwise": ("task_id", "user_id", "choice", "strength", "shown_left", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
     "write": ("task_id", "user_id", "text", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
+    "ranking": ("task_id", "user_id", "groups", "all_bad", "shown_order", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
 }
 
 
@@ -397,7 +406,7 @@ def _caller_and_context(connection: Connection, user: User, task_id: int, now: d
 def _own_id(ctx: Row, kind: str) -> Optional[int]:
     if kind == "write":
         return ctx.own_demonstration_id
-    return ctx.own_rating_id if kind == "rating" else ctx.own_preference_id
+    return {"rating": ctx.own_rating_id, "ranking": ctx.own_ranking_id}.get(kind, ctx.own_preference_id)
 
 
 def _check_room(ctx: Row, settings: ProjectSettings, now: datetime) -> None:
@@ -413,6 +422,7 @@ CONTENT_FIELDS = {
     "rating": ("scores", "tags", "comment"),
     "pairwise": ("choice", "strength", "shown_left", "comment"),
     "write": ("text", "comment"),
+    "ranking": ("groups", "all_bad", "shown_order", "comment"),
 }
 """The fields that make an annotation's content (an identical re-submit changes none of them)."""
 
@@ -474,7 +484,7 @@ def _submit(
         # 1. who is asking, and where they stand on the task (the task row locked)
         caller, ctx = _caller_and_context(connection, user, task_id, now, next_kind)
         if ctx.kind != kind:
-            other = {"pairwise": "submit_preference", "rating": "submit_rating", "write": "submit_demonstration"}[ctx.kind]
+            other = {"pairwise": "submit_preference", "rating": "submit_rating", "write": "submit_demonstration", "ranking": "submit_ranking"}[ctx.kind]
             raise ValidationError("task_id", f"task {task_id} is a {ctx.kind} task; use {other}")
         settings = settings_from_row(ctx, "p_").for_kind(kind)
         own_id = _own_id(ctx, kind)
@@ -590,6 +600,56 @@ def submit_preference(
         return {"choice": checked_choice, "strength": checked_strength, "shown_left": side, "comment": validate_comment(comment)}
 
     return _submit(engine, user, task_id, "pairwise", make_content, time_spent_s, next_kind, now, rng)
+
+
+def _checked_ranking(value: Any, k: int, field_name: str = "ranking"):
+    """`parse_ranking` with the engine's ValidationError (the page and CLI show one kind of error)."""
+    try:
+        return parse_ranking(value, k, field_name)
+    except RankingError as error:
+        raise ValidationError(error.field, error.message) from None
+
+
+def submit_ranking(
+    engine: Engine,
+    user: User,
+    task_id: int,
+    *,
+    ranking: Any,
+    all_bad: bool = False,
+    comment: str = "",
+    time_spent_s: Optional[float] = None,
+    next_kind: Optional[str] = "ranking",
+    now: Optional[datetime] = None,
+    rng: Optional[random.Random] = None,
+) -> SubmitResult:
+    """Order a ranking task's K replies, best first, in the task's terms (card 0 = A of the task).
+
+    `ranking`: text ("C > A = D > B", "C A=D B") or groups of card indices / letters, ties as
+    groups; every card exactly once. Convert the page's display letters with
+    `rlhf.ranking.from_shown(groups, view.shown_order)`. `all_bad` marks every reply as bad (the
+    order still says which is least bad). Raises ValidationError (`ranking` for a card left out,
+    named twice or not on the task; `k` when the task's K is outside the project's range;
+    `all_bad`, `comment`, `time_spent_s`, `task_id`), TaskNotFound, TaskFull, ProjectInactive,
+    PermissionDenied. Nothing is stored on any error.
+    """
+    if not isinstance(all_bad, bool):
+        raise ValidationError("all_bad", f"must be true or false, got {all_bad!r}")
+
+    def make_content(settings: ProjectSettings, ctx: Row, _side: Optional[str]) -> dict[str, Any]:
+        k = len(ctx.response_ids or ())
+        low, high = settings.rank_k_min or RANK_K_MIN, settings.rank_k_max or RANK_K_MAX
+        if not low <= k <= high:
+            raise ValidationError("k", f"task {ctx.id} shows {k} replies; this project ranks {low} to {high}")
+        groups = _checked_ranking(ranking, k)
+        return {
+            "groups": [list(g) for g in groups],
+            "all_bad": all_bad,
+            "shown_order": list(card_order_for(ctx.id, user.id, k)),
+            "comment": validate_comment(comment),
+        }
+
+    return _submit(engine, user, task_id, "ranking", make_content, time_spent_s, next_kind, now, rng)
 
 
 def skip_task(
@@ -742,6 +802,8 @@ def _annotation_view(kind: str, row: Any, prompt_excerpt: str = "") -> Annotatio
         return AnnotationView(**common, scores=dict(row.scores), tags=tuple(row.tags))
     if kind == "write":
         return AnnotationView(**common, text=row.text)
+    if kind == "ranking":
+        return AnnotationView(**common, ranking=tuple(tuple(g) for g in row.groups), all_bad=bool(row.all_bad))
     return AnnotationView(**common, choice=row.choice, strength=row.strength, shown_left=row.shown_left)
 
 
@@ -812,7 +874,8 @@ def task_view_for_edit(engine: Engine, user: User, task_id: int) -> TaskView:
         if own is None:
             raise TaskNotFound(f"you have no annotation on task {task_id} to edit")
         settings = load_project(connection, content.project_id)
-        return build_view(settings, content, shown_left=own.shown_left, lease_expires_at=None, own=own)
+        cards = ranking_view_args(connection, content, caller.id)
+        return build_view(settings, content, shown_left=own.shown_left, lease_expires_at=None, own=own, **cards)
 
     return run_transaction(engine, work, write=False)
 
@@ -830,7 +893,8 @@ def task_view_for_admin(engine: Engine, actor: Actor, task_id: int) -> TaskView:
         if content is None:
             raise TaskNotFound(f"no task with id {task_id}")
         settings = load_project(connection, content.project_id)
-        return build_view(settings, content, shown_left="a", lease_expires_at=None, show_models=True)
+        cards = ranking_view_args(connection, content, None)
+        return build_view(settings, content, shown_left="a", lease_expires_at=None, show_models=True, **cards)
 
     return run_transaction(engine, work, write=False)
 
@@ -872,10 +936,15 @@ def progress(engine: Engine, user: User, project: ProjectRef, *, kind: Optional[
 # ------------------------------------------------------------------------------------- gold
 
 
-def validate_gold_answer(kind: str, settings: ProjectSettings, answer: Any) -> dict[str, Any]:
-    """Pairwise: {"choice": c[, "strength": s]}; rating: {"scores": {dim: value, ...}} (a subset of the rubric)."""
+def validate_gold_answer(kind: str, settings: ProjectSettings, answer: Any, k: Optional[int] = None) -> dict[str, Any]:
+    """Pairwise: {"choice": c[, "strength": s]}; rating: {"scores": {dim: value, ...}} (a subset of the rubric);
+    ranking: {"ranking": "C > A = D > B"} or groups of card indices (task terms), over the task's `k` cards."""
     if not isinstance(answer, Mapping):
         raise ValidationError("answer", "must be a mapping")
+    if kind == "ranking":
+        if set(answer) != {"ranking"}:
+            raise ValidationError("answer", "ranking gold takes only 'ranking'")
+        return {"ranking": [list(g) for g in _checked_ranking(answer["ranking"], k or 0, "answer.ranking")]}
     if kind == "pairwise":
         if set(answer) - {"choice", "strength"}:
             raise ValidationError("answer", "pairwise gold takes only 'choice' and 'strength'")
@@ -897,7 +966,7 @@ def set_gold(engine: Engine, actor: Actor, task_id: int, answer: Optional[Mappin
     def work(session: Session) -> None:
         connection = session.connection()
         check_admin(connection, actor, "set gold answers")
-        row = connection.execute(select(TASK.c.kind, TASK.c.project_id).where(TASK.c.id == task_id)).first()
+        row = connection.execute(select(TASK.c.kind, TASK.c.project_id, TASK.c.response_ids).where(TASK.c.id == task_id)).first()
         if row is None:
             raise TaskNotFound(f"no task with id {task_id}")
         if row.kind == "write" and answer is not None:
@@ -906,7 +975,8 @@ def set_gold(engine: Engine, actor: Actor, task_id: int, answer: Optional[Mappin
             values: dict[str, Any] = {"is_gold": False, "gold_answer": None}
         else:
             settings = load_project(connection, row.project_id)
-            values = {"is_gold": True, "gold_answer": validate_gold_answer(row.kind, settings, answer)}
+            k = len(row.response_ids) if row.response_ids else None
+            values = {"is_gold": True, "gold_answer": validate_gold_answer(row.kind, settings, answer, k)}
         connection.execute(update(TASK).where(TASK.c.id == task_id).values(**values))
 
     run_transaction(engine, work)
@@ -939,6 +1009,14 @@ def reveal_distribution(engine: Engine, user: User, task_id: int) -> LabelDistri
         target = effective_target(settings.overlap, settings.max_overlap, ctx.target_overlap)
         mine = [r for r in rows if r.user_id == caller.id]
         counted = mine + [r for r in rows if r.user_id != caller.id][: max(target - 1, 0)]
+        if ctx.kind == "ranking":
+            shown = card_order_for(task_id, caller.id, len(counted[0].shown_order))
+            totals = [0.0] * len(shown)
+            for r in counted:
+                for card, rank in enumerate(ranks(r.groups, len(shown))):
+                    totals[card] += rank
+            mean = tuple(totals[card] / len(counted) for card in shown)
+            return LabelDistribution(task_id=task_id, kind=ctx.kind, n=len(counted), mean_ranks=mean)
         if ctx.kind == "pairwise":
             choices = {c: 0 for c in PREFERENCE_CHOICES}
             for r in counted:

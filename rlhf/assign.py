@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlmodel import Session
 
 from rlhf.db import run_transaction
+from rlhf.ranking import card_order_for, ranking_agreement
 from rlhf.roles import ANNOTATOR_ROLES, Actor, PermissionDenied, check_admin, require_stored_role
 from rlhf.schema import (
     DEFAULT_MAX_REPLY_CHARS,
@@ -46,6 +47,7 @@ from rlhf.schema import (
     Preference,
     Project,
     Prompt,
+    Ranking,
     Rating,
     Response,
     Skip,
@@ -61,6 +63,7 @@ LEASE = Lease.__table__
 RATING = Rating.__table__
 PREFERENCE = Preference.__table__
 DEMONSTRATION = Demonstration.__table__
+RANKING = Ranking.__table__
 SKIP = Skip.__table__
 PROJECT = Project.__table__
 PROMPT = Prompt.__table__
@@ -162,6 +165,10 @@ class AnnotationView:
     """Pairwise only: 1 or 2 for a/b, 0 for tie/both_bad."""
     shown_left: Optional[str] = None
     """Pairwise only: which response ('a' or 'b') was on the left."""
+    ranking: tuple[tuple[int, ...], ...] = ()
+    """Ranking only: card indices (task terms, 0 = card A of the task) grouped best first."""
+    all_bad: Optional[bool] = None
+    """Ranking only: the annotator marked every reply as bad."""
     time_spent_s: Optional[float] = None
     prompt_excerpt: str = ""
     """The start of the prompt, for lists of recent work."""
@@ -206,6 +213,10 @@ class TaskView:
     project_name: str = ""
     max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS
     """Write tasks: the longest reply the project accepts."""
+    cards: tuple[ResponseView, ...] = ()
+    """Ranking: the K replies in display order (shown as cards A, B, C, ...); empty otherwise."""
+    shown_order: tuple[int, ...] = ()
+    """Ranking: the task's card index shown at each display position (`rlhf.ranking.from_shown`)."""
 
 
 # --------------------------------------------------------------------------- project settings
@@ -229,6 +240,9 @@ class ProjectSettings:
     task_kinds: tuple[str, ...] = ("rate", "compare")
     write_overlap: int = 1
     max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS
+    rank_k_min: Optional[int] = None
+    """Ranking tasks: the project's range of K (None: it does not collect rankings)."""
+    rank_k_max: Optional[int] = None
 
     def for_kind(self, kind: str) -> "ProjectSettings":
         """The settings assignment uses for tasks of `kind`: write tasks have their own overlap
@@ -258,6 +272,8 @@ PROJECT_COLUMNS = (
     PROJECT.c.task_kinds,
     PROJECT.c.write_overlap,
     PROJECT.c.max_reply_chars,
+    PROJECT.c.rank_k_min,
+    PROJECT.c.rank_k_max,
 )
 
 
@@ -297,6 +313,8 @@ def settings_from_row(row: Any, prefix: str = "") -> ProjectSettings:
         task_kinds=tuple(get("task_kinds") or ()),
         write_overlap=get("write_overlap"),
         max_reply_chars=get("max_reply_chars"),
+        rank_k_min=m.get(prefix + "rank_k_min"),
+        rank_k_max=m.get(prefix + "rank_k_max"),
     )
 
 
@@ -322,7 +340,7 @@ def annotation_table(kind: str):
     """The table holding annotations of tasks of `kind`."""
     if kind == "write":
         return DEMONSTRATION
-    return RATING if kind == "rating" else PREFERENCE
+    return RATING if kind == "rating" else RANKING if kind == "ranking" else PREFERENCE
 
 
 def left_side_for(task_id: int, user_id: int) -> str:
@@ -449,6 +467,7 @@ def _select_content():
         TASK.c.id,
         TASK.c.project_id,
         TASK.c.kind,
+        TASK.c.response_ids,
         PROMPT.c.text.label("prompt_text"),
         PROMPT.c.messages.label("prompt_messages"),
         _RESPONSE_A.c.text.label("a_text"),
@@ -625,6 +644,15 @@ def _messages(raw: Any) -> Optional[tuple[Message, ...]]:
     return tuple(Message(role=str(m.get("role", "")), content=str(m.get("content", ""))) for m in raw)
 
 
+def load_cards(connection: Connection, content: Row) -> Optional[list[Row]]:
+    """A ranking task's replies (text, model_name) in the task's card order; None for other kinds."""
+    if content.kind != "ranking":
+        return None
+    ids = list(content.response_ids or ())
+    rows = {r.id: r for r in connection.execute(select(RESPONSE.c.id, RESPONSE.c.text, RESPONSE.c.model_name).where(RESPONSE.c.id.in_(ids)))}
+    return [rows[i] for i in ids]
+
+
 def build_view(
     settings: ProjectSettings,
     content: Row,
@@ -633,15 +661,22 @@ def build_view(
     lease_expires_at: Optional[datetime],
     own: Optional[AnnotationView] = None,
     show_models: bool = False,
+    cards: Optional[Sequence[Row]] = None,
+    shown_order: Optional[Sequence[int]] = None,
 ) -> TaskView:
     """Assemble a TaskView. Model names appear only on a revisit in a reveal-after-submit project
     (or with `show_models`, for admins)."""
     reveal_models = show_models or (own is not None and settings.visibility == "reveal_after_submit")
     a = ResponseView(content.a_text, content.a_model if reveal_models else None)
     response = left = right = None
+    card_views: tuple[ResponseView, ...] = ()
     if content.kind == "write":
         # The reply to start from, when the task has one; its id lets the page tell it apart.
         response = None if content.a_text is None else replace(a, response_id=content.a_id)
+        shown_left = None
+    elif content.kind == "ranking":
+        shown_order = tuple(shown_order if shown_order is not None else range(len(cards or ())))
+        card_views = tuple(ResponseView(cards[i].text, cards[i].model_name if reveal_models else None) for i in shown_order)  # type: ignore[index]
         shown_left = None
     elif content.kind == "pairwise":
         b = ResponseView(content.b_text or "", content.b_model if reveal_models else None)
@@ -667,6 +702,8 @@ def build_view(
         own=own,
         project_name=settings.name,
         max_reply_chars=settings.max_reply_chars,
+        cards=card_views,
+        shown_order=tuple(shown_order or ()) if content.kind == "ranking" else (),
     )
 
 
@@ -753,7 +790,16 @@ def next_task_in(
         if content is None:
             return None
     shown_left = left_side_for(content.id, user_id) if kind == "pairwise" else None
-    return build_view(settings, content, shown_left=shown_left, lease_expires_at=expires_at)
+    return build_view(settings, content, shown_left=shown_left, lease_expires_at=expires_at, **ranking_view_args(connection, content, user_id))
+
+
+def ranking_view_args(connection: Connection, content: Row, user_id: Optional[int]) -> dict[str, Any]:
+    """`build_view`'s card arguments for a ranking task (the user's seeded card order; none: task order)."""
+    cards = load_cards(connection, content)
+    if cards is None:
+        return {}
+    order = card_order_for(content.id, user_id, len(cards)) if user_id is not None else tuple(range(len(cards)))
+    return {"cards": cards, "shown_order": order}
 
 
 def next_task(
@@ -765,7 +811,7 @@ def next_task(
     now: Optional[datetime] = None,
     rng: Optional[random.Random] = None,
 ) -> Optional[TaskView]:
-    """The task `user` should do next in `project` (`kind` 'rating' or 'pairwise'), leased to them.
+    """The task `user` should do next in `project` (`kind` 'rating', 'pairwise' or 'ranking'), leased to them.
 
     Returns None when nothing is left for this user (or the project is inactive). Calling it
     again while the lease is live returns the same task and renews the lease. `now` (aware UTC)
@@ -865,7 +911,7 @@ def _task_agreements(session: Session, settings: ProjectSettings, tasks: Sequenc
         by_kind.setdefault(row.kind, []).append(row.id)
     for kind, ids in by_kind.items():
         table = annotation_table(kind)
-        value = table.c.scores if kind == "rating" else table.c.choice
+        value = table.c.scores if kind == "rating" else table.c.groups if kind == "ranking" else table.c.choice
         labels: dict[int, list[Any]] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
@@ -873,5 +919,8 @@ def _task_agreements(session: Session, settings: ProjectSettings, tasks: Sequenc
                 labels.setdefault(task_id, []).append(label)
         for task_id in ids:
             values = labels.get(task_id, [])
-            out[task_id] = rating_agreement(values, settings.rubric) if kind == "rating" else pairwise_agreement(values)
+            if kind == "ranking":
+                out[task_id] = ranking_agreement(values)
+            else:
+                out[task_id] = rating_agreement(values, settings.rubric) if kind == "rating" else pairwise_agreement(values)
     return out

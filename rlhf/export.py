@@ -96,6 +96,8 @@ class ExportOptions:
     """trl only: write a `margin` column (TRL uses it in the reward loss when present)."""
     margin_per_strength: float = 1.0
     """Margin of a "much better" (strength 2) vote; a "better" (strength 1) vote adds 0."""
+    rank_margin: bool = False
+    """trl, rankings: margin from rank distance ((distance − 1) × margin_per_strength) instead of 0."""
     test_size: float = 0.1
     """Share of prompts (not rows) held out as the test split; 0 for no test split."""
     seed: int = 0
@@ -766,12 +768,15 @@ def build_export_rows(
             table = pairs_from_ratings(rating_frame(engine, project, RATING_PAIR_COLUMNS), options)
         else:
             table = pairs_from_preferences(preference_frame(engine, project, PAIR_VOTE_COLUMNS), options)
+            table = _with_ranking_pairs(engine, project, table, options)
         edits = _edit_pairs(engine, project, options) if options.include_edits else None
         if table.pairs.empty and (edits is None or edits.empty):
             source = "ratings" if options.from_ratings else "pairwise judgments"
             source += " or substantive edits" if options.include_edits else ""
             raise ExportError(nothing_usable(project, f"no usable preference pairs from {source}", table.counts))
         rows, conversational = trl_rows(table.pairs, responses, options)
+        if "group_id" in table.pairs:  # rankings: a group per ranking, a comparison its own group
+            rows["group_id"] = table.pairs["group_id"].fillna("pair-" + table.pairs["task_id"].astype(str)).to_numpy()
         if edits is not None:
             rows = _with_edit_pairs(rows, edits, conversational)
             table.counts["edit_pairs"] = int((rows["source"] == "edit").sum())
@@ -825,6 +830,16 @@ def _with_edit_pairs(rows: pd.DataFrame, demonstrations: pd.DataFrame, conversat
     edits = edit_pair_rows(demonstrations, conversational, list(rows.columns))
     rows = rows.assign(source="comparison")
     return pd.concat([rows, edits.assign(source="edit")], ignore_index=True) if not edits.empty else rows
+def _with_ranking_pairs(engine: Engine, project: str | int, table: PairTable, options: ExportOptions) -> PairTable:
+    """The comparisons' pairs plus the C(K, 2) pairs of every ranking (`rlhf.ranking_export`)."""
+    from rlhf.ranking_export import ranking_pairs
+    from rlhf.ranking_stats import ranking_frame
+
+    pairs, counts = ranking_pairs(ranking_frame(engine, project), options)
+    if pairs.empty:
+        return table
+    combined = pd.concat([table.pairs.assign(group_id=None), pairs], ignore_index=True) if len(table.pairs) else pairs
+    return PairTable(combined, table.counts | counts)
 
 
 def export_project(

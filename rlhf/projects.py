@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 
 from rlhf.db import run_transaction
 from rlhf.roles import Actor, check_admin
-from rlhf.schema import COLLECTED_KINDS, DEFAULT_MAX_REPLY_CHARS, DEFAULT_RUBRIC, DEFAULT_TAGS, VISIBILITIES, Project
+from rlhf.schema import COLLECTED_KINDS, DEFAULT_MAX_REPLY_CHARS, DEFAULT_RUBRIC, DEFAULT_TAGS, RANK_K_MAX, RANK_K_MIN, VISIBILITIES, Project
 
 NAME_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 2000
@@ -37,6 +37,8 @@ UPDATABLE_FIELDS = (
     "task_kinds",
     "write_overlap",
     "max_reply_chars",
+    "rank_k_min",
+    "rank_k_max",
 )
 
 
@@ -179,6 +181,7 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     if "active" in settings and not isinstance(settings["active"], bool):
         raise ProjectValidationError("active", "must be true or false")
     out.update(validate_write_settings(settings))
+    _validate_rank_range(settings.get("rank_k_min"), settings.get("rank_k_max"))
     return out
 
 
@@ -206,6 +209,17 @@ def validate_write_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         if field in settings and (not _is_int(settings[field]) or settings[field] < 1):
             raise ProjectValidationError(field, "must be an integer ≥ 1")
     return out
+
+
+def _validate_rank_range(low: Any, high: Any) -> None:
+    """Ranking tasks: both None (no rankings) or RANK_K_MIN ≤ rank_k_min ≤ rank_k_max ≤ RANK_K_MAX."""
+    if low is None and high is None:
+        return
+    for field, value in (("rank_k_min", low), ("rank_k_max", high)):
+        if not _is_int(value) or not RANK_K_MIN <= value <= RANK_K_MAX:
+            raise ProjectValidationError(field, f"must be an integer from {RANK_K_MIN} to {RANK_K_MAX} (set both, or neither)")
+    if low > high:
+        raise ProjectValidationError("rank_k_max", f"must be ≥ rank_k_min ({low})")
 
 
 # ---------------------------------------------------------------- session-level helpers
@@ -277,6 +291,8 @@ def create_project(
     task_kinds: list[str] | None = None,
     write_overlap: int = 1,
     max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS,
+    rank_k_min: int | None = None,
+    rank_k_max: int | None = None,
 ) -> Project:
     """Create a project (admin only). `rubric`/`tags` default to the schema's defaults;
     `max_overlap` defaults to `overlap`. Raises ProjectValidationError (field named) or
@@ -297,6 +313,8 @@ def create_project(
             "task_kinds": ["rate", "compare"] if task_kinds is None else task_kinds,
             "write_overlap": write_overlap,
             "max_reply_chars": max_reply_chars,
+            "rank_k_min": rank_k_min,
+            "rank_k_max": rank_k_max,
         }
     )
 

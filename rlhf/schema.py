@@ -21,10 +21,14 @@ from sqlmodel import Field, SQLModel
 ROLES = ("admin", "annotator", "external")
 """`external` users are label sources (an imported dataset, a model judge): they cannot sign in."""
 
-TASK_KINDS = ("rating", "pairwise", "write")
+TASK_KINDS = ("rating", "pairwise", "write", "ranking")
 COLLECTED_KINDS = {"rate": "rating", "compare": "pairwise", "write": "write"}
-"""What a project can collect (`Project.task_kinds`, as users name them) → the task kind."""
+"""What a project can collect (`Project.task_kinds`, as users name them) → the task kind.
+
+Rankings are collected when the project sets `rank_k_min`/`rank_k_max`."""
 DEFAULT_MAX_REPLY_CHARS = 20000
+RANK_K_MIN, RANK_K_MAX = 3, 9
+"""The number of replies a ranking task may show (a project picks its range within these)."""
 VISIBILITIES = ("blind", "reveal_after_submit")
 PREFERENCE_CHOICES = ("a", "b", "tie", "both_bad")
 """Choices are stored in the task's own terms (response A / B), whatever side was shown left."""
@@ -94,6 +98,10 @@ class Project(SQLModel, table=True):
     seed: int = 0
     """Seeds the shuffle of tasks with equal annotation counts."""
     active: bool = True
+    rank_k_min: Optional[int] = None
+    """Ranking tasks: fewest replies per task (3-9); None when the project does not collect rankings."""
+    rank_k_max: Optional[int] = None
+    """Ranking tasks: most replies per task (3-9, at least `rank_k_min`)."""
     created_at: datetime = Field(default_factory=utcnow)
     task_kinds: list = _json(lambda: ["rate", "compare"], nullable=False)
     """Which kinds of task imports make for this project: any of rate, compare, write."""
@@ -171,7 +179,9 @@ class Task(SQLModel, table=True):
     """Set above the project's overlap when extra votes are requested (low agreement)."""
     is_gold: bool = False
     gold_answer: Optional[dict] = _json()
-    """Known answer for gold tasks: {"choice": ...} or {"scores": {dim: value}}."""
+    """Known answer for gold tasks: {"choice": ...}, {"scores": {dim: value}} or {"ranking": [[card, ...], ...]}."""
+    response_ids: Optional[list] = _json()
+    """Ranking tasks: the K response ids, card a first (`response_a_id` is the first); None otherwise."""
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -306,6 +316,30 @@ class Demonstration(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class Ranking(SQLModel, table=True):
+    """An ordering of a ranking task's K replies by one annotator (one row per task and user).
+
+    `groups` is in the task's terms: groups best first, each a list of card indices into
+    `Task.response_ids` (a tie is a group of several), e.g. [[2], [0, 3], [1]] = "C > A = D > B".
+    `shown_order` is the card index shown at each position on the page (position bias).
+    """
+
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="task.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    groups: list = _json(list, nullable=False)
+    all_bad: bool = False
+    """"All of these are bad": the order still says which is least bad."""
+    shown_order: list = _json(list, nullable=False)
+    comment: str = _text(nullable=False, default="")
+    time_spent_s: Optional[float] = None
+    revision: int = 1
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class Draft(SQLModel, table=True):
     """The reply an annotator is typing on a write task, saved as it is typed (one per task and user).
 
@@ -326,7 +360,7 @@ class AnnotationRevision(SQLModel, table=True):
 
     id: Optional[int] = Field(default=None, primary_key=True)
     kind: str = Field(max_length=16)
-    """'rating', 'preference' or 'demonstration'."""
+    """'rating', 'preference', 'demonstration' or 'ranking'."""
     annotation_id: int = Field(index=True)
     task_id: int = Field(foreign_key="task.id", ondelete="CASCADE")
     user_id: int = Field(foreign_key="user.id", ondelete="CASCADE")

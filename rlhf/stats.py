@@ -230,6 +230,10 @@ class ProjectFrames:
     gold: pd.DataFrame
     revisions: pd.DataFrame
     usernames: dict[int, str]
+    rankings: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """rlhf.ranking_stats.ranking_frame rows (one per ranking and card), filtered per config."""
+    gold_rankings: dict[int, list[list[int]]] = field(default_factory=dict)
+    """Gold ranking tasks: task id -> the known order (groups of cards, best first)."""
 
 
 def load_project_frames(engine: Engine, project: str | int, config: StatsConfig = StatsConfig()) -> ProjectFrames:
@@ -243,6 +247,11 @@ def load_project_frames(engine: Engine, project: str | int, config: StatsConfig 
     if not config.include_external:
         ratings = ratings[ratings["annotator_role"].isin(HUMAN_ROLES)]
         preferences = preferences[preferences["annotator_role"].isin(HUMAN_ROLES)]
+    from rlhf.ranking_stats import ranking_frame
+
+    rankings = ranking_frame(engine, project_id)
+    if not config.include_external:
+        rankings = rankings[rankings["annotator_role"].isin(HUMAN_ROLES)]
     ratings = ratings[ratings["value"].notna()]
     project_table, task, revision, user = (t.__table__ for t in (Project, Task, AnnotationRevision, User))
     with engine.connect() as connection:
@@ -277,6 +286,8 @@ def load_project_frames(engine: Engine, project: str | int, config: StatsConfig 
             columns=["kind", "task_id", "annotator_id", "payload", "replaced_at"],
         ),
         usernames={int(r.id): str(r.username) for r in user_rows},
+        rankings=rankings.reset_index(drop=True),
+        gold_rankings={int(r.id): r.gold_answer["ranking"] for r in gold_rows if isinstance(r.gold_answer, dict) and "ranking" in r.gold_answer},
     )
 
 
@@ -361,6 +372,8 @@ class ProjectStats:
     leaderboard: pd.DataFrame
     components: dict[int, list[str]]
     tie_parameter: float | None
+    rankings: Any = None
+    """rlhf.ranking_stats.RankingStats (None when the project has no rankings)."""
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: {project, dimensions: {name: agreement summary}, preferences, annotators, leaderboard, components}."""
@@ -372,6 +385,7 @@ class ProjectStats:
             "leaderboard": records(self.leaderboard),
             "components": {str(k): v for k, v in self.components.items()},
             "tie_parameter": self.tie_parameter,
+            "rankings": self.rankings.summary() if self.rankings is not None else None,
         }
 
 
@@ -406,8 +420,18 @@ def project_stats(engine: Engine, actor: Actor, project: str | int, config: Stat
 
 def _project_stats(frames: ProjectFrames, config: StatsConfig) -> ProjectStats:
     variables = _variable_stats(frames, config)
-    board, components, nu = _leaderboard(frames.preferences, config)
-    return ProjectStats(frames.name, variables, _annotators(frames, config), board, components, nu)
+    board, components, nu = _leaderboard(frames.preferences, config, frames.rankings)
+    return ProjectStats(frames.name, variables, _annotators(frames, config), board, components, nu, _ranking_stats(frames, config))
+
+
+def _ranking_stats(frames: ProjectFrames, config: StatsConfig):
+    """Agreement, annotators and the Plackett–Luce leaderboard of the project's rankings (None without any)."""
+    from rlhf.ranking_stats import ranking_stats
+
+    rankings = frames.rankings
+    if rankings.empty:
+        return None
+    return ranking_stats(rankings.reset_index(drop=True), frames.gold_rankings or None, include_gold=config.include_gold)
 
 
 def _variable_stats(frames: ProjectFrames, config: StatsConfig) -> list[VariableStats]:
@@ -428,10 +452,16 @@ def _variable_stats(frames: ProjectFrames, config: StatsConfig) -> list[Variable
     return out
 
 
-def _leaderboard(preferences: pd.DataFrame, config: StatsConfig) -> tuple[pd.DataFrame, dict[int, list[str]], float | None]:
+def _leaderboard(preferences: pd.DataFrame, config: StatsConfig, rankings: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[int, list[str]], float | None]:
+    """Bradley–Terry over the comparisons and the pairs the rankings imply (one leaderboard for both)."""
     from rlhf.aggregation.bradley_terry import LEADERBOARD_COLUMNS, BradleyTerry, comparisons_from_preferences
+    from rlhf.ranking_stats import comparisons_from_rankings
 
-    comparisons = comparisons_from_preferences(preferences) if not preferences.empty else pd.DataFrame()
+    parts = [comparisons_from_preferences(preferences)] if not preferences.empty else []
+    if rankings is not None and not rankings.empty:
+        parts.append(comparisons_from_rankings(rankings))
+    parts = [p for p in parts if len(p)]
+    comparisons = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if comparisons.empty:
         return pd.DataFrame(columns=LEADERBOARD_COLUMNS), {}, None
     model = BradleyTerry(n_bootstrap=config.leaderboard_bootstrap, both_bad=config.both_bad).fit(comparisons)  # type: ignore[arg-type]
@@ -628,6 +658,8 @@ class DashboardData:
     confusion: pd.DataFrame
     leaderboard: pd.DataFrame
     components: dict[int, list[str]]
+    rankings: Any = None
+    """rlhf.ranking_stats.RankingStats, or None when the project has no rankings."""
 
 
 def dashboard_data(engine: Engine, actor: Actor, project: str | int, config: StatsConfig = StatsConfig()) -> DashboardData:
@@ -685,6 +717,7 @@ def dashboard_data(engine: Engine, actor: Actor, project: str | int, config: Sta
         confusion=_concat(confusion_frames, CONFUSION_COLUMNS),
         leaderboard=stats.leaderboard,
         components=stats.components,
+        rankings=stats.rankings,
     )
 
 

@@ -200,6 +200,12 @@ def random_submit(engine: Engine, user: User, view, rng: random.Random, **kwargs
     if view.kind == "rating":
         scores = {d.name: rng.randint(d.min, d.max) for d in view.rubric}
         return submit_rating(engine, user, view.task_id, scores=scores, time_spent_s=rng.uniform(2, 30), next_kind="rating", **kwargs)
+    if view.kind == "ranking":
+        from rlhf.annotate import submit_ranking
+
+        cards = list(range(len(view.cards)))
+        rng.shuffle(cards)
+        return submit_ranking(engine, user, view.task_id, ranking=[[c] for c in cards], time_spent_s=rng.uniform(2, 30), next_kind="ranking", **kwargs)
     choice = rng.choice(["a", "b", "tie", "both_bad"])
     strength = rng.choice([1, 2]) if choice in ("a", "b") else 0
     return submit_preference(

@@ -325,7 +325,7 @@ def test_bad_kind_is_a_validation_error(sqlite_engine):
     built = build_project(sqlite_engine, n_rating=1)
     (user,) = add_annotators(sqlite_engine, 1)
     with pytest.raises(ValidationError) as err:
-        next_task(sqlite_engine, user, built.project, "ranking")
+        next_task(sqlite_engine, user, built.project, "juggling")
     assert err.value.field == "kind"
 
 

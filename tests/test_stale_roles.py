@@ -75,6 +75,7 @@ def _annotator_calls(engine, built):
         "renew_lease": lambda u: assign.renew_lease(engine, u, rating),
         "submit_rating": lambda u: annotate.submit_rating(engine, u, rating, scores={"helpfulness": 5, "honesty": 5, "harmlessness": 5}),
         "submit_preference": lambda u: annotate.submit_preference(engine, u, pair, choice="a", strength=2, shown_left="a"),
+        "submit_ranking": lambda u: annotate.submit_ranking(engine, u, rating, ranking="A B C"),  # the role check comes before the kind's
         "skip_task": lambda u: annotate.skip_task(engine, u, rating),
         "flag_task": lambda u: annotate.flag_task(engine, u, rating, "other"),
         "recent_annotations": lambda u: annotate.recent_annotations(engine, u, project),

@@ -491,11 +491,11 @@ def main() -> None:
     with title.container():
         st.header(f"Dashboard · {c.safe_markdown(data.project)}", anchor=False)
         st.caption(f"Computed {time.strftime('%H:%M:%S', time.gmtime(loaded['computed_at']))} UTC; reused for up to {CACHE_TTL_S} s — press Refresh for the latest.")
-    if data.agreement.empty and data.annotators.empty and data.leaderboard.empty and writers.empty:
+    if data.agreement.empty and data.annotators.empty and data.leaderboard.empty and writers.empty and data.rankings is None:
         st.info("No annotations yet in this project: statistics appear once people start rating and comparing"
                 + (" (labels from imported datasets and model judges count only with “Include external labels”)." if not include_external else "."))
         return
-    tabs = st.tabs(["Agreement", "Annotators", "Pairwise κ", "Confusion", "Leaderboard", "Writers"])
+    tabs = st.tabs(["Agreement", "Annotators", "Pairwise κ", "Confusion", "Leaderboard", "Writers"] + (["Rankings"] if data.rankings is not None else []))
     with tabs[0]:
         agreement_section(data, data.project, min_overlap)
     with tabs[1]:
@@ -508,6 +508,11 @@ def main() -> None:
         leaderboard_section(data, data.project)
     with tabs[5]:
         writer_section(writers, data.project)
+    if data.rankings is not None:
+        from labeling_app.ranking_dashboard import rankings_section
+
+        with tabs[6]:
+            rankings_section(data.rankings)
 
 
 main()

@@ -76,6 +76,7 @@ def editor(engine, user, project) -> None:
     lease_minutes = e.number_input("Lease (minutes)", min_value=1, max_value=24 * 60, value=project.lease_minutes if project else 10, step=1, key=f"{key}.lease")
     visibility = st.radio("Visibility", VISIBILITIES, index=VISIBILITIES.index(project.visibility) if project else 0, format_func=VISIBILITY_LABELS.get, key=f"{key}.visibility")
     active = st.checkbox("Open for annotation", value=project.active if project else True, key=f"{key}.active") if project else True
+    rank_range = ranking_range(project, key)
 
     if not st.button("Save project" if project else "Create project", type="primary", key=f"{key}.save", icon=":material/save:"):
         return
@@ -90,6 +91,8 @@ def editor(engine, user, project) -> None:
             gold_rate=float(gold_rate),
             visibility=visibility,
             lease_minutes=int(lease_minutes),
+            rank_k_min=rank_range[0],
+            rank_k_max=rank_range[1],
         )
         if project is None:
             saved = create_project(engine, user, name, **settings)
@@ -102,6 +105,18 @@ def editor(engine, user, project) -> None:
         c.show_error(exc)
         return
     st.rerun()
+
+
+def ranking_range(project, key: str) -> tuple:
+    """Collect rankings (K replies per prompt ordered on the Rank page): off, or K from … to … (3–9)."""
+    on = st.checkbox("Collect rankings", value=project is not None and project.rank_k_min is not None, key=f"{key}.rankings",
+                     help="Imports make one ranking task per prompt whose reply count is in the range.")  # fmt: skip
+    if not on:
+        return (None, None)
+    low_col, high_col = st.columns(2)
+    low = low_col.number_input("Fewest replies (K)", min_value=3, max_value=9, value=(project.rank_k_min or 4) if project else 4, step=1, key=f"{key}.rank_k_min")
+    high = high_col.number_input("Most replies (K)", min_value=3, max_value=9, value=(project.rank_k_max or 4) if project else 4, step=1, key=f"{key}.rank_k_max")
+    return (int(low), int(high))
 
 
 def main() -> None:

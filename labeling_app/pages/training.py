@@ -61,7 +61,7 @@ ARTIFACTS_SHOWN = 100
 KIND_ORDER = ("train-reward", "ppo", "dpo", "generate", "export", "sft")
 # Fields shown first in each kind's form; the others go under "Advanced settings".
 MAIN_FIELDS = {
-    "train-reward": ("export_artifact_id", "data", "base_model", "load_in_4bit", "max_steps", "num_epochs", "learning_rate", "batch_size", "max_length"),
+    "train-reward": ("export_artifact_id", "data", "base_model", "load_in_4bit", "max_steps", "num_epochs", "learning_rate", "batch_size", "max_length", "listwise"),
     "ppo": ("reward_artifact_id", "reward", "policy_artifact_id", "policy", "prompts", "load_in_4bit", "total_iterations", "batch_size", "response_length", "learning_rate", "kl_coef"),
     "dpo": ("export_artifact_id", "data", "policy_artifact_id", "policy", "load_in_4bit", "beta", "max_steps", "num_epochs", "learning_rate", "batch_size"),
     "generate": ("policy_artifact_id", "policy", "round", "n", "temperatures", "max_new_tokens", "limit"),

@@ -146,6 +146,8 @@ def _show(project, counts: dict | None = None) -> None:
         "lease_minutes": project.lease_minutes,
         "seed": project.seed,
         "active": project.active,
+        "rank_k_min": project.rank_k_min,
+        "rank_k_max": project.rank_k_max,
         "tags": project.tags,
         "task_kinds": project.task_kinds,
         "write_overlap": project.write_overlap,
@@ -183,6 +185,8 @@ def project_create(
     kinds: Optional[str] = _KINDS,
     write_overlap: Optional[int] = _WRITE_OVERLAP,
     max_reply_chars: Optional[int] = _MAX_REPLY_CHARS,
+    rank_k_min: Optional[int] = typer.Option(None, "--rank-k-min", help="Collect rankings of K replies per prompt, K from this (3-9)..."),
+    rank_k_max: Optional[int] = typer.Option(None, "--rank-k-max", help="...to this (default: --rank-k-min)."),
     database_url: Optional[str] = _DATABASE_OPTION,
 ) -> None:
     """Create a project. Example: rlhf project create demo --overlap 3 --tags "unsafe,off-topic" """
@@ -206,6 +210,8 @@ def project_create(
             lease_minutes=lease_minutes,
             seed=seed,
             **_write_options(kinds, write_overlap, max_reply_chars),
+            rank_k_min=rank_k_min,
+            rank_k_max=rank_k_max if rank_k_max is not None else rank_k_min,
         )
     except ProjectValidationError as exc:
         raise fail(str(exc)) from None
@@ -267,6 +273,8 @@ def project_update(
     kinds: Optional[str] = _KINDS,
     write_overlap: Optional[int] = _WRITE_OVERLAP,
     max_reply_chars: Optional[int] = _MAX_REPLY_CHARS,
+    rank_k_min: Optional[int] = typer.Option(None, "--rank-k-min", help="Collect rankings: fewest replies per ranking task (3-9)."),
+    rank_k_max: Optional[int] = typer.Option(None, "--rank-k-max", help="Collect rankings: most replies per ranking task (3-9)."),
     database_url: Optional[str] = _DATABASE_OPTION,
 ) -> None:
     """Change some settings of a project. Example: rlhf project update demo --overlap 5 --max-overlap 7"""
@@ -287,6 +295,8 @@ def project_update(
         "seed": seed,
         "active": active,
         **_write_options(kinds, write_overlap, max_reply_chars),
+        "rank_k_min": rank_k_min,
+        "rank_k_max": rank_k_max,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:

@@ -22,7 +22,7 @@ def simulate(
     length_bias: float = typer.Option(0.0, "--length-bias", help="Tilt toward the longer response, logits per doubling of length."),
     length_bias_share: float = typer.Option(0.25, "--length-bias-share", help="Share of the careful annotators given the length bias."),
     seed: int = typer.Option(0, "--seed", help="Seeds the planted profiles and every answer (same seed, same annotations)."),
-    kind: str = typer.Option("both", "--kind", help="rating, pairwise or both."),
+    kind: str = typer.Option("both", "--kind", help="rating, pairwise, both or ranking."),
     max_annotations: Optional[int] = typer.Option(None, "--max-annotations", help="Stop after this many annotations (default: until the tasks are full)."),
     username_prefix: str = typer.Option("sim", "--username-prefix", help="Prefix of the simulated accounts' names."),
     planted_truth: Optional[Path] = typer.Option(None, "--planted-truth", help="Write the planted truth (profiles, counts) here as JSON."),

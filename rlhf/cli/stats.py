@@ -150,6 +150,21 @@ def stats(
     if len(result.leaderboard):
         typer.echo("\nleaderboard")
         typer.echo(_leaderboard_text(result.leaderboard))
+    if result.rankings is not None:
+        _print_rankings(result.rankings)
+
+
+def _print_rankings(rankings) -> None:
+    """The ranking section of `rlhf stats`: agreement, annotators, Plackett–Luce leaderboard."""
+    summary = rankings.summary()
+    typer.echo("\nrankings")
+    _print_pairs([(name, summary[name]) for name in ("n_rankings", "n_tasks", "kendalls_w", "krippendorff_alpha_ordinal", "implied_pair_agreement")])
+    if len(rankings.annotators):
+        columns = [c for c in ("annotator", "n_rankings", "loo_tau", "position_tau", "all_bad_share", "gold_tau", "length_tilt", "length_p_value") if c in rankings.annotators]
+        typer.echo(rankings.annotators[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if len(rankings.leaderboard):
+        typer.echo("\nPlackett–Luce leaderboard (rankings)")
+        typer.echo(rankings.leaderboard.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 @app.command()

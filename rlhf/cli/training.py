@@ -34,6 +34,7 @@ def export_command(
     from_ratings: bool = typer.Option(False, "--from-ratings", help="trl: build pairs from rubric ratings (higher mean wins)."),
     dimension: Optional[str] = typer.Option(None, "--dimension", help="With --from-ratings: rank by this rubric dimension (default: mean over dimensions)."),
     no_margin: bool = typer.Option(False, "--no-margin", help="trl: leave out the margin column."),
+    rank_margin: bool = typer.Option(False, "--rank-margin", help="trl, rankings: margin from rank distance (adjacent places 0)."),
     test_size: float = typer.Option(0.1, "--test-size", help="Share of prompts held out as the test split (0 for none)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the grouped split."),
     sft_shape: str = typer.Option("messages", "--sft-shape", help="sft: messages (TRL conversational) or prompt-completion."),
@@ -57,6 +58,7 @@ def export_command(
         from_ratings=from_ratings,
         rating_dimension=dimension,
         margin=not no_margin,
+        rank_margin=rank_margin,
         test_size=test_size,
         seed=seed,
         sft_shape=sft_shape,
@@ -82,7 +84,8 @@ def train_reward_command(
     lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank."),
     lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha", help="LoRA alpha (default 2r)."),
     max_length: int = typer.Option(512, "--max-length", help="Tokens per sequence; longer pairs are truncated (prompt from the left), never dropped."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Pairs per step."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Pairs per step (groups per step with --listwise)."),
+    listwise: bool = typer.Option(False, "--listwise", help="Train on whole rankings (the export's group_id): each reply encoded once per step, loss = mean over the group's pairs."),
     gradient_accumulation: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimiser step."),
     learning_rate: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training pairs."),
@@ -124,6 +127,7 @@ def train_reward_command(
         save_steps=save_steps,
         seed=seed,
         device=device,
+        listwise=listwise,
     )
     engine = _engine(database_url) if project is not None else None
     export_options = ExportOptions(aggregate=aggregate, min_votes=min_votes, min_agreement=min_agreement, test_size=eval_fraction, seed=seed)

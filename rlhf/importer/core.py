@@ -197,6 +197,8 @@ def _import_stream(
         raise ImportFormatError(exc.message, field="project") from None
     label_user_id = _label_source_user(session, options.as_labels) if options.as_labels else None
     _collect_project_kinds(options, project.task_kinds)
+    if project.rank_k_min is not None and project.rank_k_max is not None:
+        options.rank_range = (int(project.rank_k_min), int(project.rank_k_max))  # the project collects rankings
     summary = ImportSummary(project=project.name, project_id=int(project.id), source=source, project_created=created)
     writer = ChunkWriter(
         session.connection(),

@@ -80,9 +80,11 @@ class PromptIn:
     task_plan: tuple[list, int] | None = None
     """Its tasks as a prompt new to the project, planned ahead by a reader process
     (`rlhf.importer.pairing.plan_new_prompt_tasks`); None: the writer plans them when needed."""
+    rankings: list = field(default_factory=list)
+    """`rlhf.importer.ranked.RankedIn` of records that ranked their responses (stored with `--as-labels`)."""
 
     def __reduce__(self):
-        return (PromptIn, (self.content_hash, self.text, self.messages, self.category, self.meta, self.responses, self.pairs, self.task_plan))
+        return (PromptIn, (self.content_hash, self.text, self.messages, self.category, self.meta, self.responses, self.pairs, self.task_plan, self.rankings))
 
 
 _json_string = json.JSONEncoder(ensure_ascii=False).encode
@@ -351,8 +353,8 @@ def _response_in(text: str, model_name: str, generation_params: dict | None, met
 # ---------------------------------------------------------------- the three shapes
 
 
-_RESPONSES_KEYS = {"prompt", "responses", "category", "meta"}
-_RESPONSE_ITEM_KEYS = {"text", "model", "meta"}
+_RESPONSES_KEYS = {"prompt", "responses", "category", "meta", "ranking", "rank"}
+_RESPONSE_ITEM_KEYS = {"text", "model", "meta", "rank", "tied_with_previous"}
 
 
 def normalise_responses_record(record: dict, *, text_cells: bool = False) -> PromptIn:
@@ -383,6 +385,11 @@ def normalise_responses_record(record: dict, *, text_cells: bool = False) -> Pro
         params = optional_object(item.get("meta"), f"{where}.meta", text_cells=False)
         extra = {k: v for k, v in item.items() if k not in _RESPONSE_ITEM_KEYS and not _is_missing(v)}
         prompt.responses.append(_response_in(text, model, params, json_value(extra, where) if extra else None))
+    from rlhf.importer.ranked import ranked_in
+
+    ranked = ranked_in(record, responses, prompt.responses, text_cells=text_cells)
+    if ranked is not None:
+        prompt.rankings.append(ranked)
     return prompt
 
 

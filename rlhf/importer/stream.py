@@ -76,9 +76,12 @@ def source_prompts(source: Source) -> Iterator[PromptIn]:
     head = [first] if first is not None else []
     for row in itertools.chain(head, rows):
         try:
-            yield normalise(row.data)
+            prompt = normalise(row.data)
         except ImportFormatError as exc:
             raise exc.located(path=row.path, line=row.line) from None
+        for ranked in prompt.rankings:  # a ranking found wrong when written still names its line
+            ranked.path, ranked.line = row.path, row.line
+        yield prompt
 
 
 def merge_into(chunk: dict[str, PromptIn], prompt: PromptIn) -> None:
@@ -89,6 +92,7 @@ def merge_into(chunk: dict[str, PromptIn], prompt: PromptIn) -> None:
         return
     present.responses.extend(prompt.responses)
     present.pairs.extend(prompt.pairs)
+    present.rankings.extend(prompt.rankings)
 
 
 def chunked(prompts: Iterable[PromptIn], chunk_prompts: int) -> Iterator[Chunk]:

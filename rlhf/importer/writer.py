@@ -89,6 +89,8 @@ class ImportOptions:
     make_write_tasks: bool = False
     """One write task per prompt (pre-filled with its first response); prompts that come
     without any response get one whatever this says (there is nothing else to do with them)."""
+    rank_range: tuple[int, int] | None = None
+    """The project's range of K when it collects rankings (one ranking task per prompt); else None."""
 
     def validate(self) -> None:
         """Raise ImportFormatError naming the option when a value is out of range."""
@@ -133,11 +135,14 @@ class ImportSummary:
     labels_added: int = 0
     labels_skipped: int = 0
     identical_pairs: int = 0
+    ranking_tasks_added: int = 0
+    ranking_prompts_out_of_range: int = 0
+    """Prompts with two or more replies but a K outside the project's range: no ranking task."""
     import_id: int | None = None
 
     @property
     def tasks_added(self) -> int:
-        return self.rating_tasks_added + self.pairwise_tasks_added + self.write_tasks_added
+        return self.rating_tasks_added + self.pairwise_tasks_added + self.write_tasks_added + self.ranking_tasks_added
 
     @property
     def rows_added(self) -> int:
@@ -156,6 +161,8 @@ class ImportSummary:
         )
         if self.write_tasks_added:
             text += f" + {self.write_tasks_added} write tasks"
+        if self.ranking_tasks_added:
+            text += f" + {self.ranking_tasks_added} ranking tasks"
         if self.labels_added or self.labels_skipped:
             text += f", {self.labels_added} labels"
         already = self.prompts_skipped + self.responses_skipped + self.tasks_skipped + self.labels_skipped
@@ -282,6 +289,10 @@ class ChunkWriter:
         states, previously_present = self._write_prompts(groups)
         self._write_responses(groups, states, previously_present)
         labels = self._write_tasks(groups, states, previously_present)
+        if self.options.rank_range is not None or self.label_user_id is not None:
+            from rlhf.importer.ranking_tasks import write_ranking_tasks
+
+            write_ranking_tasks(self, groups, states, self.options.rank_range)
         if labels:
             self._write_labels(labels, states)
 

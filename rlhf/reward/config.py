@@ -76,6 +76,9 @@ class RewardConfig:
     """Report loss / accuracy every this many steps."""
     device: str | None = None
     """"cpu", "cuda", "cuda:1", ...; None picks CUDA when present."""
+    listwise: bool = False
+    """Train on whole groups (a ranking's pairs, by the export's `group_id`): each reply encoded once per
+    step, the loss the mean over the group's pairs (rlhf.reward.listwise); `batch_size` then counts groups."""
 
     def validate(self) -> None:
         problems = []

@@ -106,6 +106,8 @@ def read_preference_pairs(path: str | os.PathLike) -> tuple[pd.DataFrame, Export
     pairs["margin"] = _numeric_column(frame, "margin", source)
     pairs["agreement"] = _numeric_column(frame, "agreement", source)
     pairs["tie"] = frame["tie"].fillna(False).astype(bool).to_numpy() if "tie" in frame.columns else False
+    if "group_id" in frame.columns:  # rankings: the pairs of one ranking share it (rlhf.reward.listwise)
+        pairs["group_id"] = frame["group_id"].to_numpy()
     return pairs, read_manifest(path)
 
 

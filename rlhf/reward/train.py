@@ -355,7 +355,12 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
     device = torch.device(config.device) if config.device else default_device()
     tokenizer = load_tokenizer(source, padding_side="right")
     use_template = uses_chat_template(tokenizer)
-    train_set, truncation = _pairs_dataset(data.train, tokenizer, config, use_template)
+    if config.listwise:  # groups of a ranking's pairs, each reply encoded once (rlhf.reward.listwise)
+        from rlhf.reward.listwise import listwise_dataset, listwise_trainer_class
+
+        train_set, truncation = listwise_dataset(data.train, tokenizer, config, use_template)
+    else:
+        train_set, truncation = _pairs_dataset(data.train, tokenizer, config, use_template)
     if truncation["prompts_truncated"] or truncation["responses_truncated"]:
         reporter.log(
             f"truncated to {config.max_length} tokens: {truncation['prompts_truncated']} prompts (from the left), "
@@ -378,7 +383,7 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
 
     # 4. train
     callback = _reporter_callback(reporter)
-    trainer_class = _make_trainer_class()
+    trainer_class = listwise_trainer_class() if config.listwise else _make_trainer_class()
     trainer = trainer_class(
         model=model,
         args=_trl_args(config, checkpoints, device),
@@ -473,7 +478,9 @@ def _step_of(checkpoint: str | None) -> int:
 
 def _normalization_sequences(train_set, limit: int, seed: int) -> list[list[int]]:
     """Distinct training responses (chosen and rejected), a seeded sample of at most `limit`."""
-    unique = {tuple(ids) for column in ("chosen_ids", "rejected_ids") for ids in train_set[column]}
+    columns = [c for c in ("chosen_ids", "rejected_ids") if c in train_set.column_names]
+    unique = {tuple(ids) for column in columns for ids in train_set[column]}
+    unique |= {tuple(ids) for group in (train_set["sequences"] if "sequences" in train_set.column_names else ()) for ids in group}
     sequences = sorted(unique)
     if len(sequences) > limit:
         sequences = random.Random(seed).sample(sequences, limit)

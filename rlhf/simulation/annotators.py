@@ -38,7 +38,7 @@ from typing import Literal, Optional, Union
 
 from rlhf.simulation.gold import GoldComponents
 
-SimulationKind = Literal["rating", "pairwise", "both"]
+SimulationKind = Literal["rating", "pairwise", "both", "ranking"]
 
 
 @dataclass
@@ -72,7 +72,7 @@ class SimulationConfig:
     spammer_seconds: float = 1.0
     """Mean time a spammer spends on any task (uniform on [0.4, 1.6] × this)."""
     kind: SimulationKind = "both"
-    """Which tasks to label: rating, pairwise or both (interleaved)."""
+    """Which tasks to label: rating, pairwise or both (interleaved), or ranking (`rlhf.simulation.ranking`)."""
     max_annotations: Optional[int] = None
     """Stop after this many annotations in this run (None: until no annotator gets another task)."""
     seed: int = 0
@@ -94,8 +94,8 @@ class SimulationConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
-        if self.kind not in ("rating", "pairwise", "both"):
-            raise ValueError(f"kind must be rating, pairwise or both, got {self.kind!r}")
+        if self.kind not in ("rating", "pairwise", "both", "ranking"):
+            raise ValueError(f"kind must be rating, pairwise, both or ranking, got {self.kind!r}")
         if self.max_annotations is not None and self.max_annotations < 0:
             raise ValueError(f"max_annotations must be ≥ 0, got {self.max_annotations}")
         if not self.username_prefix or not self.username_prefix[0].isalnum():

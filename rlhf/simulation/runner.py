@@ -26,7 +26,7 @@ from typing import Any, Optional
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from rlhf.annotate import TaskFull, TaskView, next_task, submit_preference, submit_rating
+from rlhf.annotate import TaskFull, TaskView, next_task, submit_preference, submit_ranking, submit_rating
 from rlhf.auth import create_user, load_user, one_time_password
 from rlhf.db import session_scope
 from rlhf.progress import Reporter, check_stop
@@ -59,6 +59,7 @@ class PlantedAnnotator:
     """True when this run created the account."""
     ratings: int = 0
     preferences: int = 0
+    rankings: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.profile.as_dict(), "user_id": self.user_id, "created": self.created, "ratings": self.ratings, "preferences": self.preferences}
@@ -79,10 +80,11 @@ class SimulationResult:
     """Why the run ended: `exhausted` (no annotator got another task) or `max_annotations`."""
     planted_truth_path: Optional[str] = None
     notes: list[str] = field(default_factory=list)
+    rankings: int = 0
 
     @property
     def annotations(self) -> int:
-        return self.ratings + self.preferences
+        return self.ratings + self.preferences + self.rankings
 
     @property
     def profiles(self) -> list[AnnotatorProfile]:
@@ -108,7 +110,8 @@ class SimulationResult:
         rate = self.annotations / self.seconds if self.seconds > 0 else 0.0
         return (
             f"simulated {len(self.annotators)} annotators ({spammers} spammers) on project {self.project!r}: "
-            f"{self.ratings} ratings, {self.preferences} preferences in {self.seconds:.1f}s ({rate:.0f}/s); stopped: {self.stopped}"
+            f"{self.ratings} ratings, {self.preferences} preferences" + (f", {self.rankings} rankings" if self.rankings else "")
+            + f" in {self.seconds:.1f}s ({rate:.0f}/s); stopped: {self.stopped}"
         )
 
 
@@ -186,7 +189,17 @@ def _answer(engine: Engine, slot: _Slot, config: SimulationConfig, categories: d
     rng = decision_rng(config.seed, profile.index, view.task_id, slot.kind)
     prompt = _prompt_of(view)
     category = categories.get(view.prompt_text)
-    if slot.kind == "pairwise":
+    if slot.kind == "ranking":
+        from rlhf.ranking import from_shown
+        from rlhf.simulation.ranking import rank_cards
+
+        ranked = rank_cards(profile, rng, [gold_score(prompt, c.text, category) for c in view.cards], [len(c.text) for c in view.cards])
+        result = submit_ranking(
+            engine, slot.user, view.task_id, ranking=[list(g) for g in from_shown(ranked.groups, view.shown_order)],
+            time_spent_s=ranked.time_spent_s, next_kind="ranking", rng=gold_rng,
+        )
+        slot.planted.rankings += int(result.created)
+    elif slot.kind == "pairwise":
         answer = judge_pair(
             profile, rng,
             gold_left=gold_score(prompt, view.left.text, category), gold_right=gold_score(prompt, view.right.text, category),
@@ -279,6 +292,7 @@ def simulate(
         annotators=planted,
         ratings=sum(p.ratings for p in planted),
         preferences=sum(p.preferences for p in planted),
+        rankings=sum(p.rankings for p in planted),
         seconds=time.perf_counter() - started,
         stopped=stopped,
     )

@@ -9,7 +9,7 @@ import pytest
 from apphelpers import PASSWORD, go, new_app, no_exception, signed_in_app, texts
 from labeling_app import common as c
 
-ANNOTATOR_PAGES = ["Rate", "Compare", "Write", "My progress", "Account"]
+ANNOTATOR_PAGES = ["Rate", "Compare", "Write", "Rank", "My progress", "Account"]
 ADMIN_ONLY = ["Projects", "Users", "Import", "Flagged", "Export"]
 
 
