@@ -704,6 +704,8 @@ def _generate_specs() -> list[ParamSpec]:
         ParamSpec("max_pairs_per_prompt", int, 4, "At most this many pairwise tasks per prompt (a new response against one of round - 1)."),
         ParamSpec("make_rating_tasks", bool, False, "Also make a rating task for each new response."),
         ParamSpec("limit", Optional[int], None, "Only the project's first N prompts."),
+        ParamSpec("endpoint", Optional[str], None, "Sample from this OpenAI-compatible server instead; `policy` is then the served model's name."),
+        ParamSpec("api_key_env", Optional[str], None, "With endpoint: the worker's environment variable holding the key (the key is never stored)."),
     ]
 
 
@@ -733,7 +735,11 @@ def _run_generate(engine, job, params, reporter, workdir: Path) -> JobResult:
     policy = params["policy"]
     if params["policy_artifact_id"] is not None:
         policy = artifact_of_kind(engine, params["policy_artifact_id"], "policy", "policy_artifact_id").path
-    options = {k: v for k, v in params.items() if k not in ("policy", "policy_artifact_id")}
+    options = {k: v for k, v in params.items() if k not in ("policy", "policy_artifact_id", "endpoint", "api_key_env")}
+    if params.get("endpoint"):
+        from rlhf.judge.client import ChatClient, read_api_key
+
+        options["endpoint_client"] = ChatClient(params["endpoint"], policy, api_key=read_api_key(params.get("api_key_env")))
     # The round lives in the database: generate_round imports it and records its artifact
     # (kind generation, parents: the policy's artifacts) with this job's id.
     summary = generate_round(engine, SYSTEM, policy=policy, project=project_name(engine, job.project_id), job_id=job.id, reporter=reporter, **options)

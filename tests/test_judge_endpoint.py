@@ -162,3 +162,41 @@ def test_a_missing_key_variable_is_a_clear_error(monkeypatch):
     with pytest.raises(EndpointError, match="NOT_SET_ANYWHERE.*not set"):
         read_api_key("NOT_SET_ANYWHERE")
     assert chat_url("http://h:1") == "http://h:1/v1/chat/completions" and chat_url("http://h:1/v1/") == "http://h:1/v1/chat/completions"
+
+
+def test_generate_samples_a_file_and_a_round_from_the_endpoint(server, db_url, tmp_path, monkeypatch):
+    """`rlhf generate --endpoint URL --model NAME`: a prompts file, then a round imported with the endpoint in its lineage."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+    from rlhf.db import init_database, make_engine
+    from rlhf.importer import import_records
+    from rlhf.schema import Artifact, Response
+
+    monkeypatch.setenv("GEN_KEY", KEY)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"hello world {i}"}) + "\n" for i in range(3)))
+    out = tmp_path / "round0.jsonl"
+    runner = CliRunner()
+    common = ["--endpoint", server, "--model", "tiny", "--api-key-env", "GEN_KEY", "--max-new-tokens", "5", "--n", "2"]
+    result = runner.invoke(app, ["generate", *common, "--prompts", str(prompts), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 3 and all(len(r["responses"]) == 2 for r in records)
+    assert records[0]["responses"][0]["model"] == "tiny" and KEY not in out.read_text()
+
+    engine = make_engine(db_url)
+    init_database(engine)
+    import_records(engine, [{"prompt": f"hello world {i}", "responses": [{"text": f"the answer {i}", "model": "m0"}]} for i in range(3)], "gen")
+    result = runner.invoke(app, ["generate", *common, "--project", "gen", "--round", "1", "--database-url", db_url])
+    assert result.exit_code == 0, result.output
+    with Session(engine) as session:
+        artifact = session.exec(select(Artifact).where(Artifact.kind == "generation")).one()
+        assert artifact.lineage["policy_kind"] == "endpoint" and artifact.lineage["endpoint"] == chat_url(server)
+        assert KEY not in json.dumps(artifact.lineage)
+        assert session.exec(select(Response).where(Response.round == 1)).first() is not None
+    result = runner.invoke(app, ["generate", "--endpoint", server, "--model", "tiny", "--prompts", str(prompts), "--out", str(out)])
+    assert result.exit_code == 2 and "401" in result.output  # no key
+    engine.dispose()

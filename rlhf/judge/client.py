@@ -46,6 +46,8 @@ class ChatReply:
     error: Optional[str] = None
     finish_reason: Optional[str] = None
     seconds: float = 0.0
+    tokens: Optional[int] = None
+    """Completion tokens, when the server reports usage."""
 
 
 @dataclass
@@ -215,26 +217,30 @@ class ChatClient:
                     raise TypeError
             except (KeyError, IndexError, TypeError):
                 return ChatReply(text=None, error=f"not a chat completion: {json.dumps(answer)[:200]}", seconds=time.monotonic() - started)
-            return ChatReply(text=text, finish_reason=choice.get("finish_reason"), seconds=time.monotonic() - started)
+            usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+            tokens = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else None
+            return ChatReply(text=text, finish_reason=choice.get("finish_reason"), seconds=time.monotonic() - started, tokens=tokens)
         raise EndpointError(f"{self.where}: {last} after {self.config.retries + 1} tries")
 
-    def complete_many(self, conversations: Sequence[Messages], **options: Any) -> list[ChatReply]:
-        """Completions in the order given, `concurrency` at a time; the first EndpointError stops the rest and is raised."""
+    def complete_many(self, conversations: Sequence[Messages], *, seeds: Optional[Sequence[Optional[int]]] = None, **options: Any) -> list[ChatReply]:
+        """Completions in the order given, `concurrency` at a time (`seeds`: one per conversation, else `options`' seed);
+        the first EndpointError stops the rest and is raised."""
         if not conversations:
             return []
         self._abort.clear()
+        per_request = [dict(options, **({} if seeds is None else {"seed": seeds[i]})) for i in range(len(conversations))]
         if self.config.concurrency == 1 or len(conversations) == 1:
-            return [self.complete(c, **options) for c in conversations]
+            return [self.complete(c, **o) for c, o in zip(conversations, per_request)]
 
-        def one(conversation: Messages) -> ChatReply:
+        def one(conversation: Messages, request_options: dict[str, Any]) -> ChatReply:
             try:
-                return self.complete(conversation, **options)
+                return self.complete(conversation, **request_options)
             except EndpointError:
                 self._abort.set()
                 raise
 
         with ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(conversations))) as pool:
-            futures = [pool.submit(one, c) for c in conversations]
+            futures = [pool.submit(one, c, o) for c, o in zip(conversations, per_request)]
             replies, failure = [], None
             for future in futures:
                 try:
