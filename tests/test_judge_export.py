@@ -57,3 +57,29 @@ def test_an_unknown_or_human_source_name_is_refused(mixed, tmp_path):
     with pytest.raises(ExportError, match="ann0"):
         export_project(engine, SYSTEM, "mixed", format="trl", out=tmp_path / "x.jsonl", options=ExportOptions(sources=["ann0"]))
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_extra_votes_where_the_judge_contradicts_the_people(engine):
+    from rlhf.judge.templates import JudgeTemplates
+    from rlhf.judge.uses import request_votes_where_judge_disagrees
+    from rlhf.schema import Judgment, Task
+
+    built = build_project(engine, n_pairwise=3, name="votes", overlap=2, max_overlap=3)
+    people = add_annotators(engine, 2)
+    with Session(engine) as session:
+        judge = User(username="judge:j", role="external")
+        session.add(judge)
+        session.flush()
+        for task_id, verdict in zip(built.pairwise_ids, ("a", "b", "a")):
+            for person in people:
+                session.add(Preference(task_id=task_id, user_id=person.id, choice="b", strength=1))
+            session.get(Task, task_id).annotation_count = 2
+            session.add(Judgment(project_id=built.project.id, task_id=task_id, user_id=judge.id, kind="pairwise", status="parsed",
+                                 verdict={"choice": verdict, "orders": {"ab": verdict, "ba": verdict}}, raw=[],
+                                 template_hash=JudgeTemplates().hash_for("pairwise"), model={}))
+        session.commit()
+    raised = request_votes_where_judge_disagrees(engine, SYSTEM, "votes", "j")
+    assert raised == [built.pairwise_ids[0], built.pairwise_ids[2]]
+    with Session(engine) as session:
+        assert [session.get(Task, t).target_overlap for t in built.pairwise_ids] == [3, None, 3]
+    assert request_votes_where_judge_disagrees(engine, SYSTEM, "votes", "j") == []  # now incomplete (and at the cap)

@@ -106,3 +106,27 @@ def serve(
 
     run_server(model, host=host, port=port, api_key=key, model_name=model_name, max_batch=max_batch,
                batch_wait_s=batch_wait_ms / 1000.0, device=device, announce=announce)
+
+
+@app.command("judge-votes")
+def judge_votes(
+    project: str = typer.Option(..., "--project", help="Project name (or id)."),
+    judge_name: str = typer.Option(..., "--judge", help="The judge (NAME or judge:NAME) whose disagreements with the human consensus get more votes."),
+    max_overlap: Optional[int] = typer.Option(None, "--max-overlap", help="Cap on votes per task (default: the project's max overlap; larger raises it)."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="RLHF_DATABASE_URL", help="Database URL (default: SQLite file data/rlhf.db)."),
+) -> None:
+    """Ask one more human vote on each complete pair where the judge contradicts the people's consensus."""
+    from rlhf.assign import AnnotationError
+    from rlhf.db import database_url as default_url, make_engine
+    from rlhf.judge.run import JudgeError
+    from rlhf.judge.uses import request_votes_where_judge_disagrees
+    from rlhf.roles import SYSTEM
+
+    engine = make_engine(database_url or default_url())
+    try:
+        raised = request_votes_where_judge_disagrees(engine, SYSTEM, project, judge_name, max_overlap=max_overlap)
+    except (AnnotationError, JudgeError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"{len(raised)} task(s) asked for one more vote" + (f": {', '.join(map(str, raised[:20]))}{' …' if len(raised) > 20 else ''}" if raised else ""))
