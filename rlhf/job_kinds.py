@@ -824,6 +824,8 @@ def _judge_parts(params: dict[str, Any]):
 def _validate_judge(params: dict[str, Any]) -> dict[str, Any]:
     require_backend("judge", "rlhf.judge.run", "judge_project")
     checked = check_params("judge", _judge_specs(), params)
+    if checked["reward"] and checked["reward_artifact_id"] is not None:
+        raise InvalidJobParams("judge: give reward or reward_artifact_id, not both")
     probe = dict(checked, reward=checked["reward"] or ("<artifact>" if checked["reward_artifact_id"] is not None else None))
     try:
         _judge_parts(probe)
