@@ -188,6 +188,9 @@ def judge_report(engine: Engine, project: str | int, *, min_votes: int = 2, thre
     from rlhf.projects import get_project
 
     project_row = get_project(engine, project)
+    with session_scope(engine) as session:
+        if session.execute(select(Judgment.id).where(Judgment.project_id == project_row.id).limit(1)).first() is None:
+            return {"human": {}, "judges": {}}  # no judge: `rlhf stats` pays nothing more
     prefs = preference_frame(engine, project_row.id, ["task_id", "response_a_id", "response_b_id", "len_a", "len_b", "annotator_id", "choice",
                                                       "shown_left", "annotator_role"])
     with session_scope(engine) as session:
