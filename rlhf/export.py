@@ -88,6 +88,13 @@ class ExportOptions:
     """Include labels from external sources (role `external`: imported datasets, model judges); humans only by default."""
     include_gold: bool = True
     """Include judgments on gold tasks (known answer): they are real judgments of real pairs."""
+    sources: list[str] | None = None
+    """Label sources to use, by name: `human` (people) and external users such as `judge:gpt-4o`; None: people,
+    plus every external source with `include_external`. Replaces `include_external` when given."""
+    humans_win: bool = True
+    """With `sources`: on a task that people labelled, external sources' labels are left out."""
+    source_ids: list[int] | None = None
+    """The external users named in `sources`, resolved by `export_project` (not set by hand)."""
     from_ratings: bool = False
     """trl only: build pairs from rubric ratings instead of pairwise judgments."""
     rating_dimension: str | None = None
@@ -233,7 +240,7 @@ INCLUDE_EXTERNAL_HINT = "pass --include-external (on the Export page: \"Include 
 
 def _external_left_out(frame: pd.DataFrame, options: ExportOptions, keys: list[str] | None = None) -> int:
     """How many annotations from external sources `_prefer_humans` leaves out (rows, or distinct `keys`)."""
-    if options.include_external:
+    if options.include_external or options.sources is not None:
         return 0
     external = frame[~frame["annotator_role"].isin(HUMAN_ROLES)]
     return int(len(external) if keys is None else external[keys].drop_duplicates().shape[0])
@@ -254,11 +261,39 @@ def nothing_usable(project: str | int, what: str, counts: dict[str, int]) -> str
 
 
 def _prefer_humans(frame: pd.DataFrame, options: ExportOptions) -> pd.DataFrame:
-    if not options.include_external:
+    if options.sources is not None:
+        frame = _chosen_sources(frame, options)
+    elif not options.include_external:
         frame = frame[frame["annotator_role"].isin(HUMAN_ROLES)]
     if not options.include_gold:
         frame = frame[~frame["is_gold"]]
     return frame
+
+
+def _chosen_sources(frame: pd.DataFrame, options: ExportOptions) -> pd.DataFrame:
+    """Rows from the sources named in `options.sources`; where people labelled a task, theirs alone (`humans_win`)."""
+    human = frame["annotator_role"].isin(HUMAN_ROLES)
+    wanted = "human" in options.sources
+    frame = frame[(human & wanted) | (~human & frame["annotator_id"].isin(options.source_ids or []))]
+    if wanted and options.humans_win:
+        human = frame["annotator_role"].isin(HUMAN_ROLES)
+        frame = frame[human | ~frame["task_id"].isin(set(frame.loc[human, "task_id"]))]
+    return frame
+
+
+def resolve_sources(engine: Engine, sources: list[str]) -> list[int]:
+    """The ids of the external users named in `sources` (all but `human`); ExportError names an unknown one."""
+    from sqlmodel import Session, select
+
+    from rlhf.schema import User
+
+    names = [s for s in sources if s != "human"]
+    with Session(engine) as session:
+        found = {u.username: u for u in session.exec(select(User).where(User.username.in_(names)))}
+    missing = [n for n in names if n not in found or found[n].role != "external"]
+    if missing:
+        raise ExportError(f"sources: {', '.join(repr(m) for m in missing)} is not an external label source (use human, or e.g. judge:<name>)")
+    return [int(found[n].id) for n in names]
 
 
 # --------------------------------------------------------------------------- trl pairs
@@ -863,6 +898,8 @@ def export_project(
     check_admin(engine, actor, "export project data")
     options = options or ExportOptions()
     options.validate()
+    if options.sources is not None:
+        options = dataclasses.replace(options, source_ids=resolve_sources(engine, options.sources))
     out = Path(out)
     kind = output_kind(out)
     if out.exists() and not overwrite:

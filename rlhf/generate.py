@@ -595,21 +595,30 @@ def generate_file(
     model_name: str | None = None,
     use_chat_template: bool | None = None,
     reporter: Reporter | None = None,
+    endpoint_client=None,
 ) -> GenerationFileSummary:
     """Sample `config.n` responses per prompt of `prompts_path` and write importer-shaped JSONL.
 
     The prompts file is validated before the model is loaded (PromptsFileError). `model_name`
     (default: the resolved model's display name) is what each response's "model" says. The
-    output appears only once complete (temp file, then rename).
+    output appears only once complete (temp file, then rename). `endpoint_client` (a
+    `rlhf.judge.client.ChatClient`) samples from an OpenAI-compatible server instead of loading `model`.
     """
     specs = load_prompts(prompts_path)
     started = time.perf_counter()
-    lm, tokenizer, display_name = load_model_for_generation(model, load_in_4bit=load_in_4bit)
-    name = model_name or display_name
-    responses = generate_responses(
-        lm, tokenizer, [s.prompt for s in specs], **config.as_dict(), use_chat_template=use_chat_template, reporter=reporter
-    )
-    extra = {"model_ref": str(model), "load_in_4bit": load_in_4bit}
+    if endpoint_client is not None:
+        from rlhf.judge.sampling import endpoint_responses
+
+        name = model_name or endpoint_client.model
+        responses = endpoint_responses(endpoint_client, [s.prompt for s in specs], config, reporter)
+        extra = {"model_ref": endpoint_client.model, "endpoint": endpoint_client.where}
+    else:
+        lm, tokenizer, display_name = load_model_for_generation(model, load_in_4bit=load_in_4bit)
+        name = model_name or display_name
+        responses = generate_responses(
+            lm, tokenizer, [s.prompt for s in specs], **config.as_dict(), use_chat_template=use_chat_template, reporter=reporter
+        )
+        extra = {"model_ref": str(model), "load_in_4bit": load_in_4bit}
     records = build_records(specs, responses, name, extra)
     write_jsonl_atomic(out_path, records)
     flat = [r for per_prompt in responses for r in per_prompt]
@@ -769,6 +778,7 @@ def generate_round(
     out: str | os.PathLike | None = None,
     job_id: int | None = None,
     reporter: Reporter | None = None,
+    endpoint_client=None,
 ) -> GenerationRoundSummary:
     """Sample a trained policy on a project's prompts and import the outputs as round `round`.
 
@@ -784,6 +794,8 @@ def generate_round(
     Raises PermissionDenied, GenerationRoundError, ModelNotFoundError, ImportFormatError or
     Cancelled; the import and the artifact are separate transactions, so a failure while
     recording the artifact leaves the imported round in place (re-running adds nothing).
+    With `endpoint_client` (a `rlhf.judge.client.ChatClient`), `policy` is the served model's name
+    and the round is sampled from that server; the lineage records the endpoint (no credentials).
     """
     from rlhf import __version__
     from rlhf.hashing import content_hash
@@ -802,21 +814,28 @@ def generate_round(
     started = time.perf_counter()
     # 1. Everything that can be wrong is checked before the model is loaded.
     project_row, prompts = _round_inputs(engine, project, round, limit)
-    source = resolve_model(policy)
+    source = resolve_model(policy) if endpoint_client is None else None
     policy_dir = Path(policy)
     policy_lineage = read_policy_lineage(policy_dir) if policy_dir.is_dir() else None
     name = model_name or f"{policy_dir.resolve().name if policy_dir.exists() else str(policy)}@round{round}"
 
     # 2. Sample.
-    lm, tokenizer, _ = load_model_for_generation(source, load_in_4bit=load_in_4bit)
-    responses = generate_responses(
-        lm, tokenizer, [p.prompt for p in prompts], **config.as_dict(), use_chat_template=use_chat_template, reporter=reporter
-    )
-    del lm
+    if endpoint_client is not None:
+        from rlhf.judge.sampling import endpoint_responses
+
+        responses = endpoint_responses(endpoint_client, [p.prompt for p in prompts], config, reporter)
+    else:
+        lm, tokenizer, _ = load_model_for_generation(source, load_in_4bit=load_in_4bit)
+        responses = generate_responses(
+            lm, tokenizer, [p.prompt for p in prompts], **config.as_dict(), use_chat_template=use_chat_template, reporter=reporter
+        )
+        del lm
     check_stop(reporter)
 
     # 3. Records in shape (a): the prompt exactly as stored, so the importer finds the same row.
     extra = {"model_ref": str(policy), "load_in_4bit": load_in_4bit, "round": round}
+    if endpoint_client is not None:
+        extra["endpoint"] = endpoint_client.where
     specs = [PromptSpec(prompt=p.prompt, category=p.category) for p in prompts]
     records = build_records(specs, responses, name, extra)
     flat = [r for per_prompt in responses for r in per_prompt]
@@ -844,9 +863,10 @@ def generate_round(
     }
     lineage = {
         "policy": str(policy),
-        "policy_resolved": source.path,
-        "policy_kind": source.kind,
-        "base_model": source.adapter_of,
+        "policy_resolved": source.path if source else None,
+        "policy_kind": source.kind if source else "endpoint",
+        "base_model": source.adapter_of if source else None,
+        "endpoint": endpoint_client.where if endpoint_client is not None else None,
         "policy_weights_sha256": _policy_weights_hash(policy_dir) if policy_dir.is_dir() else None,
         "policy_lineage": policy_lineage,
         "model_name": name,
@@ -867,7 +887,7 @@ def generate_round(
     lineage = redact(lineage)
     artifact_id = _record_generation_artifact(
         engine, actor, project_row, round, name, lineage, counts, summary.file_hash,
-        path=str(out) if out is not None else source.path, policy_dir=policy_dir, job_id=job_id,
+        path=str(out) if out is not None else (source.path if source else endpoint_client.where), policy_dir=policy_dir, job_id=job_id,
     )
     return GenerationRoundSummary(
         project=project_row.name, round=round, pair_against_round=round - 1, policy=str(policy), model_name=name,

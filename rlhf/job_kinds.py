@@ -777,6 +777,8 @@ def _generate_specs() -> list[ParamSpec]:
         ParamSpec("max_pairs_per_prompt", int, 4, "At most this many pairwise tasks per prompt (a new response against one of round - 1)."),
         ParamSpec("make_rating_tasks", bool, False, "Also make a rating task for each new response."),
         ParamSpec("limit", Optional[int], None, "Only the project's first N prompts."),
+        ParamSpec("endpoint", Optional[str], None, "Sample from this OpenAI-compatible server instead; `policy` is then the served model's name."),
+        ParamSpec("api_key_env", Optional[str], None, "With endpoint: the worker's environment variable holding the key (the key is never stored)."),
     ]
 
 
@@ -806,7 +808,11 @@ def _run_generate(engine, job, params, reporter, workdir: Path) -> JobResult:
     policy = params["policy"]
     if params["policy_artifact_id"] is not None:
         policy = artifact_of_kind(engine, params["policy_artifact_id"], "policy", "policy_artifact_id").path
-    options = {k: v for k, v in params.items() if k not in ("policy", "policy_artifact_id")}
+    options = {k: v for k, v in params.items() if k not in ("policy", "policy_artifact_id", "endpoint", "api_key_env")}
+    if params.get("endpoint"):
+        from rlhf.judge.client import ChatClient, read_api_key
+
+        options["endpoint_client"] = ChatClient(params["endpoint"], policy, api_key=read_api_key(params.get("api_key_env")))
     # The round lives in the database: generate_round imports it and records its artifact
     # (kind generation, parents: the policy's artifacts) with this job's id.
     summary = generate_round(engine, SYSTEM, policy=policy, project=project_name(engine, job.project_id), job_id=job.id, reporter=reporter, **options)
@@ -858,6 +864,66 @@ def _run_simulate(engine, job, params, reporter, workdir: Path) -> JobResult:
     return JobResult(artifacts=[record], metrics=metrics, message=f"{result.ratings} ratings, {result.preferences} preferences ({result.stopped})")
 
 
+# --------------------------------------------------------------------------- judge
+
+
+def _judge_specs() -> list[ParamSpec]:
+    from rlhf.judge.build import JudgeSpec
+    from rlhf.judge.run import JudgeOptions
+
+    options = [spec for spec in dataclass_specs(JudgeOptions) if spec.name != "name"]
+    return dataclass_specs(JudgeSpec) + [
+        ParamSpec("name", Optional[str], None, "Judge name: labels are stored as the external user judge:<name> (default: from the model)."),
+        ParamSpec("reward_artifact_id", Optional[int], None, "Judge pairs with this recorded reward model (instead of `reward`)."),
+        *options,
+        ParamSpec("pair_template", Optional[str], None, "Template file for pairs ({prompt} {first} {second}, optional {guidelines}); default: the built-in one."),
+        ParamSpec("rating_template", Optional[str], None, "Template file for ratings ({prompt} {response} {rubric}); default: the built-in one."),
+        ParamSpec("max_guideline_chars", int, 1500, "Characters of the project's guidelines put in the prompt (0 = none)."),
+    ]
+
+
+
+def _judge_parts(params: dict[str, Any]):
+    from rlhf.judge.build import JudgeSpec
+    from rlhf.judge.run import JudgeOptions
+    from rlhf.judge.templates import load_templates
+
+    spec = config_from_params(JudgeSpec, params)
+    options = config_from_params(JudgeOptions, params, exclude=("name",), name=params["name"] or spec.default_name())
+    templates = load_templates(params["pair_template"], params["rating_template"], max_guideline_chars=params["max_guideline_chars"])
+    return spec, options, templates
+
+
+def _validate_judge(params: dict[str, Any]) -> dict[str, Any]:
+    require_backend("judge", "rlhf.judge.run", "judge_project")
+    checked = check_params("judge", _judge_specs(), params)
+    if checked["reward"] and checked["reward_artifact_id"] is not None:
+        raise InvalidJobParams("judge: give reward or reward_artifact_id, not both")
+    probe = dict(checked, reward=checked["reward"] or ("<artifact>" if checked["reward_artifact_id"] is not None else None))
+    try:
+        _judge_parts(probe)
+    except ValueError as exc:
+        raise InvalidJobParams(f"judge: {exc}") from exc
+    return checked
+
+
+def _run_judge(engine, job, params, reporter, workdir: Path) -> JobResult:
+    from rlhf.judge.build import make_judge
+    from rlhf.judge.run import judge_project
+    from rlhf.roles import SYSTEM
+
+    params = dict(params)
+    if params["reward_artifact_id"] is not None:
+        params["reward"] = artifact_of_kind(engine, params["reward_artifact_id"], "reward_model", "reward_artifact_id").path
+    spec, options, templates = _judge_parts(params)
+    # Verdicts live in the database (Judgment rows and judge:<name>'s labels), stored batch by batch:
+    # a re-run of this job after a dead worker continues where the last batch ended.
+    summary = judge_project(engine, SYSTEM, project_name(engine, job.project_id), make_judge(spec), options, templates=templates, reporter=reporter)
+    reporter.log(summary.line())
+    metrics = {"pending": summary.pending, "judged": summary.judged, **{k: v for k, v in summary.as_dict()["counts"].items()}}
+    return JobResult(metrics=metrics, message=summary.line())
+
+
 # --------------------------------------------------------------------------- the registry
 
 
@@ -903,6 +969,10 @@ def _product_kinds() -> dict[str, JobKind]:
         "simulate": _kind(
             "simulate", "Simulated annotators (planted noise, biases, spammers) label the project through the annotation engine.",
             _validate_simulate, _run_simulate, _simulate_specs, "rlhf.simulation", "simulate", needs_project=True,
+        ),
+        "judge": _kind(
+            "judge", "A model (local, an OpenAI-compatible endpoint, a reward model) judges the project's tasks as judge:<name>, pairs in both orders.",
+            _validate_judge, _run_judge, _judge_specs, "rlhf.judge.run", "judge_project", needs_project=True,
         ),
     }
 

@@ -33,7 +33,7 @@ VISIBILITIES = ("blind", "reveal_after_submit")
 PREFERENCE_CHOICES = ("a", "b", "tie", "both_bad")
 """Choices are stored in the task's own terms (response A / B), whatever side was shown left."""
 
-JOB_KINDS = ("train-reward", "ppo", "dpo", "generate", "export", "simulate", "sft")
+JOB_KINDS = ("train-reward", "ppo", "dpo", "generate", "export", "simulate", "sft", "judge")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 
 DEFAULT_RUBRIC: list[dict[str, Any]] = [
@@ -460,4 +460,36 @@ class Artifact(SQLModel, table=True):
     """Provenance: export hash, reward model, base model, config."""
     metrics: dict = _json(dict, nullable=False)
     created_by: Optional[int] = Field(default=None, foreign_key="user.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Judgment(SQLModel, table=True):
+    """A model judge's verdict on one task, with what it was built from (rlhf.judge).
+
+    The judge is the external user `judge:<name>`; a parsed, consistent verdict is also stored
+    as that user's Preference / Rating, so it is measured like people's labels. This row keeps
+    what a label cannot: the raw replies (both orders of a pair), the parsed verdict of each,
+    the status (`parsed`, `inconsistent`: the two orders disagree, `unparsed`: a reply that did
+    not parse, kept with its text), the template's hash and the model's identity. One row per
+    (task, judge): a resumed run never judges a task twice.
+    """
+
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    task_id: int = Field(foreign_key="task.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    kind: str = Field(max_length=16)
+    """'pairwise' or 'rating' (the task's kind)."""
+    status: str = Field(max_length=16)
+    """parsed, inconsistent or unparsed."""
+    verdict: dict = _json(dict, nullable=False)
+    """Pairwise: {"choice": a|b|tie|null, "orders": {"ab": a|b|tie|null, "ba": ...}}; rating: {"scores": {dim: value}}."""
+    raw: list = _json(list, nullable=False)
+    """The replies as received: [{"order": "ab"|"ba"|"rating", "text": ..., "error": ...}]."""
+    template_hash: str = Field(max_length=64)
+    model: dict = _json(dict, nullable=False)
+    """The judge's identity: backend, model name / path / weights hash, endpoint (no credentials), decoding."""
+    run_id: str = Field(default="", max_length=64)
     created_at: datetime = Field(default_factory=utcnow)

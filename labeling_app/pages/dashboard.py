@@ -495,7 +495,7 @@ def main() -> None:
         st.info("No annotations yet in this project: statistics appear once people start rating and comparing"
                 + (" (labels from imported datasets and model judges count only with “Include external labels”)." if not include_external else "."))
         return
-    tabs = st.tabs(["Agreement", "Annotators", "Pairwise κ", "Confusion", "Leaderboard", "Writers"] + (["Rankings"] if data.rankings is not None else []))
+    tabs = st.tabs(["Agreement", "Annotators", "Pairwise κ", "Confusion", "Leaderboard", "Writers", "Judges"] + (["Rankings"] if data.rankings is not None else []))
     with tabs[0]:
         agreement_section(data, data.project, min_overlap)
     with tabs[1]:
@@ -508,10 +508,14 @@ def main() -> None:
         leaderboard_section(data, data.project)
     with tabs[5]:
         writer_section(writers, data.project)
+    with tabs[6]:
+        from labeling_app.judges_section import judges_section
+
+        judges_section(engine, user, project_id, st.session_state.get(REFRESHED, 0.0))
     if data.rankings is not None:
         from labeling_app.ranking_dashboard import rankings_section
 
-        with tabs[6]:
+        with tabs[7]:
             rankings_section(data.rankings)
 
 

@@ -36,8 +36,12 @@ def generate(
     rating_tasks: bool = typer.Option(False, "--rating-tasks", help="With --policy: also make a rating task per new response."),
     limit: Optional[int] = typer.Option(None, "--limit", help="With --policy: sample only the first N prompts of the project."),
     database_url: Optional[str] = typer.Option(None, "--database-url", envvar="RLHF_DATABASE_URL", help="Database URL (default: SQLite file data/rlhf.db)."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Sample from an OpenAI-compatible server (vLLM, llama.cpp, TGI) serving --model NAME, instead of in-process."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="With --endpoint: environment variable holding the key (never stored or logged)."),
+    concurrency: int = typer.Option(8, "--concurrency", help="With --endpoint: requests in flight at once."),
+    timeout: float = typer.Option(120.0, "--timeout", help="With --endpoint: seconds per request."),
 ) -> None:
-    """Sample responses: `--prompts FILE --out FILE`, or `--policy DIR --project NAME --round N`."""
+    """Sample responses: `--prompts FILE --out FILE`, or `--policy DIR --project NAME --round N` (or `--endpoint URL --model NAME` for either)."""
     from rlhf.generate import PromptsFileError, SamplingConfig, parse_temperatures
 
     chat_template = False if no_chat_template else None
@@ -49,6 +53,23 @@ def generate(
         )
     except ValueError as exc:
         raise fail(str(exc)) from None
+
+    client = None
+    if endpoint is not None:
+        from rlhf.judge.client import ChatClient, ClientConfig, EndpointError, read_api_key
+
+        if policy is not None:
+            raise fail("--endpoint samples the served --model NAME: drop --policy")
+        try:
+            client = ChatClient(endpoint, model, api_key=read_api_key(api_key_env), config=ClientConfig(concurrency=concurrency, timeout_s=timeout))
+        except (EndpointError, ValueError) as exc:
+            raise fail(str(exc)) from None
+        if project is not None or round_ is not None:
+            if prompts is not None or project is None or round_ is None:
+                raise fail("--endpoint with --project NAME --round N samples the project's prompts (no --prompts)")
+            _generate_round(model, project, round_, config, out, load_in_4bit, model_name, chat_template,
+                            max_pairs_per_prompt, rating_tasks, limit, database_url, endpoint_client=client)
+            return
 
     if policy is not None:
         if prompts is not None:
@@ -64,6 +85,7 @@ def generate(
         raise fail("give --prompts FILE and --out FILE (or --policy DIR --project NAME --round N)")
 
     from rlhf.generate import generate_file
+    from rlhf.judge.client import EndpointError
     from rlhf.models import ModelNotFoundError
     from rlhf.progress import ConsoleReporter
 
@@ -71,9 +93,9 @@ def generate(
     try:
         summary = generate_file(
             model, prompts, out, config=config, load_in_4bit=load_in_4bit, model_name=model_name,
-            use_chat_template=chat_template, reporter=reporter,
+            use_chat_template=chat_template, reporter=reporter, endpoint_client=client,
         )
-    except (PromptsFileError, ModelNotFoundError) as exc:
+    except (PromptsFileError, ModelNotFoundError, EndpointError) as exc:
         raise fail(str(exc)) from None
     finally:
         reporter.close()
@@ -81,10 +103,11 @@ def generate(
 
 
 def _generate_round(policy, project, round_number, config, out, load_in_4bit, model_name, chat_template,
-                    max_pairs_per_prompt, rating_tasks, limit, database_url) -> None:
+                    max_pairs_per_prompt, rating_tasks, limit, database_url, endpoint_client=None) -> None:
     from rlhf.db import database_url as default_url, make_engine
     from rlhf.generate import GenerationRoundError, generate_round
     from rlhf.importer import ImportFormatError
+    from rlhf.judge.client import EndpointError
     from rlhf.models import ModelNotFoundError
     from rlhf.progress import ConsoleReporter
     from rlhf.roles import SYSTEM
@@ -96,9 +119,9 @@ def _generate_round(policy, project, round_number, config, out, load_in_4bit, mo
             engine, SYSTEM, policy=policy, project=project, round=round_number, **config.as_dict(),
             load_in_4bit=load_in_4bit, model_name=model_name, use_chat_template=chat_template,
             max_pairs_per_prompt=max_pairs_per_prompt, make_rating_tasks=rating_tasks,
-            limit=limit, out=out, reporter=reporter,
+            limit=limit, out=out, reporter=reporter, endpoint_client=endpoint_client,
         )
-    except (GenerationRoundError, ModelNotFoundError, ImportFormatError) as exc:
+    except (GenerationRoundError, ModelNotFoundError, ImportFormatError, EndpointError) as exc:
         raise fail(str(exc)) from None
     finally:
         reporter.close()

@@ -132,6 +132,12 @@ def stats(
     except ProjectNotFound as exc:
         raise fail(str(exc)) from None
     summary = result.summary()
+    from rlhf.judge.metrics import judge_report, report_tables
+
+    report = judge_report(_engine(database_url), project)
+    judges = report_tables(report)
+    if report["judges"]:
+        summary["judges"] = report
     if as_json:
         _print_json(summary)
         return
@@ -152,6 +158,9 @@ def stats(
         typer.echo(_leaderboard_text(result.leaderboard))
     if result.rankings is not None:
         _print_rankings(result.rankings)
+    if len(judges["summary"]):
+        typer.echo("\njudges (pairs; agreement with the human consensus beside the people's own)")
+        typer.echo(judges["summary"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 def _print_rankings(rankings) -> None:

@@ -1,0 +1,201 @@
+"""Judge benchmarks (issue 19): local batching, endpoint concurrency, kill -9 and resume, and how well the packaged SmolLM2 judges.
+
+    .venv/bin/python bench/bench_judge.py [--quick]
+
+1. Local judge (packaged SmolLM2-135M-Instruct, CPU, greedy): pairs judged per second, both
+   orders, batched (`--batch-size 16`) against a naive loop that generates one conversation at a
+   time (batch size 1), on the same pairs of the sample project. Target ≥ 3×.
+2. Endpoint judge: `rlhf serve` (the packaged model, batching concurrent requests) on 127.0.0.1;
+   16 concurrent requests against sequential ones. Target ≥ 4×.
+3. kill -9 mid-run: `rlhf judge --endpoint ...` is SIGKILLed after some batches, rerun; every task
+   must hold exactly one Judgment (none lost, none twice).
+4. Agreement of the packaged SmolLM2 judge with the simulation's gold and with simulated people
+   (reported as is: a 135M model judges poorly; the point is that the tool measures it).
+The machine is shared (2 cores, other work running): figures are noisy; ratios are from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import REPO_ROOT, BenchRow, format_table, throughput_ratio  # noqa: F401 - REPO_ROOT puts the repo on sys.path
+
+MODEL = "smollm2-135m-instruct"
+
+
+def _project(root: Path, annotators: int = 0):
+    from rlhf.db import init_database, make_engine
+    from rlhf.seed import seed_sample_project
+
+    url = f"sqlite:///{root / 'judge.db'}"
+    engine = make_engine(url)
+    init_database(engine)
+    seed_sample_project(engine)
+    if annotators:
+        from rlhf.simulation import SimulationConfig, simulate
+
+        simulate(engine, "sample", SimulationConfig(annotators=annotators, kind="pairwise", seed=0))
+    return engine, url
+
+
+def _judge(engine, judge, name: str, pairs: int, **options):
+    from rlhf.judge.run import JudgeOptions, judge_project
+    from rlhf.roles import SYSTEM
+
+    started = time.perf_counter()
+    summary = judge_project(engine, SYSTEM, "sample", judge, JudgeOptions(name=name, kinds=("pairwise",), limit=pairs, batch_tasks=pairs, **options))
+    return summary, time.perf_counter() - started
+
+
+def local_rows(engine, pairs: int) -> list[BenchRow]:
+    from rlhf.judge.backends import LocalJudge
+
+    judge = LocalJudge(MODEL, batch_size=16, device="cpu")
+    _judge(engine, judge, "warmup", 1)
+    batched, batched_s = _judge(engine, judge, "smollm2-batched", pairs)
+    judge.batch_size = 1
+    naive, naive_s = _judge(engine, judge, "smollm2-naive", pairs)
+    ours, anchor = pairs / batched_s, pairs / naive_s
+    print(f"[local] {pairs} pairs (both orders): batched {batched_s:.1f}s, one at a time {naive_s:.1f}s", flush=True)
+    return [BenchRow(f"local judge, {pairs} pairs both orders (SmolLM2-135M, CPU)", ours, "pairs/s", anchor, "one conversation at a time",
+                     throughput_ratio(ours, anchor), "≥ 3×", f"batch 16; {batched.counts}")]
+
+
+def start_server(extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, **(extra_env or {})}
+    command = [sys.executable, "-c", "from rlhf.cli import main; main()", "serve", "--model", MODEL, "--model-name", "smollm2",
+               "--port", "0", "--device", "cpu", "--max-batch", "16", "--batch-wait-ms", "50"]
+    if extra_env and "BENCH_SERVE_KEY" in extra_env:
+        command += ["--api-key-env", "BENCH_SERVE_KEY"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = process.stdout.readline()
+    match = re.search(r"(http://127\.0\.0\.1:\d+/v1)", line)
+    if not match:
+        process.kill()
+        raise RuntimeError(f"rlhf serve did not start: {line!r}")
+    return process, match.group(1)
+
+
+def endpoint_rows(engine, url: str, pairs: int) -> list[BenchRow]:
+    from rlhf.judge.backends import EndpointJudge
+    from rlhf.judge.client import ChatClient, ClientConfig
+
+    concurrent = EndpointJudge(ChatClient(url, "smollm2", config=ClientConfig(concurrency=16, timeout_s=600)))
+    sequential = EndpointJudge(ChatClient(url, "smollm2", config=ClientConfig(concurrency=1, timeout_s=600)))
+    _judge(engine, sequential, "endpoint-warmup", 1)
+    fast, fast_s = _judge(engine, concurrent, "endpoint-16", pairs)
+    slow, slow_s = _judge(engine, sequential, "endpoint-1", pairs)
+    print(f"[endpoint] {pairs} pairs: 16 concurrent {fast_s:.1f}s, sequential {slow_s:.1f}s", flush=True)
+    ours, anchor = pairs / fast_s, pairs / slow_s
+    return [BenchRow(f"endpoint judge, {pairs} pairs both orders (rlhf serve, SmolLM2)", ours, "pairs/s", anchor, "sequential requests",
+                     throughput_ratio(ours, anchor), "≥ 4×", "same server, same pairs")]
+
+
+def kill_rows(url_db: str, endpoint: str, pairs: int) -> list[BenchRow]:
+    from sqlalchemy import func, select
+    from sqlmodel import Session
+
+    from rlhf.db import make_engine
+    from rlhf.schema import Judgment, User
+
+    command = [sys.executable, "-c", "from rlhf.cli import main; main()", "judge", "--project", "sample", "--endpoint", endpoint, "--model", "smollm2",
+               "--name", "killed", "--kinds", "pairwise", "--limit", str(pairs), "--batch-tasks", "2", "--concurrency", "4", "--database-url", url_db]
+    engine = make_engine(url_db)
+
+    def stored() -> list[int]:
+        with Session(engine) as session:
+            return list(session.execute(select(Judgment.task_id).join(User, User.id == Judgment.user_id).where(User.username == "judge:killed")).scalars())
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and len(stored()) < 2 and process.poll() is None:
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    before = stored()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
+    after = stored()
+    duplicates = len(after) - len(set(after))
+    lost = len(set(before) - set(after))
+    with Session(engine) as session:
+        total = session.execute(select(func.count()).select_from(Judgment).join(User, User.id == Judgment.user_id).where(User.username == "judge:killed")).scalar_one()
+    ok = duplicates == 0 and lost == 0 and total == pairs
+    print(f"[kill -9] stored before the kill {len(before)}, after the rerun {len(after)} of {pairs}; duplicates {duplicates}, lost {lost}", flush=True)
+    engine.dispose()
+    return [BenchRow("kill -9 mid-run, then rerun", float(ok), "ok", None, "", None, "none lost, none twice",
+                     f"{len(before)} stored before the kill, {len(after)}/{pairs} after; duplicates {duplicates}, lost {lost}")]
+
+
+def agreement_rows(engine) -> list[BenchRow]:
+    """The SmolLM2 judgments made above, against gold and the simulated people."""
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from rlhf.judge.metrics import judge_report
+    from rlhf.schema import Judgment, Prompt, Response, Task, User
+    from rlhf.simulation.gold import gold_score
+
+    report = judge_report(engine, "sample")
+    entry = report["judges"].get("judge:smollm2-batched")
+    if entry is None:
+        return []
+    with Session(engine) as session:
+        rows = session.execute(
+            select(Judgment.verdict, Judgment.status, Task.response_a_id, Task.response_b_id, Prompt.text, Prompt.category)
+            .join(Task, Task.id == Judgment.task_id).join(Prompt, Prompt.id == Task.prompt_id).join(User, User.id == Judgment.user_id)
+            .where(User.username == "judge:smollm2-batched")
+        ).all()
+        texts = dict(session.execute(select(Response.id, Response.text)).all())
+    hits = n = 0
+    for verdict, status, a, b, prompt, category in rows:
+        if status != "parsed" or verdict["choice"] not in ("a", "b"):
+            continue
+        ga, gb = gold_score(prompt, texts[a], category), gold_score(prompt, texts[b], category)
+        if ga != gb:
+            n += 1
+            hits += (verdict["choice"] == "a") == (ga > gb)
+    gold = hits / n if n else float("nan")
+    human = report["human"]
+    note = (f"{entry['pairs']} pairs: {entry['status']}; position consistency {entry['position_consistency']}; first-shown share "
+            f"{entry['first_share']}; vs consensus {entry['agreement_with_consensus']} (n={entry['consensus_n']}), people's own "
+            f"{human['loo_consensus_agreement']:.3f}; vs each person {entry['mean_agreement_with_humans']}, human-human {human['human_human_agreement']:.3f}; flags {entry['flags']}")
+    print(f"[agreement] gold {hits}/{n}; {note}", flush=True)
+    return [BenchRow("SmolLM2-135M judge: agreement with gold (decisive, consistent verdicts)", gold, "share", None, "", None,
+                     "report honestly", note)]
+
+
+def run(quick: bool = False) -> list[BenchRow]:
+    pairs = 6 if quick else 24
+    rows: list[BenchRow] = []
+    with tempfile.TemporaryDirectory(prefix="bench-judge-") as tmp:
+        engine, url = _project(Path(tmp), annotators=5)
+        rows += local_rows(engine, pairs)
+        print(format_table(rows), flush=True)
+        rows += agreement_rows(engine)
+        server, endpoint = start_server()
+        try:
+            rows += endpoint_rows(engine, endpoint, pairs)
+            rows += kill_rows(url, endpoint, 8 if quick else 24)
+        finally:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        engine.dispose()
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    print(format_table(run(quick=args.quick)))
