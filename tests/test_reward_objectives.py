@@ -211,3 +211,56 @@ def test_rubric_weights_are_project_settings():
         validate_rubric([{"name": "a", "min": 1, "max": 7, "weight": 0}])
     with pytest.raises(ProjectValidationError, match="finite number"):
         validate_rubric([{"name": "a", "min": 1, "max": 7, "weight": "x"}])
+
+
+def rated_project(engine, n: int = 12, *, with_pairs: bool = True) -> None:
+    """Project `proj` (default rubric): per prompt a good and a bad response, each rated by two annotators (one lenient),
+    and, `with_pairs`, compared by both (good wins)."""
+    from test_frames import seed_project
+
+    prompts = {f"p{i}": (f"please explain {FILLER[i]} {i}", {f"p{i}g": f"sure here {GOOD}", f"p{i}b": f"no {BAD}"}) for i in range(n)}
+    pairs = {f"t{i}": (f"p{i}", f"p{i}g", f"p{i}b", {"ann1": ("a", 2), "ann2": ("a", 1)}) for i in range(n)} if with_pairs else {}
+    scores = {"g": {"helpfulness": 6, "honesty": 6, "harmlessness": 7}, "b": {"helpfulness": 2, "honesty": 3, "harmlessness": 4}}
+    ratings = {
+        f"r{i}{kind}": (f"p{i}", f"p{i}{kind}", {"ann1": dict(scores[kind]), "ann2": {d: min(v + 1, 7) for d, v in scores[kind].items()}})
+        for i in range(n) for kind in "gb"
+    }
+    seed_project(engine, prompts=prompts, pairs=pairs, ratings=ratings)
+
+
+def test_joint_from_a_project_uses_its_rubric_weights(tiny_model_dir, tmp_path, sqlite_engine):
+    from rlhf.projects import DEFAULT_RUBRIC, update_project
+    from rlhf.roles import SYSTEM
+
+    rated_project(sqlite_engine)
+    rubric = [dict(d, weight=w) for d, w in zip(DEFAULT_RUBRIC, (2.0, 1.0, 1.0))]
+    update_project(sqlite_engine, SYSTEM, "proj", rubric=rubric)
+    config = tiny_config(tiny_model_dir, objective="joint", max_steps=6, eval_fraction=0.25)
+    result = train_reward_model(config, tmp_path / "rm", project="proj", engine=sqlite_engine)
+    assert result.model_config.dimensions == ["harmlessness", "helpfulness", "honesty"]
+    assert result.model_config.dimension_weights == [0.25, 0.5, 0.25]
+    assert result.metrics["data"]["train_pairs"] > 0 and result.metrics["data"]["rating_normalization"] == "annotator"
+    assert result.metrics["held_out"]["pairs"] > 0 and result.metrics["held_out"]["ratings"]["responses"] > 0
+    assert result.artifact_id is not None
+
+
+def test_regression_job_through_the_worker(tiny_model_dir, tmp_path):
+    from rlhf.db import init_database, make_engine
+    from rlhf.job_kinds import KINDS
+    from rlhf.jobs import get_job, job_artifacts, submit_job
+    from rlhf.roles import SYSTEM
+    from test_job_kinds import run_one_job, tiny_reward_params
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    init_database(engine)
+    rated_project(engine, with_pairs=False)
+    params = tiny_reward_params(tiny_model_dir) | {"objective": "regression", "max_steps": 4}
+    job = submit_job(engine, SYSTEM, "train-reward", params, project="proj", registry=KINDS)
+    run_one_job(engine, tmp_path)
+    done = get_job(engine, job.id)
+    assert done.status == "done", f"{done.error}\n{done.traceback}"
+    export, reward = job_artifacts(engine, job.id)
+    assert export.kind == "export" and export.lineage["format"] == "raw" and reward.parent_ids == [export.id]
+    assert set(reward.metrics["held_out"]["ratings"]["dimensions"]) == {"harmlessness", "helpfulness", "honesty"}
+    assert "correlation with held-out ratings" in done.message
+    engine.dispose()

@@ -461,3 +461,43 @@ def margin_per_strength(pairs: PreferenceData) -> float:
     """The export's margin of a "much better" vote (its manifest's option), 1.0 when unknown."""
     options = pairs.manifest.options if pairs.manifest else {}
     return float(options.get("margin_per_strength", 1.0) or 1.0)
+
+
+def run_objective_job(engine, job, params: Mapping[str, Any], config: RewardConfig, reporter: Reporter, workdir: Path):
+    """A train-reward job with objective regression / joint: its pairs and ratings (recorded exports of the project
+    unless paths are given), the project's rubric weights, then `train_objective`. Returns the job's JobResult."""
+    from rlhf.export import ExportError, ExportOptions
+    from rlhf.job_kinds import JobResult, _job_label, export_into, preference_source, reward_record
+
+    artifacts, parent_ids, parent_refs = [], [], []
+    started = time.perf_counter()
+    # 1. pairs: given, or the project's (none is fine when the objective can do without)
+    pairs = None
+    try:
+        source = preference_source(engine, job, params, workdir, reporter, test_size=config.eval_fraction, seed=config.seed)
+        pairs, parent_ids, parent_refs, artifacts = source.path, list(source.parent_ids), list(source.parent_refs), list(source.artifacts)
+    except ExportError as exc:
+        if params.get("export_artifact_id") is not None or params.get("data"):
+            raise
+        reporter.log(f"no preference pairs exported ({exc}): training on the ratings alone")
+    # 2. ratings: given, or the project's raw export (same split options as the pairs)
+    ratings = Path(params["ratings_data"]) if params.get("ratings_data") else None
+    if ratings is None and job.project_id is not None:
+        options = ExportOptions(**({"test_size": config.eval_fraction, "seed": config.seed} | dict(params.get("export_options") or {})))
+        record = export_into(engine, job, workdir, format="raw", output="jsonl", options=options, reporter=reporter, subdir="ratings-export")
+        if record.metrics.get("ratings"):
+            ratings = Path(record.path)
+            parent_refs.append(len(artifacts))
+            artifacts.append(record)
+    check_sources(config.objective, pairs, ratings)
+    # 3. train (no engine: the worker records the artifact once the directory is in place)
+    result = train_objective(
+        config, workdir / "reward_model", pairs_path=pairs, ratings_path=ratings, engine=None, actor=None, reporter=reporter, job_id=job.id,
+        timings={}, started=started, exported_on_the_fly=False, overwrite=False, weights_of_project=project_weights(engine, job.project_id),
+    )
+    record = reward_record(result.out_dir, result.metrics, _job_label(engine, job, "reward", "model"))
+    record.parent_ids, record.parent_refs = parent_ids, parent_refs
+    artifacts.append(record)
+    held_out = result.metrics.get("held_out", {})
+    summary = {f"held_out/{k}": v for k, v in held_out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return JobResult(artifacts=artifacts, metrics=summary, message=summary_line(held_out))
