@@ -2,7 +2,7 @@
 
 Target (issue 20): `rlhf.length_model.length_bias` on 1,000,000 preferences by 32 annotators in
 <= 5 s (it took about 23 s on a quiet machine), with the same flags (p < 0.01) as before. The
-anchor is the previous implementation, kept frozen as `bench/length_model_v0.py` (L-BFGS over every
+anchor is the previous fit, `bench/length_model_v0.py` (the same module with L-BFGS over every
 response's θ); ours solves the same convex fit by Newton's method on its block structure (one
 block per prompt's responses). Both run on the same simulated crowd: six responses per prompt,
 every pair judged by 3 of 32 annotators, the better responses mostly the shorter ones; one
