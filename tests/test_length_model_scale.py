@@ -32,7 +32,7 @@ def test_old_and_new_give_the_same_estimates(with_ids):
 
 
 def test_same_estimates_and_flags_on_the_benchmark_crowd():
-    crowd = simulated_crowd(30_000, seed=2)
+    crowd = simulated_crowd(12_000, seed=2)
     ours, anchor = length_model.length_bias(crowd, {"u00"}), length_model_v0.length_bias(crowd, {"u00"})
     assert_same_estimates(ours, anchor)
     assert ours.loc["u01", "length_p_value"] < 1e-6  # the planted tilt is found
