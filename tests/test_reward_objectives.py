@@ -264,3 +264,18 @@ def test_regression_job_through_the_worker(tiny_model_dir, tmp_path):
     assert set(reward.metrics["held_out"]["ratings"]["dimensions"]) == {"harmlessness", "helpfulness", "honesty"}
     assert "correlation with held-out ratings" in done.message
     engine.dispose()
+
+
+def test_cli_train_reward_regression(tiny_model_dir, tmp_path, regression):
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+
+    base = ["train-reward", "--base", str(tiny_model_dir), "--max-steps", "2", "--lora-r", "2", "--device", "cpu", "--max-length", "64"]
+    args = base + ["--objective", "regression", "--ratings", str(regression["ratings"]), "--weights", "helpfulness=1,honesty=3", "--out", str(tmp_path / "rm")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "held-out ratings, honesty: correlation" in result.output
+    assert json.loads((tmp_path / "rm" / "reward_config.json").read_text())["dimension_weights"] == [0.25, 0.75]
+    bad = CliRunner().invoke(app, base + ["--objective", "regression", "--ratings", str(regression["ratings"]), "--weights", "helpfulness", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "'helpfulness' is not dimension=number" in bad.output and not (tmp_path / "x").exists()
