@@ -128,6 +128,11 @@ class E2EConfig:
     """AdamW peak learning rate of the reward model. 1e-3 was better with seed 0 (0.77 vs 0.74 against gold) but
     with seed 1 the MiniLM reward collapsed (equal rewards for both sides, held-out accuracy 0.52); 3e-4 trained
     steadily with both seeds."""
+    reward_objectives: tuple[str, ...] = ("pairwise",)
+    """Reward objectives to train on this run's export (`rlhf train-reward --objective`; regression and joint also on
+    its raw ratings): the first is the reward PPO uses, each is measured against gold (issue 20)."""
+    stop_after: Optional[str] = None
+    """`reward`: stop once the reward models are measured (a seed's reward stage in minutes, without PPO)."""
     reward_lora_layers: Optional[int] = None
     """LoRA only on the top N decoder layers (backward stops there: about 2x faster on CPU); None: all layers.
     With a SmolLM2 reward base, 8 halves the time."""
@@ -321,11 +326,12 @@ def agreement_summary(stats) -> dict[str, dict[str, Any]]:
     return out
 
 
-def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, categories, profiles, majority_rows=None) -> dict[str, Any]:
+def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, categories, profiles, majority_rows=None, objective: str = "pairwise", ratings_path=None) -> dict[str, Any]:
     """Train the reward model on the export and measure it on the held-out pairs against gold and the ceiling.
 
     `majority_rows`: the same pairs labelled by majority vote, when the export used another aggregation
-    (their accuracy against gold is reported beside the trained-on labels').
+    (their accuracy against gold is reported beside the trained-on labels'). `objective` regression / joint
+    also trains on `ratings_path` (a raw export).
     """
     from rlhf.reward import RewardConfig, RewardModel, train_reward_model
 
@@ -335,11 +341,11 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         learning_rate=config.reward_learning_rate, lora_target_modules=scope, eval_fraction=config.test_size, seed=config.seed, device=config.device,
         warmup_ratio=0.1, logging_steps=5, save_steps=max(config.reward_steps, 1),
         # The normalisation only centres and scales the scores: a few hundred responses pin it down on CPU.
-        normalization_samples=256,
+        normalization_samples=256, objective=objective,
     )
     reporter = _reporter(config, "reward model", "step")
     try:
-        result = train_reward_model(reward_config, out, data=export_path, engine=engine, reporter=reporter)
+        result = train_reward_model(reward_config, out, data=export_path, engine=engine, reporter=reporter, ratings=ratings_path if objective != "pairwise" else None)
     finally:
         _close(reporter)
     held_out = {k: v for k, v in result.metrics.get("held_out", {}).items() if k != "bins"}
@@ -356,6 +362,7 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
     best = checks.ceiling(pairs, profiles)
     majority_pairs = pairs if majority_rows is None else checks.gold_pairs(majority_rows[majority_rows["split"] == "test"], categories)
     return {
+        "objective": objective,
         "base": config.reward_base,
         "lora_scope": f"the top {config.reward_lora_layers} layers" if config.reward_lora_layers else "every layer",
         "steps": result.global_step,
@@ -563,7 +570,25 @@ def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
             majority_rows = read_export_rows(majority_path)
     summary["export"] = {"aggregate": config.export_aggregate, "rows": manifest.rows, "split_counts": manifest.split_counts, "content_hash": manifest.content_hash, "path": str(export_path)}
     with timings.step("reward", say):
-        summary["reward"] = train_reward(engine, config, export_path, out / "reward", rows, categories, profiles, majority_rows)
+        ratings_path = None
+        if set(config.reward_objectives) - {"pairwise"}:
+            ratings_path = out / "export" / "ratings.jsonl"
+            export_project(engine, SYSTEM, PROJECT, format="raw", out=ratings_path, options=options)
+        objectives = list(config.reward_objectives)
+        summary["reward"] = train_reward(engine, config, export_path, out / "reward", rows, categories, profiles, majority_rows, objectives[0], ratings_path)
+        summary["reward_objectives"] = {objectives[0]: summary["reward"]}
+        for objective in objectives[1:]:
+            summary["reward_objectives"][objective] = train_reward(
+                engine, config, export_path, out / f"reward-{objective}", rows, categories, profiles, majority_rows, objective, ratings_path
+            )
+    if config.stop_after == "reward":
+        timings["total"] = round(time.monotonic() - t0, 2)
+        engine.dispose()
+        write_summary(out / "summary.json", summary)
+        for objective, figures in summary["reward_objectives"].items():
+            say(f"[e2e] reward {objective}: accuracy vs gold {figures['accuracy_vs_gold']}, best achievable {figures['best_achievable']}")
+        say(f"[e2e] stopped after the reward stage: {out / 'summary.json'}")
+        return summary
 
     # 6. control: the untrained policy sampled like round 1 (and the generation time, for the budget)
     control_seconds = None
@@ -674,6 +699,8 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--policy", default=None, help="starting policy (default the packaged SmolLM2)")
     parser.add_argument("--reward-steps", type=int, default=None)
     parser.add_argument("--reward-lora-layers", type=int, default=None, help="LoRA on the top N decoder layers only (8 for a SmolLM2 reward base)")
+    parser.add_argument("--reward-objectives", default=None, help="comma-separated: pairwise, regression, joint (the first one feeds PPO)")
+    parser.add_argument("--stop-after", choices=("reward",), default=None, help="stop after this stage (reward: seed, simulate, export, reward models)")
     parser.add_argument("--ppo-iterations", type=int, default=None)
     parser.add_argument("--annotators", type=int, default=None)
     parser.add_argument("--spammers", type=int, default=None)
@@ -692,7 +719,8 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
         "prompt_limit": args.prompt_limit, "reward_base": args.reward_base, "policy": args.policy, "reward_steps": args.reward_steps,
         "reward_lora_layers": args.reward_lora_layers, "export_aggregate": args.aggregate,
         "ppo_iterations": args.ppo_iterations, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
-        "torch_threads": args.threads,
+        "torch_threads": args.threads, "stop_after": args.stop_after,
+        "reward_objectives": tuple(o.strip() for o in args.reward_objectives.split(",")) if args.reward_objectives else None,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.no_extra_round0 or args.sample_file is not None:
@@ -709,6 +737,8 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
 def main(argv: Optional[list[str]] = None) -> int:
     config = parse_args(argv)
     summary = run_e2e(config)
+    if "targets" not in summary:  # --stop-after: no targets beyond the stage
+        return 0
     print(report.targets_table(summary["targets"]))
     print(f"\nreport: {summary['report']}")
     return 0

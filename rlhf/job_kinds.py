@@ -389,12 +389,12 @@ def export_record(manifest, path: Path, root: Path) -> ArtifactRecord:
     )
 
 
-def export_into(engine: Engine, job: Job, workdir: Path, *, format: str, output: str, options, reporter: Reporter) -> ArtifactRecord:
-    """Export the job's project into `workdir/export/` and describe it as an artifact (not yet recorded)."""
+def export_into(engine: Engine, job: Job, workdir: Path, *, format: str, output: str, options, reporter: Reporter, subdir: str = "export") -> ArtifactRecord:
+    """Export the job's project into `workdir/<subdir>/` and describe it as an artifact (not yet recorded)."""
     from rlhf.export import export_project
     from rlhf.roles import SYSTEM
 
-    root = workdir / "export"
+    root = workdir / subdir
     root.mkdir()
     stem = f"{format}-{safe_stem(project_name(engine, job.project_id))}"
     path = root / (f"{stem}.{output}" if output != "dataset" else stem)
@@ -430,12 +430,15 @@ _PREFERENCE_DATA = [
         "With neither of the above, the job's project is exported first (an export artifact of this job) with these ExportOptions fields (aggregate, min_votes, from_ratings, ...).",
     ),
 ]
+_RATINGS_DATA = ParamSpec(
+    "ratings_data", Optional[str], None, "regression / joint: the ratings at this path (a raw or ratings export); default: the project's ratings, exported first."
+)
 
 
 def _reward_specs() -> list[ParamSpec]:
     from rlhf.reward.config import RewardConfig
 
-    return _PREFERENCE_DATA + dataclass_specs(RewardConfig)
+    return _PREFERENCE_DATA + [_RATINGS_DATA] + dataclass_specs(RewardConfig)
 
 
 def _reward_config(params: dict[str, Any]):
@@ -538,6 +541,10 @@ def _run_train_reward(engine, job, params, reporter, workdir: Path) -> JobResult
     from rlhf.reward import train_reward_model
 
     config = _reward_config(params)
+    if config.objective != "pairwise":
+        from rlhf.reward.objectives import run_objective_job
+
+        return run_objective_job(engine, job, params, config, reporter, workdir)
     # 1. the data (maybe a fresh export, recorded with this job)
     source = preference_source(engine, job, params, workdir, reporter, test_size=config.eval_fraction, seed=config.seed)
     artifacts = list(source.artifacts)

@@ -35,7 +35,9 @@ still identified by its several annotators).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -111,6 +113,124 @@ def _crowd_fit(a, b, who, y, ell, left, n_responses: int, n_annotators: int, use
     return x[:R], float(x[-1]), x
 
 
+BLOCK_LIMIT = 32
+"""Largest set of responses linked by judgments (responses of one prompt, in practice) that the
+block Newton fit takes; larger ones go to L-BFGS (`_crowd_fit`)."""
+
+NEWTON_TOL = 1e-4
+"""The block Newton fit stops after a full step whose predicted fall of the objective, −g·step, was below this
+share of the objective: Newton's method is then in its quadratic phase, and the fall still left after the step
+is about the square of it (1e-8 of the objective in the simulation: L-BFGS's own stopping rule, ftol)."""
+
+
+@dataclass(frozen=True)
+class ResponseBlocks:
+    """Connected sets of responses (linked by a judgment): `component` and `local` position of each response, (R,)."""
+
+    component: np.ndarray
+    local: np.ndarray
+    n_components: int
+    size: int
+    """The largest set's size; every block is padded to it."""
+
+
+def response_blocks(a: np.ndarray, b: np.ndarray, n_responses: int) -> ResponseBlocks:
+    """The connected components of the response graph (an edge per judged pair). θ's Hessian is block diagonal
+    over them: responses of different prompts are never compared, so the blocks are one prompt's responses."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n_responses, n_responses))
+    n_components, component = connected_components(graph, directed=False)
+    sizes = np.bincount(component, minlength=n_components)
+    order = np.argsort(component, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    local = np.empty(n_responses, dtype=np.int64)
+    local[order] = np.arange(n_responses) - starts[component[order]]
+    return ResponseBlocks(component, local, int(n_components), int(sizes.max()) if n_responses else 0)
+
+
+def _one_blas_thread():
+    """Run BLAS / LAPACK on one thread (threadpoolctl, when installed): the block solves are tens of thousands
+    of 6 x 6 systems, and threaded OpenBLAS spent 15x longer waking threads than solving (100,000 judgments:
+    17 s against 1.1 s on a busy 2-core machine)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _crowd_fit_newton(a, b, who, y, ell, left, n_responses: int, n_annotators: int, use: np.ndarray, blocks: ResponseBlocks, start=None):
+    """`_crowd_fit`'s optimum by Newton's method on the block-arrow Hessian (issue 20: 10^6 judgments in seconds).
+
+    Variables θ (R), then φ = (γ (A), β). The Hessian is [[D, E], [Eᵀ, F]] with D block diagonal over
+    `blocks` (each (K, K), K the largest block), E (R, A+1) and F (A+1, A+1) small: each step solves the
+    blocks and the Schur complement S = F − Eᵀ D⁻¹ E, then backtracks until the objective falls enough
+    (Armijo; the full step was always taken in the simulation). Same objective, same unique optimum (strictly
+    convex: θ and γ have Gaussian priors); it stops once the predicted fall −g·step is below NEWTON_TOL of
+    the objective after a full step (see NEWTON_TOL). From zero: a warm start from another fold's crowd
+    took 3-5x more steps (damped). Returns θ, β and the solution vector."""
+    # Rows sorted by block: the scatter-adds below then write memory in order.
+    order = np.argsort(blocks.component[a[use]], kind="stable")
+    a, b, who, y, ell, left = (v[use][order] for v in (a, b, who, y, ell, left))
+    R, A, C, K = n_responses, n_annotators, blocks.n_components, blocks.size
+    P = A + 1
+    block_a, local_a, local_b = blocks.component[a], blocks.local[a], blocks.local[b]
+    cell_a, cell_b = block_a * K + local_a, block_a * K + local_b  # rows of the padded (C·K) layout
+    pair_index = cell_a * K + local_b  # (a, b) within its block: D's off-diagonal entries, summed per pair first
+    e_index = np.concatenate([cell_a * P + who, cell_b * P + who])
+    diagonal = np.arange(K)
+    slot = blocks.component * K + blocks.local  # (R,) each response's row in the padded layout
+    ridge = np.zeros((C * K, K))  # the θ prior on every diagonal, padding included (keeps padded blocks invertible)
+    ridge[np.arange(C * K), np.arange(C * K) % K] = THETA_PRECISION
+    ridge = ridge.reshape(C, K, K)
+
+    def state(x: np.ndarray) -> tuple[np.ndarray, float]:
+        theta, gamma = x[:R], x[R : R + A]
+        z = theta[a] - theta[b] + x[-1] * ell + gamma[who] * left
+        return z, float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * (THETA_PRECISION * theta @ theta + gamma @ gamma))
+
+    x = np.zeros(R + A + 1) if start is None else start.copy()
+    z, value = state(x)
+    for _ in range(100):
+        theta, gamma = x[:R], x[R : R + A]
+        prob = 0.5 * (1.0 + np.tanh(0.5 * z))
+        residual, w = prob - y, prob * (1.0 - prob)
+        g_theta = np.bincount(a, residual, R) - np.bincount(b, residual, R) + THETA_PRECISION * theta
+        g_phi = np.concatenate([np.bincount(who, residual * left, A) + gamma, [residual @ ell]])
+        pair_w = np.bincount(pair_index, w, C * K * K).reshape(C, K, K)
+        pair_w = pair_w + pair_w.transpose(0, 2, 1)  # Σ w over judgments of {a, b}, symmetric
+        D = ridge - pair_w  # (C, K, K): −Σ w off the diagonal, Σ w of every judgment of a response on it
+        D[:, diagonal, diagonal] += pair_w.sum(axis=2)
+        wl, we = w * left, w * ell
+        E = np.bincount(e_index, np.concatenate([wl, -wl]), C * K * P).reshape(C, K, P)  # (C, K, A+1)
+        E[..., A] = (np.bincount(cell_a, we, C * K) - np.bincount(cell_b, we, C * K)).reshape(C, K)
+        F = np.zeros((P, P))
+        F[np.arange(A), np.arange(A)] = np.bincount(who, w * left * left, A) + 1.0
+        F[:A, A] = F[A, :A] = np.bincount(who, we * left, A)
+        F[A, A] = w @ (ell * ell) + 1e-12
+        g_blocks = np.zeros(C * K)
+        g_blocks[slot] = g_theta
+        # One inverse per block and a batched product: 6x faster than np.linalg.solve with 1 + A+1 right-hand sides.
+        solved = np.linalg.inv(D) @ np.concatenate([g_blocks.reshape(C, K, 1), E], axis=2)  # (C, K, 1 + A+1)
+        d_inv_g, d_inv_e = solved[..., 0].reshape(C * K), solved[..., 1:].reshape(C * K, P)
+        flat_e = E.reshape(C * K, P)
+        d_phi = np.linalg.solve(F - flat_e.T @ d_inv_e, -g_phi + flat_e.T @ d_inv_g)
+        step = np.concatenate([(-d_inv_g - d_inv_e @ d_phi)[slot], d_phi])
+        decrement = -(np.concatenate([g_theta, g_phi]) @ step)
+        t = 1.0
+        while True:
+            trial_z, trial_value = state(x + t * step)
+            if trial_value <= value - 1e-4 * t * decrement or t < 1e-8:
+                break
+            t *= 0.5
+        x, z, value = x + t * step, trial_z, trial_value
+        if t == 1.0 and decrement < NEWTON_TOL * max(abs(value), 1.0):
+            break
+    return x[:R], float(x[-1]), x
+
+
 def _annotator_fits(features: np.ndarray, y: np.ndarray, who: np.ndarray, n_annotators: int) -> tuple[np.ndarray, np.ndarray]:
     """Each annotator's logistic regression of y on `features` (N, K), all at once by Newton.
 
@@ -152,7 +272,8 @@ def length_bias(preferences: pd.DataFrame, reference_excludes: Collection = ()) 
     from scipy import stats
 
     decisive = preferences[preferences["value"].isin(["a", "b"])]
-    annotators, who = np.unique(decisive["annotator"].to_numpy(), return_inverse=True)
+    who, annotators = pd.factorize(decisive["annotator"], sort=True)  # np.unique sorts the strings themselves: seconds at 10^6 rows
+    annotators = np.asarray(annotators)
     n_annotators = len(annotators)
     len_a = np.maximum(decisive["len_a"].to_numpy(dtype=np.float64), 1.0)
     len_b = np.maximum(decisive["len_b"].to_numpy(dtype=np.float64), 1.0)
@@ -181,10 +302,15 @@ def length_bias(preferences: pd.DataFrame, reference_excludes: Collection = ()) 
     folds = min(FOLDS, n_annotators)
     fold = np.arange(n_annotators) % folds
     crowd_view, solution = np.zeros(len(who)), None
+    blocks = response_blocks(a, b, n_responses)
     for k in range(folds):
         measured_here = fold[who] == k
         use = crowd[who] & (~measured_here if folds > 1 else True)
-        theta, beta, solution = _crowd_fit(a, b, who, chose_a, ell, left, n_responses, n_annotators, use, start=solution)
+        if blocks.size <= BLOCK_LIMIT:  # judgments within prompts: block Newton, from zero
+            with _one_blas_thread():
+                theta, beta, _ = _crowd_fit_newton(a, b, who, chose_a, ell, left, n_responses, n_annotators, use, blocks)
+        else:
+            theta, beta, solution = _crowd_fit(a, b, who, chose_a, ell, left, n_responses, n_annotators, use, start=solution)
         crowd_view[measured_here] = (theta[a] - theta[b] + beta * ell)[measured_here]
 
     columns = [crowd_view, ell] + ([left] if has_side else [])

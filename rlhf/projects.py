@@ -86,7 +86,7 @@ def validate_rubric(rubric: Any) -> list[dict[str, Any]]:
         where = f"rubric[{index}]"
         if not isinstance(dimension, Mapping):
             raise ProjectValidationError(where, "must be an object with name, min and max")
-        unknown = set(dimension) - {"name", "question", "min", "max", "labels"}
+        unknown = set(dimension) - {"name", "question", "min", "max", "labels", "weight"}
         if unknown:
             raise ProjectValidationError(where, f"unknown keys {sorted(unknown)}")
         name = dimension.get("name")
@@ -112,8 +112,24 @@ def validate_rubric(rubric: Any) -> list[dict[str, Any]]:
         labels = dimension.get("labels")
         if labels is not None:
             item["labels"] = _validate_labels(labels, low, high, f"{where}.labels")
+        if "weight" in dimension:
+            item["weight"] = _validate_weight(dimension["weight"], f"{where}.weight")
         normalised.append(item)
+    if sum(rubric_weights(normalised).values()) <= 0:
+        raise ProjectValidationError("rubric", "dimension weights must sum to a positive number")
     return normalised
+
+
+def _validate_weight(weight: Any, where: str) -> float:
+    """A dimension's weight in a regression reward model's scalar (rlhf.reward.objectives): a finite number."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+        raise ProjectValidationError(where, "must be a finite number")
+    return float(weight)
+
+
+def rubric_weights(rubric: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """{dimension: weight} of a rubric, 1 where a dimension sets none: the project's weights of a regression reward model."""
+    return {d["name"]: float(d.get("weight", 1.0)) for d in rubric}
 
 
 def _validate_labels(labels: Any, low: int, high: int, where: str) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -122,3 +123,25 @@ def test_e2e_quick_on_the_tiny_model(tmp_path, tiny_model_dir):
         assert (out / f"{name}.png").stat().st_size > 1000, name
         assert f"({name}.png)" in report
     assert (out / "planted_truth.json").is_file()
+
+
+@pytest.mark.slow
+def test_e2e_stops_after_the_reward_stage_with_every_objective(tmp_path, tiny_model_dir):
+    import torch
+
+    import e2e
+
+    torch.set_num_threads(1)
+    config = e2e.parse_args(["--quick", "--stop-after", "reward", "--reward-objectives", "regression,joint", "--quiet"])
+    config = dataclasses.replace(
+        config, out_dir=tmp_path / "report", sample_file=write_sample(tmp_path / "records.jsonl"), reward_base=str(tiny_model_dir),
+        annotators=6, spammers=1, extra_round0_file=None, control=False,
+    )
+    summary = e2e.run_e2e(config, echo=lambda *a, **k: None)
+    saved = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert "ppo" not in saved and "targets" not in saved and set(summary["reward_objectives"]) == {"regression", "joint"}
+    assert saved["reward"]["objective"] == "regression"  # the first feeds PPO
+    for objective, figures in saved["reward_objectives"].items():
+        assert figures["objective"] == objective and figures["test_pairs"] >= 1 and figures["best_achievable"] is not None
+    assert "ratings" in saved["reward_objectives"]["joint"]["held_out"]
+    assert (tmp_path / "report" / "export" / "ratings.jsonl").is_file()

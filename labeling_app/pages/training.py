@@ -61,7 +61,10 @@ ARTIFACTS_SHOWN = 100
 KIND_ORDER = ("train-reward", "ppo", "dpo", "generate", "export", "sft")
 # Fields shown first in each kind's form; the others go under "Advanced settings".
 MAIN_FIELDS = {
-    "train-reward": ("export_artifact_id", "data", "base_model", "load_in_4bit", "max_steps", "num_epochs", "learning_rate", "batch_size", "max_length", "listwise"),
+    "train-reward": (
+        "export_artifact_id", "data", "base_model", "load_in_4bit", "max_steps", "num_epochs", "learning_rate", "batch_size", "max_length",
+        "listwise", "objective", "dimension_weights",
+    ),
     "ppo": ("reward_artifact_id", "reward", "policy_artifact_id", "policy", "prompts", "load_in_4bit", "total_iterations", "batch_size", "response_length", "learning_rate", "kl_coef"),
     "dpo": ("export_artifact_id", "data", "policy_artifact_id", "policy", "load_in_4bit", "beta", "max_steps", "num_epochs", "learning_rate", "batch_size"),
     "generate": ("policy_artifact_id", "policy", "round", "n", "temperatures", "max_new_tokens", "limit"),
@@ -374,6 +377,29 @@ def comparison_rows(models: Sequence[tuple[str, Optional[Mapping[str, Any]]]]) -
         accuracy, ceiling = _number(values.get("accuracy")), _number(values.get("human_agreement"))
         ratio[label] = accuracy / ceiling if accuracy is not None and ceiling else None
     rows.insert(2, {"metric": "Accuracy ÷ ceiling", **ratio})
+    return rows + evaluation_rows(held)
+
+
+def evaluation_rows(held: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Rows beyond pair accuracy, where any model has them: accuracy by pair strength beside its ceiling, and the
+    correlation with held-out ratings (overall, then per dimension) beside the leave-one-out ceiling."""
+    def lookup(values: Mapping[str, Any], *path: str) -> Optional[float]:
+        for key in path:
+            values = values.get(key) if isinstance(values, Mapping) else None
+        return _number(values)
+
+    paths = [
+        (f"Accuracy, {words} pairs", ("by_strength", bucket, "accuracy")) for bucket, words in (("much_better", "much better"), ("better", "better"))
+    ] + [(f"Human agreement, {words} pairs", ("by_strength", bucket, "human_agreement")) for bucket, words in (("much_better", "much better"), ("better", "better"))]
+    paths += [("Correlation with held-out ratings (reward)", ("ratings", "overall", "pearson")), ("Ratings ceiling (one annotator vs the others)", ("ratings", "overall", "ceiling"))]
+    dimensions = sorted({d for _, values in held for d in ((values.get("ratings") or {}).get("dimensions") or {})})
+    for dimension in dimensions:
+        paths += [(f"Correlation, {dimension}", ("ratings", "dimensions", dimension, "pearson")), (f"Ceiling, {dimension}", ("ratings", "dimensions", dimension, "ceiling"))]
+    rows = []
+    for title, path in paths:
+        row = {label: lookup(values, *path) for label, values in held}
+        if any(v is not None for v in row.values()):
+            rows.append({"metric": title, **row})
     return rows
 
 
@@ -852,7 +878,8 @@ def reward_models_section(engine: "Engine", projects: Mapping[int, str]) -> None
         )
     st.caption(
         "The ceiling is how often one annotator agrees with a held-out pair's label: a reward model "
-        "learning from these annotators rarely beats it."
+        "learning from these annotators rarely beats it. Regression and joint models also show how their "
+        "dimensions correlate with held-out ratings, beside how well one annotator's ratings correlate with the others'."
     )
 
 

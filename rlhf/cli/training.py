@@ -105,10 +105,22 @@ def train_reward_command(
     min_votes: int = typer.Option(1, "--min-votes", help="With --project: drop pairs with fewer votes."),
     min_agreement: float = typer.Option(0.0, "--min-agreement", help="With --project: drop pairs with lower agreement."),
     database_url: Optional[str] = typer.Option(None, "--database-url", envvar="RLHF_DATABASE_URL", help="Database URL (with --project)."),
+    objective: str = typer.Option("pairwise", "--objective", help="pairwise (Bradley–Terry on pairs), regression (one head per rubric dimension on ratings) or joint (both)."),
+    ratings: Optional[Path] = typer.Option(None, "--ratings", help="regression / joint: a raw export (annotator-normalised) or a ratings export."),
+    dimensions: Optional[str] = typer.Option(None, "--dimensions", help="regression / joint: rubric dimensions to predict, comma-separated (default: all in the ratings)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="regression / joint: the scalar's weights, e.g. helpfulness=2,honesty=1 (default: the project's rubric weights, else equal)."),
+    regression_weight: float = typer.Option(1.0, "--regression-weight", help="joint: weight of the ratings' squared error beside the pairs' loss."),
+    annotator_offsets: bool = typer.Option(False, "--annotator-offsets", help="regression / joint with a raw export: fit per-annotator offsets instead of normalising each annotator."),
 ) -> None:
     """Train a reward model (TRL RewardTrainer + LoRA, optionally on a 4-bit base) on an export or a project."""
-    if (data is None) == (project is None):
-        raise fail("give either --data EXPORT or --project NAME")
+    if data is not None and project is not None or data is None and project is None and ratings is None:
+        raise fail("give either --data EXPORT (and/or --ratings EXPORT) or --project NAME")
+    from rlhf.reward.objectives import ObjectiveError, parse_weights
+
+    try:
+        dimension_weights = parse_weights(weights) if weights else None
+    except ObjectiveError as exc:
+        raise fail(str(exc)) from None
     from rlhf.export import ExportError, ExportOptions
     from rlhf.projects import ProjectNotFound
     from rlhf.models import ModelNotFoundError
@@ -132,6 +144,11 @@ def train_reward_command(
         seed=seed,
         device=device,
         listwise=listwise,
+        objective=objective,
+        dimensions=[d.strip() for d in dimensions.split(",") if d.strip()] if dimensions else None,
+        dimension_weights=dimension_weights,
+        regression_weight=regression_weight,
+        annotator_offsets=annotator_offsets,
     )
     engine = _engine(database_url) if project is not None else None
     export_options = ExportOptions(aggregate=aggregate, min_votes=min_votes, min_agreement=min_agreement, test_size=eval_fraction, seed=seed)
@@ -139,7 +156,7 @@ def train_reward_command(
     try:
         result = train_reward_model(
             config, out, data=data, engine=engine, project=project, export_options=export_options,
-            resume=resume, overwrite=overwrite, reporter=reporter,
+            resume=resume, overwrite=overwrite, reporter=reporter, ratings=ratings,
         )
     except (ExportError, ProjectNotFound, ModelNotFoundError, RewardDataError, RewardTrainingError, ValueError) as exc:
         raise fail(str(exc)) from None
@@ -153,6 +170,8 @@ def train_reward_command(
         f"held-out pairs {held_out['pairs']}: accuracy {held_out['accuracy']:.3f}, "
         f"human agreement {held_out['human_agreement']:.3f}, ECE {held_out['ece']:.3f}"
     )
+    for name, figures in (held_out.get("ratings") or {}).get("dimensions", {}).items():
+        typer.echo(f"held-out ratings, {name}: correlation {figures['pearson']:.3f} (ceiling {figures['ceiling']:.3f})")
 
 
 @app.command("score")
@@ -178,6 +197,8 @@ def score_command(
         raise fail(str(exc)) from None
     scores = model.score(rows["prompt"].tolist(), rows["response"].tolist(), batch_size=batch_size, normalize=not raw)
     rows["score"] = scores.tolist()
+    for name, points in model.score_dimensions(rows["prompt"].tolist(), rows["response"].tolist(), batch_size=batch_size).items():
+        rows[name] = points.tolist()  # regression / joint: each rubric dimension, in rubric points
     lines = [json.dumps(record, ensure_ascii=False) for record in rows.to_dict("records")]
     if out is None:
         for line in lines:

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rlhf.models import DEFAULT_REWARD_BASE
 
@@ -79,6 +79,20 @@ class RewardConfig:
     listwise: bool = False
     """Train on whole groups (a ranking's pairs, by the export's `group_id`): each reply encoded once per
     step, the loss the mean over the group's pairs (rlhf.reward.listwise); `batch_size` then counts groups."""
+    objective: Literal["pairwise", "regression", "joint"] = "pairwise"
+    """`pairwise`: Bradley–Terry on preference pairs (TRL RewardTrainer). `regression`: one head per rubric dimension
+    fitted to annotator-normalised ratings; the reward is their weighted mean. `joint`: both losses on one model
+    (Bradley–Terry on the weighted mean), each on the data kind that exists (rlhf.reward.objectives)."""
+    dimensions: list[str] | None = None
+    """regression / joint: the rubric dimensions to predict, one head each; None: every dimension the ratings hold."""
+    dimension_weights: dict[str, float] | None = None
+    """regression / joint: weight of each dimension in the scalar reward r = Σ w_d ŝ_d / Σ w_d (missing ones weigh 0
+    when any is given); None: the project's rubric weights, else 1 each. The weights must sum to a positive number."""
+    regression_weight: float = 1.0
+    """joint: weight λ of the ratings' squared error next to the pairs' Bradley–Terry loss (L = L_BT + λ L_MSE)."""
+    annotator_offsets: bool = False
+    """regression / joint with a raw export: fit each annotator's own offset per dimension next to the heads (the
+    heads then predict the average annotator), instead of normalising each annotator's scores beforehand."""
 
     def validate(self) -> None:
         problems = []
@@ -92,8 +106,32 @@ class RewardConfig:
             problems.append(f"eval_fraction {self.eval_fraction}: must be in [0, 1)")
         if self.learning_rate <= 0:
             problems.append(f"learning_rate {self.learning_rate}: must be positive")
+        problems.extend(objective_problems(self))
         if problems:
             raise ValueError("; ".join(problems))
+
+
+OBJECTIVES = ("pairwise", "regression", "joint")
+
+
+def objective_problems(config: RewardConfig) -> list[str]:
+    """What is wrong with the objective's settings (checked before any data is read)."""
+    problems = []
+    if config.objective not in OBJECTIVES:
+        problems.append(f"objective {config.objective!r}: expected one of {', '.join(OBJECTIVES)}")
+    if config.dimensions is not None and (not config.dimensions or len(set(config.dimensions)) != len(config.dimensions)):
+        problems.append(f"dimensions {config.dimensions!r}: must be distinct names, at least one")
+    if config.dimension_weights is not None:
+        weights = config.dimension_weights
+        if not weights or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w != w for w in weights.values()):
+            problems.append(f"dimension_weights {weights!r}: expected a number for each dimension")
+        elif sum(weights.values()) <= 0:
+            problems.append(f"dimension_weights {weights!r}: must sum to a positive number (they sum to {sum(weights.values()):g})")
+        elif config.dimensions is not None and set(weights) - set(config.dimensions):
+            problems.append(f"dimension_weights: {', '.join(sorted(set(weights) - set(config.dimensions)))} not among dimensions {config.dimensions}")
+    if config.regression_weight < 0:
+        problems.append(f"regression_weight {config.regression_weight}: must not be negative")
+    return problems
 
 
 @dataclass
@@ -124,6 +162,15 @@ class RewardModelConfig:
     """Content hash of the export the model was trained on (from its manifest)."""
     training: dict[str, Any] = field(default_factory=dict)
     """The RewardConfig used, as a dict."""
+    objective: str = "pairwise"
+    """How it was trained (RewardConfig.objective)."""
+    dimensions: list[str] = field(default_factory=list)
+    """regression / joint: the rubric dimension each head predicts, in head order (empty: one scalar head)."""
+    dimension_weights: list[float] = field(default_factory=list)
+    """regression / joint: the scalar's weight of each head, summing to 1 (the raw reward is heads · weights)."""
+    dimension_scale: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per dimension, `mean` and `std` in rubric points of the training ratings: a head's prediction ŝ (in
+    annotator-normalised units) reads as mean + std · ŝ points on the rubric."""
     format_version: int = FORMAT_VERSION
     """Layout version of the reward directory."""
 

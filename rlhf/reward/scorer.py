@@ -72,17 +72,24 @@ def _reads_last_token(inner: torch.nn.Module) -> bool:
     return hasattr(inner, "score") and hasattr(inner, getattr(inner, "base_model_prefix", "") or "-")
 
 
-def pooled_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def pooled_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Raw rewards, (B, T) ids and mask → (B,) float32, read at each row's last real token.
 
     `model` is a sequence classifier, bare or wrapped by PEFT. For decoders the backbone runs
     once and only the pooled hidden state (B, H) goes through the head. The model's own
     pooling is bypassed on purpose: it finds the end by "last token that is not the pad id",
     which skips the EOS when pad == EOS. Encoders (a `classifier` head) pool themselves.
+    A model with one head per rubric dimension gives `heads · weights` (D,) (regression / joint).
     """
+    outputs = pooled_outputs(model, input_ids, attention_mask)  # (B, D)
+    return outputs[:, 0] if weights is None else outputs @ weights.to(outputs.device, outputs.dtype)
+
+
+def pooled_outputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Every head's raw output, (B, T) ids and mask → (B, D) float32, pooled as `pooled_rewards` says."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not _reads_last_token(inner):
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
     backbone = getattr(inner, inner.base_model_prefix)
     hidden = backbone(
         input_ids=input_ids,
@@ -94,7 +101,7 @@ def pooled_rewards(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     pooled = hidden[rows, last_token_index(attention_mask).to(hidden.device)]  # (B, H)
     head = inner.score
     head_weight = next(head.parameters())
-    return head(pooled.to(head_weight.dtype))[:, 0].float()  # (B,)
+    return head(pooled.to(head_weight.dtype)).float()  # (B, D)
 
 
 def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,16 +116,28 @@ def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
 
 
 @torch.inference_mode()
-def raw_scores(model: torch.nn.Module, sequences: Sequence[Sequence[int]], *, pad_id: int, batch_size: int, device) -> torch.Tensor:
+def raw_scores(
+    model: torch.nn.Module, sequences: Sequence[Sequence[int]], *, pad_id: int, batch_size: int, device, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Raw rewards of tokenised sequences, (N,) float32 on CPU, batched longest-first (less padding)."""
+    outputs = raw_outputs(model, sequences, pad_id=pad_id, batch_size=batch_size, device=device)  # (N, D)
+    return outputs[:, 0] if weights is None else outputs @ weights.float().cpu()
+
+
+@torch.inference_mode()
+def raw_outputs(model: torch.nn.Module, sequences: Sequence[Sequence[int]], *, pad_id: int, batch_size: int, device) -> torch.Tensor:
+    """Every head's raw output for tokenised sequences, (N, D) float32 on CPU, batched longest-first."""
     if not sequences:
-        return torch.empty(0)
+        return torch.empty(0, 1)
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    out = torch.empty(len(sequences))
+    out: torch.Tensor | None = None
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         ids, mask = pad_right([sequences[i] for i in chunk], pad_id)
-        out[chunk] = pooled_rewards(model, ids.to(device), mask.to(device)).cpu()
+        values = pooled_outputs(model, ids.to(device), mask.to(device)).cpu()  # (b, D)
+        if out is None:
+            out = torch.empty(len(sequences), values.shape[1])
+        out[chunk] = values
     return out
 
 
@@ -143,6 +162,8 @@ class RewardModel:
         self.config = config
         self.base_model_path = base_model_path
         self.device = device
+        # One head per rubric dimension (regression / joint): the scalar reward is heads · weights.
+        self.weights = torch.tensor(config.dimension_weights, dtype=torch.float32) if config.dimensions else None
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None, load_in_4bit: bool | None = None) -> "RewardModel":
@@ -167,7 +188,8 @@ class RewardModel:
         device = torch.device(device) if device is not None else default_device()
         quantised = config.load_in_4bit if load_in_4bit is None else load_in_4bit
         tokenizer = load_tokenizer(str(directory), padding_side="right")
-        base = load_sequence_classifier(source, load_in_4bit=quantised, device=device, pad_token_id=tokenizer.pad_token_id)
+        heads = max(len(config.dimensions), 1)
+        base = load_sequence_classifier(source, num_labels=heads, load_in_4bit=quantised, device=device, pad_token_id=tokenizer.pad_token_id)
         model = PeftModel.from_pretrained(base, str(directory))
         model.eval()
         return cls(model, tokenizer, config, source.path, device)
@@ -196,8 +218,25 @@ class RewardModel:
         """Scores of (prompt, response) pairs: (N,) float32 on CPU; normalised unless `normalize=False`."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        raw = raw_scores(self.model, self.encode(prompts, responses), pad_id=self.tokenizer.pad_token_id, batch_size=batch_size, device=self.device)
+        raw = raw_scores(
+            self.model, self.encode(prompts, responses), pad_id=self.tokenizer.pad_token_id, batch_size=batch_size, device=self.device, weights=self.weights
+        )
         return self.normalize(raw) if normalize else raw
+
+    def score_dimensions(self, prompts: Sequence[PromptInput], responses: Sequence[str], *, batch_size: int = 16) -> dict[str, torch.Tensor]:
+        """Each rubric dimension's predicted score in rubric points, {dimension: (N,)}; empty for a pairwise model.
+
+        A head predicts the annotator-normalised score ŝ; it reads as mean + std · ŝ points with
+        the training ratings' mean and std of that dimension (`dimension_scale`).
+        """
+        if not self.config.dimensions:
+            return {}
+        outputs = raw_outputs(self.model, self.encode(prompts, responses), pad_id=self.tokenizer.pad_token_id, batch_size=batch_size, device=self.device)
+        scale = self.config.dimension_scale
+        return {
+            name: scale.get(name, {}).get("mean", 0.0) + scale.get(name, {}).get("std", 1.0) * outputs[:, d]
+            for d, name in enumerate(self.config.dimensions)
+        }
 
     @torch.inference_mode()
     def score_token_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
@@ -206,12 +245,13 @@ class RewardModel:
         The score is read at each row's last position whose mask is 1; that token should be
         the EOS ending the response (as in training). Uses the reward model's tokenizer ids.
         """
-        raw = pooled_rewards(self.model, input_ids.to(self.device), attention_mask.to(self.device)).to(input_ids.device)
+        raw = pooled_rewards(self.model, input_ids.to(self.device), attention_mask.to(self.device), self.weights).to(input_ids.device)
         return self.normalize(raw) if normalize else raw
 
     def score_head_weight(self) -> torch.Tensor:
-        """The linear score head's weight, (1, hidden), a detached float32 copy."""
-        return score_head_module(self.model).weight.detach().float().clone()
+        """The linear score head's weight, (1, hidden), a detached float32 copy (heads folded by their weights)."""
+        weight = score_head_module(self.model).weight.detach().float()  # (D, H)
+        return (weight if self.weights is None else self.weights @ weight).reshape(1, -1).clone()
 
 def _resolve_base(config: RewardModelConfig):
     """The base as resolved at training time when it still exists here, else what the user typed, resolved again."""

@@ -42,6 +42,8 @@ from rlhf.redact import redact
 from rlhf.reward.config import LINEAGE_FILE, METRICS_FILE, SCORE_HEAD_FILE, RewardConfig, RewardModelConfig
 from rlhf.reward.data import PreferenceData, encode_pairs, load_preference_data, uses_chat_template
 from rlhf.reward.evaluate import preference_metrics
+from rlhf.reward.heldout import accuracy_by_strength
+from rlhf.reward.objectives import margin_per_strength
 from rlhf.reward.scorer import head_name_of, pooled_rewards, raw_scores, score_head_module
 from rlhf.roles import SYSTEM, Actor
 
@@ -294,8 +296,12 @@ def train_reward_model(
     overwrite: bool = False,
     reporter: Reporter | None = None,
     job_id: int | None = None,
+    ratings: str | os.PathLike | None = None,
 ) -> RewardTrainingResult:
     """Train a reward model on `data` (an export path) or on `project` (exported on the fly from `engine`).
+
+    `ratings`: a raw or ratings export for `config.objective` regression / joint (with `project`,
+    its ratings are exported on the fly too); see `rlhf.reward.objectives`.
 
     Writes the reward directory `out_dir` (see module docstring) and, with an engine, an
     `Artifact(kind="reward_model")`. `reporter` receives progress (optimizer steps), metrics
@@ -308,7 +314,11 @@ def train_reward_model(
     reporter = reporter or NullReporter()
     config.validate()
     out_dir = Path(out_dir)
-    if (data is None) == (project is None):
+    if project is None:
+        from rlhf.reward.objectives import check_sources
+
+        check_sources(config.objective, data, ratings)
+    if (data is None and ratings is None) == (project is None):
         raise RewardTrainingError("give either data (an export path) or project (with an engine), not both or neither")
     if out_dir.exists() and not overwrite:
         raise RewardTrainingError(f"output {str(out_dir)!r} exists (pass overwrite to replace it)")
@@ -327,11 +337,24 @@ def train_reward_model(
 
             export_scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
             reporter.log(f"exporting project {project!r}")
-            export_project(
-                engine, actor, project, format="trl", out=export_scratch / "pairs", record_artifact=False,
-                options=export_options or ExportOptions(test_size=config.eval_fraction, seed=config.seed),
+            if config.objective != "pairwise":
+                from rlhf.reward.objectives import export_project_data
+
+                data, ratings = export_project_data(engine, actor, project, config, export_scratch, export_options)
+            else:
+                export_project(
+                    engine, actor, project, format="trl", out=export_scratch / "pairs", record_artifact=False,
+                    options=export_options or ExportOptions(test_size=config.eval_fraction, seed=config.seed),
+                )
+                data = export_scratch / "pairs"
+        if config.objective != "pairwise":
+            from rlhf.reward.objectives import project_weights, train_objective
+
+            return train_objective(
+                config, out_dir, pairs_path=data, ratings_path=ratings, engine=engine, actor=actor, reporter=reporter, job_id=job_id,
+                timings=timings, started=started, exported_on_the_fly=project is not None, overwrite=overwrite,
+                weights_of_project=project_weights(engine, project), resume=resume,
             )
-            data = export_scratch / "pairs"
         return _train(config, out_dir, Path(data), checkpoints, engine=engine, actor=actor, resume=resume, overwrite=overwrite,
                       reporter=reporter, job_id=job_id, timings=timings, started=started, exported_on_the_fly=project is not None)
     except Cancelled:
@@ -415,6 +438,10 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
     held_out = preference_metrics(
         chosen_scores.numpy(), rejected_scores.numpy(), human_agreement=data.test["agreement"].to_numpy(float), n_bins=config.calibration_bins
     )
+    held_out["by_strength"] = accuracy_by_strength(
+        chosen_scores.numpy(), rejected_scores.numpy(), data.test["margin"].to_numpy(float), data.test["agreement"].to_numpy(float),
+        margin_per_strength=margin_per_strength(data),
+    )
 
     # 6. normalisation over (a sample of) the training responses
     responses = _normalization_sequences(train_set, config.normalization_samples, config.seed)
@@ -496,7 +523,10 @@ def _save_reward_dir(model, tokenizer, model_config: RewardModelConfig, metrics,
         model.save_pretrained(str(staging))
         tokenizer.save_pretrained(str(staging))
         head = score_head_module(model)
-        save_file({"weight": head.weight.detach().float().cpu().contiguous()}, str(staging / SCORE_HEAD_FILE))
+        weight = head.weight.detach().float().cpu()
+        if model_config.dimensions:  # one head per dimension: the file holds them folded into the scalar's (1, H)
+            weight = torch.tensor(model_config.dimension_weights, dtype=torch.float32) @ weight
+        save_file({"weight": weight.reshape(1, -1).contiguous()}, str(staging / SCORE_HEAD_FILE))
         model_config.save(staging)
         (staging / METRICS_FILE).write_text(json.dumps(redact(json_safe(metrics)), indent=2))
         (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str))
