@@ -76,6 +76,7 @@ from rlhf.assign import (
 from rlhf.db import run_transaction
 from rlhf.roles import Actor, PermissionDenied, check_admin
 from rlhf.schema import FLAG_REASONS, PREFERENCE_CHOICES, AnnotationRevision, Flag, User, utcnow
+from rlhf.selection.reasons import REASON_FIELDS, selection_reason, selection_reason_columns
 
 __all__ = [
     "AnnotationError",
@@ -292,6 +293,7 @@ def _context_statement(lock: bool, with_caller: bool):
         own(PREFERENCE).label("own_preference_id"),
         select(LEASE.c.expires_at).where(LEASE.c.task_id == TASK.c.id, LEASE.c.user_id == UID).scalar_subquery().label("lease_expires_at"),
         live_leases_of_others().label("others_live"),
+        *selection_reason_columns(TASK.c.id),
     ]
     joined = TASK.join(PROJECT, PROJECT.c.id == TASK.c.project_id)
     locked = [TASK]
@@ -330,8 +332,8 @@ def _insert_statement(dialect: str, kind: str):
 
 
 ANNOTATION_COLUMNS = {
-    "rating": ("task_id", "user_id", "scores", "tags", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
-    "pairwise": ("task_id", "user_id", "choice", "strength", "shown_left", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
+    "rating": ("task_id", "user_id", "scores", "tags", "comment", "time_spent_s", "revision", "created_at", "updated_at", *REASON_FIELDS),
+    "pairwise": ("task_id", "user_id", "choice", "strength", "shown_left", "comment", "time_spent_s", "revision", "created_at", "updated_at", *REASON_FIELDS),
 }
 
 
@@ -477,6 +479,7 @@ def _submit(
             content = make_content(settings, ctx, None)
             _check_room(ctx, settings, now)
             values = {**content, "task_id": task_id, "user_id": caller.id, "time_spent_s": time_spent_s, "revision": 1, "created_at": now, "updated_at": now}
+            values.update(selection_reason(ctx, settings.selection))
             annotation_id = _create_counted(connection, kind, values, has_lease=ctx.lease_expires_at is not None)
             if annotation_id is None:  # unreachable under the task lock; kept as the constraint's backstop
                 annotation_id = connection.execute(select(table.c.id).where(table.c.task_id == task_id, table.c.user_id == caller.id)).scalar_one()

@@ -785,6 +785,37 @@ def _run_simulate(engine, job, params, reporter, workdir: Path) -> JobResult:
     return JobResult(artifacts=[record], metrics=metrics, message=f"{result.ratings} ratings, {result.preferences} preferences ({result.stopped})")
 
 
+# --------------------------------------------------------------------------- select-scores
+
+
+def _selection_specs() -> list[ParamSpec]:
+    from rlhf.selection.scores import SelectionConfig
+
+    return dataclass_specs(SelectionConfig)
+
+
+def _validate_select_scores(params: dict[str, Any]) -> dict[str, Any]:
+    from rlhf.selection.scores import SelectionConfig
+
+    checked = check_params("select-scores", _selection_specs(), params)
+    try:
+        config_from_params(SelectionConfig, checked).validate()
+    except ValueError as exc:
+        raise InvalidJobParams(f"select-scores: {exc}") from exc
+    return checked
+
+
+def _run_select_scores(engine, job, params, reporter, workdir: Path) -> JobResult:
+    from rlhf.selection.scores import SelectionConfig, compute_scores
+
+    run = compute_scores(engine, job.project_id, config_from_params(SelectionConfig, params), reporter=reporter)
+    reporter.log(run.line())
+    metrics = {"scored_tasks": run.scored_tasks, "labels": run.labels, "seconds": run.seconds}
+    if run.rm_accuracy_random is not None:
+        metrics["rm_accuracy_random"] = run.rm_accuracy_random
+    return JobResult(metrics=metrics, message=run.line()[:300])
+
+
 # --------------------------------------------------------------------------- the registry
 
 
@@ -826,6 +857,10 @@ def _product_kinds() -> dict[str, JobKind]:
         "simulate": _kind(
             "simulate", "Simulated annotators (planted noise, biases, spammers) label the project through the annotation engine.",
             _validate_simulate, _run_simulate, _simulate_specs, "rlhf.simulation", "simulate", needs_project=True,
+        ),
+        "select-scores": _kind(
+            "select-scores", "Score the project's open tasks under its selection strategy (uncertainty, disagreement, mixed) for next_task's order.",
+            _validate_select_scores, _run_select_scores, _selection_specs, "rlhf.selection.scores", "compute_scores", needs_project=True,
         ),
     }
 

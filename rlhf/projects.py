@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 
 from rlhf.db import run_transaction
 from rlhf.roles import Actor, check_admin
-from rlhf.schema import DEFAULT_RUBRIC, DEFAULT_TAGS, VISIBILITIES, Project
+from rlhf.schema import DEFAULT_RUBRIC, DEFAULT_TAGS, SELECTION_STRATEGIES, VISIBILITIES, Project
 
 NAME_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 2000
@@ -34,6 +34,7 @@ UPDATABLE_FIELDS = (
     "lease_minutes",
     "seed",
     "active",
+    "selection",
 )
 
 
@@ -175,6 +176,8 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         raise ProjectValidationError("seed", "must be an integer")
     if "active" in settings and not isinstance(settings["active"], bool):
         raise ProjectValidationError("active", "must be true or false")
+    if settings.get("selection", "least-annotated") not in SELECTION_STRATEGIES:
+        raise ProjectValidationError("selection", f"must be one of {', '.join(SELECTION_STRATEGIES)}")
     return out
 
 
@@ -297,10 +300,15 @@ def update_project(engine: Engine, actor: Actor, project_id_or_name: str | int, 
             clash = session.exec(select(Project).where(Project.name == merged["name"])).first()
             if clash is not None:
                 raise ProjectValidationError("name", f"a project named {merged['name']!r} already exists")
+        selection_changed = "selection" in changes and merged["selection"] != project.selection
         for field in changes:
             setattr(project, field, merged[field])
         session.add(project)
         session.flush()
+        if selection_changed:  # score the new strategy in the background (rlhf.selection)
+            from rlhf.selection.scores import queue_scoring_in
+
+            queue_scoring_in(session, project.id, created_by=getattr(actor, "id", None))
         return project
 
     try:

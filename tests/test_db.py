@@ -29,6 +29,25 @@ def _seed_task(session) -> tuple[Task, User]:
     return task, user
 
 
+def _seed_task_at_0001(engine) -> int:
+    """A task written with the 0001 columns only (the models have grown columns since); its id."""
+    when = "'2026-01-01 00:00:00'"
+    statements = [
+        "INSERT INTO project (name, description, guidelines, rubric, tags, overlap, max_overlap, gold_rate, visibility, lease_minutes, seed, active, created_at)"
+        f" VALUES ('p', '', '', '[]', '[]', 3, 3, 0, 'blind', 10, 0, true, {when})",
+        f"INSERT INTO prompt (project_id, content_hash, text, created_at) SELECT id, 'h1', 'Say hi', {when} FROM project",
+        f"INSERT INTO response (prompt_id, content_hash, text, model_name, round, created_at) SELECT id, 'ra', 'Hi!', 'm1', 0, {when} FROM prompt",
+        f"INSERT INTO response (prompt_id, content_hash, text, model_name, round, created_at) SELECT id, 'rb', 'Hello.', 'm2', 0, {when} FROM prompt",
+        "INSERT INTO task (project_id, kind, prompt_id, response_a_id, response_b_id, content_hash, shuffle_key, annotation_count, is_gold, created_at)"
+        f" SELECT p.project_id, 'pairwise', p.id, a.id, b.id, 't1', 0, 0, false, {when} FROM prompt p"
+        " JOIN response a ON a.prompt_id = p.id AND a.content_hash = 'ra' JOIN response b ON b.prompt_id = p.id AND b.content_hash = 'rb'",
+    ]
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+        return connection.execute(text("SELECT id FROM task")).scalar_one()
+
+
 def test_migration_from_empty_reaches_head_and_matches_models(engine):
     assert current_revision(engine) == init_database(engine)  # idempotent second run
     tables = set(inspect(engine).get_table_names())
@@ -49,9 +68,7 @@ def test_an_older_database_is_brought_to_head_keeping_its_rows(db_url):
 
     engine = make_engine(db_url)
     command.upgrade(_alembic_config(engine), "0001")
-    with session_scope(engine, write=True) as session:
-        task, _ = _seed_task(session)
-        task_id = task.id
+    task_id = _seed_task_at_0001(engine)
     assert current_revision(engine) == "0001"
     init_database(engine)
     assert current_revision(engine) != "0001"

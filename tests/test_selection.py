@@ -1,0 +1,201 @@
+"""Active selection: strategy maths by hand, the stored order that next_task walks, reasons on annotations, fallback, staleness."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import select, update
+
+from engine_fixtures import add_annotators, build_project
+from rlhf.annotate import submit_preference, submit_rating
+from rlhf.assign import left_side_for, next_task
+from rlhf.db import session_scope
+from rlhf.projects import ProjectValidationError, update_project
+from rlhf.roles import SYSTEM
+from rlhf.schema import Job, Preference, Rating, SelectionScore, SelectionState, Task
+from rlhf.selection import strategies as st
+from rlhf.selection.ensemble import HeadEnsemble
+from rlhf.selection.scores import (
+    REFRESH_MIN_LABELS,
+    compute_scores,
+    queue_stale_scoring,
+    selection_status,
+    stale_reason,
+    store_order,
+)
+from rlhf.schema import utcnow
+
+# ------------------------------------------------------------------------------ pure maths
+
+
+def test_uncertainty_is_the_probability_of_the_wrong_order():
+    # Φ(−|Δ|/σ): Δ = 0 → 0.5; Δ = σ → Φ(−1) = 0.158655; sign of Δ does not matter
+    scores = st.uncertainty_scores(np.array([0.0, 2.0, -2.0, 1.0, 0.0]), np.array([1.0, 2.0, 2.0, 0.0, 0.0]))
+    assert scores == pytest.approx([0.5, 0.158655, 0.158655, 0.0, 0.5], abs=1e-6)
+
+
+def test_posterior_entropy_by_hand():
+    e = st.posterior_entropy(np.array([[0.5, 0.5], [1.0, 0.0], [0.25, 0.75]]))
+    h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)) / math.log(2)
+    assert e == pytest.approx([1.0, 0.0, h], abs=1e-9)
+
+
+def test_order_puts_the_highest_score_first_and_spaces_the_random_share():
+    ranked = st.order([10, 11, 12, 13], np.array([0.1, 0.9, 0.5, 0.7]))
+    assert ranked.task_ids.tolist() == [11, 13, 12, 10]
+    assert not ranked.is_random.any()
+    mixed = st.order(list(range(100)), np.arange(100, dtype=float), random_share=0.25, seed=3)
+    assert mixed.is_random.sum() == 25
+    assert mixed.is_random[3::4].all() and not mixed.is_random[0::4].any()  # slots 3, 7, 11, ...: evenly spaced
+    assert sorted(mixed.task_ids.tolist()) == list(range(100))  # every task exactly once
+    scored = mixed.task_ids[~mixed.is_random]
+    assert (np.diff(scored) < 0).all()  # the rest by score, highest first
+    with pytest.raises(ValueError):
+        st.order([1], np.ones(1), random_share=1.0)
+
+
+def test_blend_is_the_mean_rank_quantile():
+    assert st.blend(np.array([1.0, 2.0, 3.0]), np.array([30.0, 20.0, 10.0])) == pytest.approx([2 / 3, 2 / 3, 2 / 3])
+
+
+def test_ensemble_spread_shrinks_where_the_labels_are():
+    rng = np.random.default_rng(0)
+    diffs = np.column_stack([rng.normal(size=200), np.zeros(200)])  # labels only along the first feature
+    wins = (diffs[:, 0] + 0.3 * rng.normal(size=200) > 0).astype(float)
+    ensemble = HeadEnsemble(n_heads=6, l2=0.1, seed=1).fit(diffs, wins)
+    mean, spread = ensemble.predict(np.array([[1.0, 0.0], [0.0, 1.0]]))
+    assert mean[0] > 1.0  # the learnt direction
+    assert spread.shape == (2,) and (spread >= 0).all()
+    assert ensemble.weights_.shape == (6, 2)
+
+
+def test_stale_reason():
+    class State:
+        requested, labels_at, reward_artifact_id = "uncertainty", 100, 7
+
+    assert stale_reason(None, "least-annotated", 10, None) is None
+    assert stale_reason(None, "mixed", 0, None) == "never scored"
+    assert stale_reason(State, "mixed", 100, 7).startswith("strategy changed")
+    assert stale_reason(State, "uncertainty", 100, 8) == "a newer reward model"
+    assert stale_reason(State, "uncertainty", 100 + REFRESH_MIN_LABELS - 1, 7) is None
+    assert stale_reason(State, "uncertainty", 100 + REFRESH_MIN_LABELS, 7) == f"{REFRESH_MIN_LABELS} new label(s)"
+
+
+# ------------------------------------------------------------------------------ the product path
+
+
+def test_selection_setting_is_validated_and_queues_scoring(engine):
+    built = build_project(engine, n_pairwise=3, overlap=1)
+    with pytest.raises(ProjectValidationError, match="selection"):
+        update_project(engine, SYSTEM, built.project.id, selection="clever")
+    update_project(engine, SYSTEM, built.project.id, selection="disagreement")
+    update_project(engine, SYSTEM, built.project.id, selection="disagreement")  # unchanged: no second job
+    with session_scope(engine) as s:
+        jobs = s.execute(select(Job.kind, Job.project_id, Job.status)).all()
+    assert jobs == [("select-scores", built.project.id, "queued")]
+
+
+def test_next_task_follows_the_stored_rank_within_the_least_annotated(engine):
+    built = build_project(engine, n_pairwise=6, overlap=2, selection="mixed")
+    ids = built.pairwise_ids
+    wanted = [ids[4], ids[1], ids[5], ids[0], ids[2], ids[3]]
+    ranked = st.Ranked(np.array(wanted), np.linspace(1, 0, 6), np.array([False, True, False, False, False, False]))
+    store_order(engine, built.project.id, "mixed", ranked, utcnow())
+    users = add_annotators(engine, 2)
+    seen = []
+    view = next_task(engine, users[0], built.project.id, "pairwise")
+    while view is not None:
+        seen.append(view.task_id)
+        view = submit_preference(engine, users[0], view.task_id, choice="a", strength=1, shown_left=view.shown_left, next_kind="pairwise").next_task
+    assert seen == wanted
+    # a second annotator: every task has 1 vote now, so the order is the rank again
+    view = next_task(engine, users[1], built.project.id, "pairwise")
+    assert view.task_id == wanted[0]
+    with session_scope(engine) as s:
+        reasons = s.execute(select(Preference.task_id, Preference.selection_strategy, Preference.selection_score, Preference.selection_random)).all()
+    by_task = {r.task_id: r for r in reasons}
+    assert by_task[wanted[1]].selection_random is True and by_task[wanted[0]].selection_random is False
+    assert by_task[wanted[0]].selection_strategy == "mixed" and by_task[wanted[0]].selection_score == pytest.approx(1.0)
+
+
+def test_least_annotated_projects_ignore_stored_ranks_and_record_least_annotated(engine):
+    built = build_project(engine, n_rating=4, overlap=1)
+    ids = built.rating_ids
+    store_order(engine, built.project.id, "uncertainty", st.Ranked(np.array(ids[::-1]), np.ones(4), np.zeros(4, bool)), utcnow())
+    with session_scope(engine) as s:
+        by_shuffle = s.execute(select(Task.id).where(Task.project_id == built.project.id).order_by(Task.shuffle_key)).scalars().all()
+    user = add_annotators(engine, 1)[0]
+    view = next_task(engine, user, built.project.id, "rating")
+    assert view.task_id == by_shuffle[0]
+    submit_rating(engine, user, view.task_id, scores={"helpfulness": 5, "honesty": 5, "harmlessness": 5})
+    with session_scope(engine) as s:
+        assert s.execute(select(Rating.selection_strategy, Rating.selection_score)).one() == ("least-annotated", None)
+
+
+def test_disagreement_scores_put_split_votes_first_and_record_the_run(engine):
+    built = build_project(engine, n_pairwise=6, overlap=4, selection="disagreement")
+    ids = built.pairwise_ids
+    users = add_annotators(engine, 4)
+    # tasks 0-3: three annotators agree (a, b, a, b); task 4: split a, a, b; task 5: no votes
+    for task_id, choices in zip(ids, ("aaa", "bbb", "aaa", "bbb", "aab")):
+        for user, choice in zip(users, choices):
+            submit_preference(engine, user, task_id, choice=choice, strength=1, shown_left=left_side_for(task_id, user.id))
+    run = compute_scores(engine, built.project.id)
+    assert run.applied == "disagreement" and run.scored_tasks == 6 and run.labels == 15
+    with session_scope(engine) as s:
+        scores = dict(s.execute(select(SelectionScore.task_id, SelectionScore.score)).all())
+        ranks = dict(s.execute(select(Task.id, Task.selection_rank).where(Task.project_id == built.project.id)).all())
+        state = s.get(SelectionState, built.project.id)
+        assert state.applied == "disagreement" and state.labels_at == 15 and len(state.history) == 1
+    assert scores[ids[4]] > max(scores[t] for t in ids[:4])
+    assert ranks[ids[4]] < min(ranks[t] for t in ids[:4])
+    fourth = users[3]
+    assert next_task(engine, fourth, built.project.id, "pairwise").task_id == ids[5]  # least-annotated still comes first
+    view = submit_preference(engine, fourth, ids[5], choice="a", strength=1, shown_left=left_side_for(ids[5], fourth.id), next_kind="pairwise").next_task
+    assert view.task_id == ids[4]  # then the split vote, before the agreed ones
+    status = selection_status(engine, built.project.id)
+    assert status.applied == "disagreement" and not status.fallback and status.stale is None
+
+
+def test_uncertainty_without_a_reward_model_falls_back_and_says_so(engine, caplog):
+    built = build_project(engine, n_pairwise=3, overlap=1, selection="uncertainty")
+    store_order(engine, built.project.id, "uncertainty", st.Ranked(np.array(built.pairwise_ids), np.ones(3), np.zeros(3, bool)), utcnow())
+    with caplog.at_level("WARNING"):
+        run = compute_scores(engine, built.project.id)
+    assert run.applied == "least-annotated" and run.scored_tasks == 0
+    assert "no reward model" in run.note and "falling back to least-annotated" in run.note
+    assert any("needs a reward model" in r.message for r in caplog.records)
+    with session_scope(engine) as s:
+        assert s.execute(select(SelectionScore)).first() is None
+        assert set(s.execute(select(Task.selection_rank)).scalars()) == {0}
+    status = selection_status(engine, built.project.id)
+    assert status.fallback and "no reward model" in status.note
+    # annotation goes on, recorded as least-annotated
+    user = add_annotators(engine, 1)[0]
+    view = next_task(engine, user, built.project.id, "pairwise")
+    submit_preference(engine, user, view.task_id, choice="b", strength=1, shown_left=view.shown_left)
+    with session_scope(engine) as s:
+        assert s.execute(select(Preference.selection_strategy)).scalar_one() == "least-annotated"
+
+
+def test_a_missing_score_table_never_blocks_annotation(engine):
+    built = build_project(engine, n_pairwise=3, overlap=1, selection="uncertainty")
+    user = add_annotators(engine, 1)[0]
+    done = []
+    view = next_task(engine, user, built.project.id, "pairwise")
+    while view is not None:
+        done.append(view.task_id)
+        view = submit_preference(engine, user, view.task_id, choice="a", strength=1, shown_left=view.shown_left, next_kind="pairwise").next_task
+    assert sorted(done) == sorted(built.pairwise_ids)
+
+
+def test_worker_check_queues_stale_projects_once(engine):
+    built = build_project(engine, n_pairwise=3, overlap=1)
+    assert queue_stale_scoring(engine) == []  # least-annotated, never scored: nothing to do
+    with session_scope(engine, write=True) as s:
+        s.execute(update(type(built.project)).values(selection="mixed"))
+    first = queue_stale_scoring(engine)
+    assert len(first) == 1 and queue_stale_scoring(engine) == []  # one pending job is enough
