@@ -199,3 +199,94 @@ def test_worker_check_queues_stale_projects_once(engine):
         s.execute(update(type(built.project)).values(selection="mixed"))
     first = queue_stale_scoring(engine)
     assert len(first) == 1 and queue_stale_scoring(engine) == []  # one pending job is enough
+
+
+# ------------------------------------------------------------------------------ uncertainty with a real (tiny) reward model
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_dir(tiny_model_dir, tmp_path_factory):
+    from rlhf.reward import train_reward_model
+    from test_reward_train import easy_preferences, tiny_config
+
+    root = tmp_path_factory.mktemp("selection-rm")
+    train_reward_model(tiny_config(tiny_model_dir, max_steps=12), root / "rm", data=easy_preferences(root / "easy.jsonl", n=36))
+    return (root / "rm").resolve()
+
+
+def test_reward_features_reproduce_the_scores(tiny_reward_dir):
+    from rlhf.reward.scorer import RewardModel
+    from rlhf.selection.reward_features import reward_scores_and_features
+
+    model = RewardModel.load(tiny_reward_dir, device="cpu")
+    prompts = ["hello there", "a b", "one two three four five six"]
+    responses = ["good helpful honest", "bad unsafe worse and more words here", "good"]
+    raw, features = reward_scores_and_features(model, prompts, responses, batch_size=2)
+    assert raw == pytest.approx(model.score(prompts, responses, normalize=False).numpy(), abs=1e-4)  # input order kept
+    assert features.shape[0] == 3
+
+
+def test_uncertainty_ranks_pairs_by_the_reward_model_and_its_ensemble(engine, tiny_reward_dir):
+    from rlhf.schema import Artifact, Response
+
+    built = build_project(engine, n_pairwise=16, overlap=1, selection="uncertainty")
+    ids = built.pairwise_ids
+    with session_scope(engine, write=True) as s:
+        tasks = s.execute(select(Task.id, Task.response_a_id, Task.response_b_id).where(Task.id.in_(ids)).order_by(Task.id)).all()
+        for i, task in enumerate(tasks):  # half the pairs easy for the model (good vs bad), half not (good vs good)
+            s.execute(update(Response).where(Response.id == task.response_a_id).values(text="the answer good helpful honest"))
+            other = "the answer bad unsafe worse" if i % 2 else "the answer good helpful honest now"
+            s.execute(update(Response).where(Response.id == task.response_b_id).values(text=other))
+        s.add(Artifact(kind="reward_model", name="rm", path=str(tiny_reward_dir), project_id=built.project.id))
+    user = add_annotators(engine, 1)[0]
+    view = next_task(engine, user, built.project.id, "pairwise")
+    for _ in range(9):  # nine labels (least-annotated order) so the ensemble is fitted
+        view = submit_preference(engine, user, view.task_id, choice="a", strength=1, shown_left=view.shown_left, next_kind="pairwise").next_task
+    submit_preference(engine, user, view.task_id, choice="a", strength=1, shown_left=view.shown_left)  # release the lease
+    run = compute_scores(engine, built.project.id)
+    assert run.applied == "uncertainty" and run.scored_tasks == 6 and "reward model artifact" in run.note
+    assert run.rm_accuracy_random is not None and run.random_pairs == 10  # least-annotated labels are the unbiased share
+    with session_scope(engine) as s:
+        rows = s.execute(select(SelectionScore.task_id, SelectionScore.score, SelectionScore.rank).order_by(SelectionScore.rank)).all()
+    scores = [r.score for r in rows]
+    assert all(0 <= x <= 0.5 for x in scores) and scores == sorted(scores, reverse=True)
+    reader = add_annotators(engine, 1, prefix="late")[0]
+    assert next_task(engine, reader, built.project.id, "pairwise").task_id == rows[0].task_id
+
+
+def test_export_carries_why_each_task_was_chosen(engine, tmp_path):
+    from rlhf.export import export_project, read_export_rows
+
+    built = build_project(engine, n_pairwise=4, overlap=1, selection="mixed")
+    ids = built.pairwise_ids
+    store_order(engine, built.project.id, "mixed", st.Ranked(np.array(ids), np.array([0.9, 0.8, 0.7, 0.6]), np.array([False, True, False, False])), utcnow())
+    user = add_annotators(engine, 1)[0]
+    view = next_task(engine, user, built.project.id, "pairwise")
+    for _ in range(2):
+        view = submit_preference(engine, user, view.task_id, choice="a", strength=1, shown_left=view.shown_left, next_kind="pairwise").next_task
+    export_project(engine, SYSTEM, built.project.id, format="raw", out=tmp_path / "raw.jsonl")
+    raw = read_export_rows(tmp_path / "raw.jsonl").set_index("task_id")
+    assert raw.loc[ids[0], "selection_strategy"] == "mixed" and raw.loc[ids[0], "selection_score"] == pytest.approx(0.9)
+    assert bool(raw.loc[ids[1], "selection_random"]) is True and bool(raw.loc[ids[0], "selection_random"]) is False
+    export_project(engine, SYSTEM, built.project.id, format="trl", out=tmp_path / "trl.jsonl")
+    trl = read_export_rows(tmp_path / "trl.jsonl").set_index("task_id")
+    assert list(trl.loc[[ids[0], ids[1]], "selection_random"].astype(bool)) == [False, True]
+
+
+def test_cli_update_selection_and_status(engine, tmp_path):
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+
+    built = build_project(engine, n_pairwise=2, overlap=1)
+    url = engine.url.render_as_string(hide_password=False)
+    runner = CliRunner()
+    result = runner.invoke(app, ["project", "update", str(built.project.id), "--selection", "uncertainty", "--database-url", url])
+    assert result.exit_code == 0, result.output
+    assert '"selection": "uncertainty"' in result.output
+    bad = runner.invoke(app, ["project", "update", str(built.project.id), "--selection", "best", "--database-url", url])
+    assert bad.exit_code == 2 and "selection" in bad.output
+    scored = runner.invoke(app, ["selection", "score", "-p", str(built.project.id), "--database-url", url])
+    assert scored.exit_code == 0 and "least-annotated" in scored.output and "no reward model" in scored.output
+    status = runner.invoke(app, ["selection", "status", "-p", str(built.project.id), "--database-url", url])
+    assert '"fallback": true' in status.output

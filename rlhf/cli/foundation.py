@@ -140,6 +140,7 @@ def _show(project, counts: dict | None = None) -> None:
         "lease_minutes": project.lease_minutes,
         "seed": project.seed,
         "active": project.active,
+        "selection": project.selection,
         "tags": project.tags,
         "rubric": project.rubric,
         "guidelines": project.guidelines,
@@ -248,6 +249,9 @@ def project_update(
     lease_minutes: Optional[int] = typer.Option(None, "--lease-minutes"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     active: Optional[bool] = typer.Option(None, "--active/--inactive", help="Open or close the project to annotators."),
+    selection: Optional[str] = typer.Option(
+        None, "--selection", help="Which task goes next: least-annotated (default), uncertainty, disagreement or mixed (scored by a select-scores job)."
+    ),
     database_url: Optional[str] = _DATABASE_OPTION,
 ) -> None:
     """Change some settings of a project. Example: rlhf project update demo --overlap 5 --max-overlap 7"""
@@ -267,6 +271,7 @@ def project_update(
         "lease_minutes": lease_minutes,
         "seed": seed,
         "active": active,
+        "selection": selection,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:

@@ -138,7 +138,7 @@ def open_tasks(engine: Engine, project_id: int) -> pd.DataFrame:
 
 
 def reasons_frame(engine: Engine, project_id: int) -> pd.DataFrame:
-    """Why each annotation's task was chosen: task_id, annotator_id, kind, selection_strategy, selection_score, selection_random."""
+    """Why each annotation's task was chosen: task_id, annotator_id, kind, selection_strategy, selection_score, selection_random (oldest annotation first per kind)."""
     frames = []
     for model, kind in ((Preference, "pairwise"), (Rating, "rating")):
         table = model.__table__
@@ -146,6 +146,7 @@ def reasons_frame(engine: Engine, project_id: int) -> pd.DataFrame:
             select(table.c.task_id, table.c.user_id, table.c.selection_strategy, table.c.selection_score, table.c.selection_random)
             .join(TASK, TASK.c.id == table.c.task_id)
             .where(TASK.c.project_id == project_id)
+            .order_by(table.c.id)
         )
         with engine.connect() as connection:
             rows = connection.execute(statement).all()
