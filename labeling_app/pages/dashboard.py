@@ -451,7 +451,7 @@ def main() -> None:
         st.info("No annotations yet in this project: statistics appear once people start rating and comparing"
                 + (" (labels from imported datasets and model judges count only with “Include external labels”)." if not include_external else "."))
         return
-    tabs = st.tabs(["Agreement", "Annotators", "Pairwise κ", "Confusion", "Leaderboard"])
+    tabs = st.tabs(["Agreement", "Annotators", "Pairwise κ", "Confusion", "Leaderboard", "Selection"])
     with tabs[0]:
         agreement_section(data, data.project, min_overlap)
     with tabs[1]:
@@ -462,6 +462,10 @@ def main() -> None:
         confusion_section(data, data.project)
     with tabs[4]:
         leaderboard_section(data, data.project)
+    with tabs[5]:
+        from labeling_app.selection_view import selection_section
+
+        selection_section(engine, user, project_id)
 
 
 main()

@@ -9,6 +9,12 @@ from labeling_app import common as c
 from labeling_app.admin_forms import FormError, parse_tags, rows_to_rubric, rubric_rows
 
 NEW = 0  # selector value for "a new project"
+SELECTION_LABELS = {
+    "least-annotated": "Least-annotated first (random order within)",
+    "uncertainty": "Uncertainty: pairs the latest reward model cannot tell apart",
+    "disagreement": "Disagreement: tasks whose votes disagree most (Dawid–Skene)",
+    "mixed": "Mixed: both, with a 25% random share kept for evaluation",
+}
 VISIBILITY_LABELS = {"blind": "Blind: annotators never see others' labels", "reveal_after_submit": "Reveal after submit: others' labels shown once you submit"}
 
 
@@ -76,6 +82,7 @@ def editor(engine, user, project) -> None:
     lease_minutes = e.number_input("Lease (minutes)", min_value=1, max_value=24 * 60, value=project.lease_minutes if project else 10, step=1, key=f"{key}.lease")
     visibility = st.radio("Visibility", VISIBILITIES, index=VISIBILITIES.index(project.visibility) if project else 0, format_func=VISIBILITY_LABELS.get, key=f"{key}.visibility")
     active = st.checkbox("Open for annotation", value=project.active if project else True, key=f"{key}.active") if project else True
+    selection = selection_panel(engine, project, key) if project else None
 
     if not st.button("Save project" if project else "Create project", type="primary", key=f"{key}.save", icon=":material/save:"):
         return
@@ -96,12 +103,32 @@ def editor(engine, user, project) -> None:
             st.session_state["projects.select_next"] = saved.id
             c.flash(f"Created project {saved.name!r}.")
         else:
-            saved = update_project(engine, user, project.id, name=name, active=active, **settings)
+            saved = update_project(engine, user, project.id, name=name, active=active, selection=selection, **settings)
             c.flash(f"Saved project {saved.name!r}.")
     except (FormError, ProjectValidationError) as exc:
         c.show_error(exc)
         return
     st.rerun()
+
+
+def selection_panel(engine, project, key: str) -> str:
+    """The project's selection strategy (a choice) and what the background scoring last said."""
+    from rlhf.schema import SELECTION_STRATEGIES
+    from rlhf.selection.scores import selection_status
+
+    current = project.selection if project.selection in SELECTION_STRATEGIES else SELECTION_STRATEGIES[0]
+    choice = st.selectbox(
+        "Selection (which task goes next)", SELECTION_STRATEGIES, index=SELECTION_STRATEGIES.index(current), format_func=SELECTION_LABELS.get,
+        key=f"{key}.selection", help="Scored in the background by a select-scores job; least-annotated order is kept until scores exist.",
+    )
+    status = selection_status(engine, project.id)
+    if status.fallback:
+        st.warning(f"Selection {status.selection} is not in force: {status.note}", icon=":material/info:")
+    elif status.applied is not None:
+        st.caption(f"Order in force: {status.applied}, {status.scored_tasks} task(s) ranked at {status.computed_at:%Y-%m-%d %H:%M} UTC. {status.note}")
+    if status.stale:
+        st.caption(f"Scores out of date ({status.stale}); a worker re-scores them.")
+    return choice
 
 
 def main() -> None:

@@ -551,3 +551,32 @@ def selection_status(engine: Engine, project_id: int) -> SelectionStatus:
         return SelectionStatus(settings.selection, state.applied, state.note, state.computed_at, stale, state.scored_tasks, list(state.history or []))
 
     return run_transaction(engine, work, write=False)
+
+
+@dataclass(frozen=True)
+class SelectionOverview:
+    """The dashboard's selection section: labels per strategy now, and per scoring run over time."""
+
+    status: SelectionStatus
+    labels: pd.DataFrame
+    """strategy, labels (annotations recorded with that reason)."""
+    history: pd.DataFrame
+    """One row per (run, strategy): at (UTC), strategy, labels (cumulative), rm_accuracy_random, random_pairs."""
+
+
+def selection_overview(engine: Engine, actor: Any, project_id: int) -> SelectionOverview:
+    """Labels used per strategy and the reward model's accuracy on the random share over time (admin only)."""
+    from rlhf.roles import check_admin
+
+    run_transaction(engine, lambda session: check_admin(session, actor, "view selection statistics"), write=False)
+    status = selection_status(engine, project_id)
+    counts = labels_by_strategy(engine, project_id)
+    labels = pd.DataFrame(sorted(counts.items()), columns=["strategy", "labels"])
+    rows = [
+        {"at": point["at"], "strategy": strategy, "labels": n, "rm_accuracy_random": point.get("rm_accuracy_random"), "random_pairs": point.get("random_pairs", 0)}
+        for point in status.history
+        for strategy, n in (point.get("labels_by_strategy") or {}).items()
+    ]
+    history = pd.DataFrame(rows, columns=["at", "strategy", "labels", "rm_accuracy_random", "random_pairs"])
+    history["at"] = pd.to_datetime(history["at"], utc=True)
+    return SelectionOverview(status=status, labels=labels, history=history)
