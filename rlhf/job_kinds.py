@@ -757,16 +757,21 @@ def _simulate_specs() -> list[ParamSpec]:
     return dataclass_specs(SimulationConfig)
 
 
+def validated_config_params(kind: str, specs: list[ParamSpec], cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` checked against `specs`, then by config `cls`'s own `validate()`; InvalidJobParams naming `kind`."""
+    checked = check_params(kind, specs, params)
+    try:
+        config_from_params(cls, checked).validate()
+    except ValueError as exc:
+        raise InvalidJobParams(f"{kind}: {exc}") from exc
+    return checked
+
+
 def _validate_simulate(params: dict[str, Any]) -> dict[str, Any]:
     require_backend("simulate", "rlhf.simulation", "simulate")
     from rlhf.simulation import SimulationConfig
 
-    checked = check_params("simulate", _simulate_specs(), params)
-    try:
-        config_from_params(SimulationConfig, checked).validate()
-    except ValueError as exc:
-        raise InvalidJobParams(f"simulate: {exc}") from exc
-    return checked
+    return validated_config_params("simulate", _simulate_specs(), SimulationConfig, params)
 
 
 def _run_simulate(engine, job, params, reporter, workdir: Path) -> JobResult:
@@ -797,12 +802,7 @@ def _selection_specs() -> list[ParamSpec]:
 def _validate_select_scores(params: dict[str, Any]) -> dict[str, Any]:
     from rlhf.selection.scores import SelectionConfig
 
-    checked = check_params("select-scores", _selection_specs(), params)
-    try:
-        config_from_params(SelectionConfig, checked).validate()
-    except ValueError as exc:
-        raise InvalidJobParams(f"select-scores: {exc}") from exc
-    return checked
+    return validated_config_params("select-scores", _selection_specs(), SelectionConfig, params)
 
 
 def _run_select_scores(engine, job, params, reporter, workdir: Path) -> JobResult:

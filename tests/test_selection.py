@@ -290,3 +290,23 @@ def test_cli_update_selection_and_status(engine, tmp_path):
     assert scored.exit_code == 0 and "least-annotated" in scored.output and "no reward model" in scored.output
     status = runner.invoke(app, ["selection", "status", "-p", str(built.project.id), "--database-url", url])
     assert '"fallback": true' in status.output
+
+
+def test_select_scores_job_kind_checks_its_params_and_runs(engine, tmp_path):
+    from rlhf.job_kinds import KINDS
+    from rlhf.jobs import InvalidJobParams
+    from rlhf.progress import RecordingReporter
+
+    kind = KINDS["select-scores"]
+    assert kind.validate({})["n_heads"] == 8
+    with pytest.raises(InvalidJobParams, match="select-scores: n_heads"):
+        kind.validate({"n_heads": 1})
+    built = build_project(engine, n_pairwise=2, overlap=1, selection="mixed")
+
+    class FakeJob:
+        project_id = built.project.id
+
+    reporter = RecordingReporter()
+    result = kind.run(engine, FakeJob(), kind.validate({}), reporter, tmp_path)
+    assert result.metrics["scored_tasks"] == 2 and "mixed" in result.message
+    assert any("no reward model" in line for line in reporter.lines)
