@@ -310,3 +310,17 @@ def test_select_scores_job_kind_checks_its_params_and_runs(engine, tmp_path):
     result = kind.run(engine, FakeJob(), kind.validate({}), reporter, tmp_path)
     assert result.metrics["scored_tasks"] == 2 and "mixed" in result.message
     assert any("no reward model" in line for line in reporter.lines)
+
+
+from hypothesis import given, settings, strategies as hs  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(scores=hs.lists(hs.floats(-1e6, 1e6), max_size=60), share=hs.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9]), seed=hs.integers(0, 2**16))
+def test_order_is_a_permutation_with_the_promised_random_share(scores, share, seed):
+    ids = list(range(100, 100 + len(scores)))
+    ranked = st.order(ids, np.array(scores, dtype=float), random_share=share, seed=seed)
+    assert sorted(ranked.task_ids.tolist()) == ids
+    assert int(ranked.is_random.sum()) == int(np.floor(len(scores) * share + 1e-9))
+    chosen = ranked.scores[~ranked.is_random]
+    assert (np.diff(chosen) <= 0).all()  # the non-random positions are by score, highest first
