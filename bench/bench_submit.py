@@ -10,7 +10,10 @@ What is measured, per backend (SQLite file, PostgreSQL when reachable):
    annotator feels (target p95 ≤ 20 ms);
 4. anchor: one bare committed INSERT on the same database through the driver (the physical
    floor: on PostgreSQL an fsync of the WAL, on SQLite a WAL append); ratios are floor / ours;
-5. profile: statements per submit + next, and EXPLAIN of the queue pick at full size.
+5. profile: statements per submit + next, and EXPLAIN of the queue pick at full size;
+6. active selection (issue 21): the project switched to `mixed` with a score table over every
+   open task (synthetic scores written by `rlhf.selection.scores.store_order`, timed), then the
+   paced loop again: its p95 against the least-annotated paced p95 of the same run.
 
 Sizes scale with `--quick` (50,000 annotations). `RLHF_TEST_POSTGRES_URL` names the server.
 """
@@ -132,6 +135,32 @@ def run_loop(engine, users, project_id, config: BenchConfig, *, paced: bool) -> 
     return latencies, time.perf_counter() - start
 
 
+def paced_with_scores(engine, users, project_id, config: BenchConfig) -> tuple[list[float], float, int]:
+    """Switch the project to `mixed`, rank every open task (synthetic scores), run the paced loop again.
+
+    Returns the paced latencies, the seconds the score table took to write, and the tasks ranked.
+    """
+    import numpy as np
+    from sqlalchemy import update
+
+    from rlhf.schema import Project, utcnow
+    from rlhf.selection import strategies
+    from rlhf.selection.scores import open_tasks, store_order
+
+    with engine.begin() as conn:
+        conn.execute(update(Project.__table__).where(Project.__table__.c.id == project_id).values(selection="mixed"))
+    ids = open_tasks(engine, project_id)["task_id"].to_numpy()
+    scores = np.random.default_rng(0).random(ids.size)
+    start = time.perf_counter()
+    store_order(engine, project_id, "mixed", strategies.order(ids, scores, random_share=strategies.RANDOM_SHARE), utcnow())
+    store_s = time.perf_counter() - start
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
+    latencies, _ = run_loop(engine, users, project_id, config, paced=True)
+    return latencies, store_s, int(ids.size)
+
+
 def floor_insert_latencies(engine, n: int) -> list[float]:
     """One bare INSERT + COMMIT at a time, through the driver (no SQLAlchemy), on the same database."""
     table = f"bench_floor_{uuid.uuid4().hex[:8]}"
@@ -227,6 +256,9 @@ def bench_backend(name: str, url: str, config: BenchConfig) -> list[BenchRow]:
     floor_p50 = statistics.median(floor)
     closed, closed_wall = run_loop(engine, measured, project.id, config, paced=False)
     paced, paced_wall = run_loop(engine, measured, project.id, config, paced=True)
+    selected, store_s, scored = paced_with_scores(engine, measured, project.id, config)
+    plan = explain_pick(engine, users[config.threads], project.id)  # holds no lease: the pick runs
+    print(f"[{name}] ranked pick plan (selection=mixed, {scored:,} scored tasks):\n{plan}", flush=True)
     engine.dispose()
 
     ms = 1000.0
@@ -243,6 +275,11 @@ def bench_backend(name: str, url: str, config: BenchConfig) -> list[BenchRow]:
         BenchRow(f"{name}: paced p95", percentile(paced, 95) * ms, "ms", floor_p50 * ms, anchor, speedup(percentile(paced, 95), floor_p50), "p95 <= 20 ms", ""),
         BenchRow(f"{name}: paced throughput", paced_rate, "annotations/s", None, "", None, "", "offered load ~21/s"),
         BenchRow(f"{name}: statements per submit+next", float(statements), "stmts", None, "", None, "small, index-backed", "BEGIN/COMMIT included"),
+        BenchRow(
+            f"{name}: paced p95, selection=mixed with score table", percentile(selected, 95) * ms, "ms", percentile(paced, 95) * ms,
+            "paced p95, least-annotated (same run)", speedup(percentile(selected, 95), percentile(paced, 95)), "p95 <= 20 ms", f"{len(selected)} submits",
+        ),
+        BenchRow(f"{name}: score table write (store_order)", store_s, "s", None, "", None, "", f"{scored:,} open tasks ranked"),
     ]
     return rows
 

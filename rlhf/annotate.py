@@ -80,6 +80,7 @@ from rlhf.db import run_transaction
 from rlhf.ranking import RankingError, card_order_for, parse_ranking, ranks
 from rlhf.roles import Actor, PermissionDenied, check_admin
 from rlhf.schema import FLAG_REASONS, PREFERENCE_CHOICES, RANK_K_MAX, RANK_K_MIN, TASK_KINDS, AnnotationRevision, Flag, User, utcnow
+from rlhf.selection.reasons import REASON_FIELDS, selection_reason, selection_reason_columns
 
 __all__ = [
     "AnnotationError",
@@ -302,6 +303,7 @@ def _context_statement(lock: bool, with_caller: bool):
         own(RANKING).label("own_ranking_id"),
         select(LEASE.c.expires_at).where(LEASE.c.task_id == TASK.c.id, LEASE.c.user_id == UID).scalar_subquery().label("lease_expires_at"),
         live_leases_of_others().label("others_live"),
+        *selection_reason_columns(TASK.c.id),
     ]
     joined = TASK.join(PROJECT, PROJECT.c.id == TASK.c.project_id)
     locked = [TASK]
@@ -340,8 +342,8 @@ def _insert_statement(dialect: str, kind: str):
 
 
 ANNOTATION_COLUMNS = {
-    "rating": ("task_id", "user_id", "scores", "tags", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
-    "pairwise": ("task_id", "user_id", "choice", "strength", "shown_left", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
+    "rating": ("task_id", "user_id", "scores", "tags", "comment", "time_spent_s", "revision", "created_at", "updated_at", *REASON_FIELDS),
+    "pairwise": ("task_id", "user_id", "choice", "strength", "shown_left", "comment", "time_spent_s", "revision", "created_at", "updated_at", *REASON_FIELDS),
     "write": ("task_id", "user_id", "text", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
     "ranking": ("task_id", "user_id", "groups", "all_bad", "shown_order", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
 }
@@ -501,6 +503,8 @@ def _submit(
             content = make_content(settings, ctx, None)
             _check_room(ctx, settings, now)
             values = {**content, "task_id": task_id, "user_id": caller.id, "time_spent_s": time_spent_s, "revision": 1, "created_at": now, "updated_at": now}
+            if kind in ("rating", "pairwise"):  # the kinds active selection orders (their tables hold the reason)
+                values.update(selection_reason(ctx, settings.selection))
             annotation_id = _create_counted(connection, kind, values, has_lease=ctx.lease_expires_at is not None)
             if annotation_id is None:  # unreachable under the task lock; kept as the constraint's backstop
                 annotation_id = connection.execute(select(table.c.id).where(table.c.task_id == task_id, table.c.user_id == caller.id)).scalar_one()

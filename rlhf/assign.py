@@ -10,6 +10,8 @@ Contract of `next_task` (DESIGN.md, Annotation):
   over-fill it; asking again while holding a live lease returns the same task (a second tab
   sees the same task);
 - least-annotated first, ties broken by the seeded `Task.shuffle_key` (index `ix_task_queue`);
+  a project with an active selection strategy breaks ties by the stored `Task.selection_rank`
+  first (index `ix_task_selection`, written in the background by rlhf.selection);
 - gold tasks (`Task.is_gold`) are mixed in at `project.gold_rate`, each at most once per
   annotator, outside the overlap accounting; a `TaskView` never says whether a task is gold;
 - pairwise sides are randomised per (task, user), deterministically, and recorded on the lease.
@@ -243,6 +245,8 @@ class ProjectSettings:
     rank_k_min: Optional[int] = None
     """Ranking tasks: the project's range of K (None: it does not collect rankings)."""
     rank_k_max: Optional[int] = None
+    selection: str = "least-annotated"
+    """The project's selection strategy: anything else orders by the stored rank (rlhf.selection)."""
 
     def for_kind(self, kind: str) -> "ProjectSettings":
         """The settings assignment uses for tasks of `kind`: write tasks have their own overlap
@@ -274,6 +278,7 @@ PROJECT_COLUMNS = (
     PROJECT.c.max_reply_chars,
     PROJECT.c.rank_k_min,
     PROJECT.c.rank_k_max,
+    PROJECT.c.selection,
 )
 
 
@@ -315,6 +320,7 @@ def settings_from_row(row: Any, prefix: str = "") -> ProjectSettings:
         max_reply_chars=get("max_reply_chars"),
         rank_k_min=m.get(prefix + "rank_k_min"),
         rank_k_max=m.get(prefix + "rank_k_max"),
+        selection=m.get(prefix + "selection") or "least-annotated",
     )
 
 
@@ -500,11 +506,13 @@ def _held_lease_statement():
 
 
 @lru_cache(maxsize=None)
-def _pick_statement(kind: str, extra_votes: bool, postgres: bool, excluding: bool):
+def _pick_statement(kind: str, extra_votes: bool, postgres: bool, excluding: bool, ranked: bool = False):
     """The next regular task `uid` may take, with its content, least-annotated first (see `_pick_regular`).
 
     extra_votes=False walks ix_task_queue over tasks below the base overlap;
     extra_votes=True walks ix_task_extra_votes over full tasks whose target was raised.
+    ranked: within an annotation count, the stored selection rank goes before the shuffle key
+    (ix_task_selection; rank 0 = not scored yet, rlhf.selection); eligibility is unchanged.
     """
     target = target_expression()
     where = [TASK.c.project_id == PID, TASK.c.kind == kind, IS_REGULAR]
@@ -515,7 +523,8 @@ def _pick_statement(kind: str, extra_votes: bool, postgres: bool, excluding: boo
     where += [not_done_by_caller(kind), TASK.c.annotation_count + live_leases_of_others() < target]
     if excluding:
         where.append(TASK.c.id.not_in(bindparam("excluded", expanding=True)))
-    statement = _select_content().where(*where).order_by(TASK.c.annotation_count, TASK.c.shuffle_key).limit(1)
+    order = (TASK.c.annotation_count, TASK.c.selection_rank, TASK.c.shuffle_key) if ranked else (TASK.c.annotation_count, TASK.c.shuffle_key)
+    statement = _select_content().where(*where).order_by(*order).limit(1)
     if postgres:
         # Skip rows another transaction is leasing or submitting right now: no waiting, no deadlock.
         statement = statement.with_for_update(skip_locked=True, key_share=True, of=TASK)
@@ -729,10 +738,11 @@ def _lease_regular(connection: Connection, settings: ProjectSettings, user_id: i
     postgres = connection.dialect.name == "postgresql"
     binds = {"pid": settings.id, "uid": user_id, "now": now, **target_binds(settings)}
     phases = [False] + ([True] if settings.overlap_cap > settings.overlap else [])
+    ranked = settings.selection != "least-annotated"
     for extra_votes in phases:
         excluded: list[int] = []
         while True:
-            statement = _pick_statement(kind, extra_votes, postgres, bool(excluded))
+            statement = _pick_statement(kind, extra_votes, postgres, bool(excluded), ranked)
             content = connection.execute(statement, {**binds, "excluded": excluded} if excluded else binds).first()
             if content is None:
                 break

@@ -523,7 +523,7 @@ def pseudonyms(annotator_ids: pd.Series, salt: str) -> pd.Series:
 
 
 def raw_rows(
-    ratings: pd.DataFrame, prefs: pd.DataFrame, responses: pd.DataFrame, options: ExportOptions, salt: str
+    ratings: pd.DataFrame, prefs: pd.DataFrame, responses: pd.DataFrame, options: ExportOptions, salt: str, reasons: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Every annotation, one row each: judgments (`choice`, `strength`, `shown_left`) and ratings (`score_<dimension>`)."""
     left_out = _external_left_out(ratings, options, ["task_id", "annotator_id"]) + _external_left_out(prefs, options)
@@ -570,6 +570,10 @@ def raw_rows(
         ).join(scores).reset_index()
     rows = pd.concat([judged, rated], ignore_index=True) if not rated.empty else judged
     rows = rows.sort_values(["created_at", "task_id", "annotator_id"], kind="stable").reset_index(drop=True)
+    if reasons is not None:  # why each task was chosen (rlhf.selection)
+        from rlhf.selection.export_columns import add_vote_reasons
+
+        rows = add_vote_reasons(rows, reasons)
     rows["annotator"] = pseudonyms(rows["annotator_id"], salt)
     rows = rows.drop(columns=["annotator_id"])
     rows["created_at"] = pd.to_datetime(rows["created_at"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -815,6 +819,10 @@ def build_export_rows(
         if edits is not None:
             rows = _with_edit_pairs(rows, edits, conversational)
             table.counts["edit_pairs"] = int((rows["source"] == "edit").sum())
+        from rlhf.selection.export_columns import add_pair_reasons
+        from rlhf.selection.scores import reasons_frame
+
+        rows = add_pair_reasons(rows, reasons_frame(engine, project_id_of(engine, project)))
         return rows, table.counts | {"pairs": int(len(rows))}, conversational
     if format == "sft":
         return _sft_rows(engine, project, options)
@@ -824,8 +832,11 @@ def build_export_rows(
             raise ExportError(nothing_usable(project, "no ratings to export", counts))
         return rows, counts, False
     if format == "raw":
+        from rlhf.selection.scores import reasons_frame
+
         rows, counts = raw_rows(
-            rating_frame(engine, project), preference_frame(engine, project), response_frame(engine, project), options, salt or ""
+            rating_frame(engine, project), preference_frame(engine, project), response_frame(engine, project), options, salt or "",
+            reasons_frame(engine, project_id_of(engine, project)),
         )
         if rows.empty:
             raise ExportError(nothing_usable(project, "no annotations to export", counts))

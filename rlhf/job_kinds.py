@@ -843,16 +843,21 @@ def _simulate_specs() -> list[ParamSpec]:
     return dataclass_specs(SimulationConfig)
 
 
+def validated_config_params(kind: str, specs: list[ParamSpec], cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` checked against `specs`, then by config `cls`'s own `validate()`; InvalidJobParams naming `kind`."""
+    checked = check_params(kind, specs, params)
+    try:
+        config_from_params(cls, checked).validate()
+    except ValueError as exc:
+        raise InvalidJobParams(f"{kind}: {exc}") from exc
+    return checked
+
+
 def _validate_simulate(params: dict[str, Any]) -> dict[str, Any]:
     require_backend("simulate", "rlhf.simulation", "simulate")
     from rlhf.simulation import SimulationConfig
 
-    checked = check_params("simulate", _simulate_specs(), params)
-    try:
-        config_from_params(SimulationConfig, checked).validate()
-    except ValueError as exc:
-        raise InvalidJobParams(f"simulate: {exc}") from exc
-    return checked
+    return validated_config_params("simulate", _simulate_specs(), SimulationConfig, params)
 
 
 def _run_simulate(engine, job, params, reporter, workdir: Path) -> JobResult:
@@ -931,6 +936,32 @@ def _run_judge(engine, job, params, reporter, workdir: Path) -> JobResult:
     return JobResult(metrics=metrics, message=summary.line())
 
 
+# --------------------------------------------------------------------------- select-scores
+
+
+def _selection_specs() -> list[ParamSpec]:
+    from rlhf.selection.scores import SelectionConfig
+
+    return dataclass_specs(SelectionConfig)
+
+
+def _validate_select_scores(params: dict[str, Any]) -> dict[str, Any]:
+    from rlhf.selection.scores import SelectionConfig
+
+    return validated_config_params("select-scores", _selection_specs(), SelectionConfig, params)
+
+
+def _run_select_scores(engine, job, params, reporter, workdir: Path) -> JobResult:
+    from rlhf.selection.scores import SelectionConfig, compute_scores
+
+    run = compute_scores(engine, job.project_id, config_from_params(SelectionConfig, params), reporter=reporter)
+    reporter.log(run.line())
+    metrics = {"scored_tasks": run.scored_tasks, "labels": run.labels, "seconds": run.seconds}
+    if run.rm_accuracy_random is not None:
+        metrics["rm_accuracy_random"] = run.rm_accuracy_random
+    return JobResult(metrics=metrics, message=run.line()[:300])
+
+
 # --------------------------------------------------------------------------- the registry
 
 
@@ -980,6 +1011,10 @@ def _product_kinds() -> dict[str, JobKind]:
         "judge": _kind(
             "judge", "A model (local, an OpenAI-compatible endpoint, a reward model) judges the project's tasks as judge:<name>, pairs in both orders.",
             _validate_judge, _run_judge, _judge_specs, "rlhf.judge.run", "judge_project", needs_project=True,
+        ),
+        "select-scores": _kind(
+            "select-scores", "Score the project's open tasks under its selection strategy (uncertainty, disagreement, mixed) for next_task's order.",
+            _validate_select_scores, _run_select_scores, _selection_specs, "rlhf.selection.scores", "compute_scores", needs_project=True,
         ),
     }
 

@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 
 from rlhf.db import run_transaction
 from rlhf.roles import Actor, check_admin
-from rlhf.schema import COLLECTED_KINDS, DEFAULT_MAX_REPLY_CHARS, DEFAULT_RUBRIC, DEFAULT_TAGS, RANK_K_MAX, RANK_K_MIN, VISIBILITIES, Project
+from rlhf.schema import COLLECTED_KINDS, DEFAULT_MAX_REPLY_CHARS, DEFAULT_RUBRIC, DEFAULT_TAGS, RANK_K_MAX, RANK_K_MIN, SELECTION_STRATEGIES, VISIBILITIES, Project
 
 NAME_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 2000
@@ -39,6 +39,7 @@ UPDATABLE_FIELDS = (
     "max_reply_chars",
     "rank_k_min",
     "rank_k_max",
+    "selection",
 )
 
 
@@ -198,6 +199,8 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         raise ProjectValidationError("active", "must be true or false")
     out.update(validate_write_settings(settings))
     _validate_rank_range(settings.get("rank_k_min"), settings.get("rank_k_max"))
+    if settings.get("selection", "least-annotated") not in SELECTION_STRATEGIES:
+        raise ProjectValidationError("selection", f"must be one of {', '.join(SELECTION_STRATEGIES)}")
     return out
 
 
@@ -370,10 +373,15 @@ def update_project(engine: Engine, actor: Actor, project_id_or_name: str | int, 
             clash = session.exec(select(Project).where(Project.name == merged["name"])).first()
             if clash is not None:
                 raise ProjectValidationError("name", f"a project named {merged['name']!r} already exists")
+        selection_changed = "selection" in changes and merged["selection"] != project.selection
         for field in changes:
             setattr(project, field, merged[field])
         session.add(project)
         session.flush()
+        if selection_changed:  # score the new strategy in the background (rlhf.selection)
+            from rlhf.selection.scores import queue_scoring_in
+
+            queue_scoring_in(session, project.id, created_by=getattr(actor, "id", None))
         return project
 
     try:

@@ -33,7 +33,7 @@ VISIBILITIES = ("blind", "reveal_after_submit")
 PREFERENCE_CHOICES = ("a", "b", "tie", "both_bad")
 """Choices are stored in the task's own terms (response A / B), whatever side was shown left."""
 
-JOB_KINDS = ("train-reward", "ppo", "dpo", "generate", "export", "simulate", "sft", "judge")
+JOB_KINDS = ("train-reward", "ppo", "dpo", "generate", "export", "simulate", "sft", "judge", "select-scores")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 
 DEFAULT_RUBRIC: list[dict[str, Any]] = [
@@ -61,6 +61,8 @@ DEFAULT_RUBRIC: list[dict[str, Any]] = [
 ]
 DEFAULT_TAGS = ["unsafe", "factual error", "off-topic", "incomplete", "repetitive", "great example"]
 FLAG_REASONS = ("pii", "harmful", "broken", "other")
+SELECTION_STRATEGIES = ("least-annotated", "uncertainty", "disagreement", "mixed")
+"""How `next_task` orders eligible tasks (rlhf.selection); least-annotated is the default."""
 
 
 def utcnow() -> datetime:
@@ -109,6 +111,8 @@ class Project(SQLModel, table=True):
     """Demonstrations each write task gets from distinct annotators."""
     max_reply_chars: int = DEFAULT_MAX_REPLY_CHARS
     """Longest demonstration an annotator may submit (characters)."""
+    selection: str = Field(default="least-annotated", max_length=32, sa_column_kwargs={"server_default": "least-annotated"})
+    """Which eligible task goes first (SELECTION_STRATEGIES; rlhf.selection)."""
 
 
 class Prompt(SQLModel, table=True):
@@ -163,6 +167,9 @@ class Task(SQLModel, table=True):
             "ix_task_extra_votes", "project_id", "kind", "target_overlap",
             sqlite_where=text("target_overlap IS NOT NULL"), postgresql_where=text("target_overlap IS NOT NULL"),
         ),
+        # Active selection (rlhf.selection) walks this one: least-annotated first as above, then
+        # the rank the background scoring stored, so the pick stays an index walk.
+        Index("ix_task_selection", "project_id", "kind", "is_gold", "annotation_count", "selection_rank", "shuffle_key"),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -183,6 +190,8 @@ class Task(SQLModel, table=True):
     response_ids: Optional[list] = _json()
     """Ranking tasks: the K response ids, card a first (`response_a_id` is the first); None otherwise."""
     created_at: datetime = Field(default_factory=utcnow)
+    selection_rank: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    """Position in the project's active-selection order (1 = first); 0 = not scored (rlhf.selection)."""
 
 
 class User(SQLModel, table=True):
@@ -268,6 +277,12 @@ class Rating(SQLModel, table=True):
     revision: int = 1
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
+    selection_strategy: Optional[str] = Field(default=None, max_length=32)
+    """Why the task was handed out: the strategy in force (rlhf.selection), 'gold' for a gold task."""
+    selection_score: Optional[float] = None
+    """The task's selection score when it was chosen (None for least-annotated)."""
+    selection_random: Optional[bool] = None
+    """True when the task came from the random share of `mixed` (an unbiased sample)."""
 
 
 class Preference(SQLModel, table=True):
@@ -291,6 +306,12 @@ class Preference(SQLModel, table=True):
     revision: int = 1
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
+    selection_strategy: Optional[str] = Field(default=None, max_length=32)
+    """Why the task was handed out: the strategy in force (rlhf.selection), 'gold' for a gold task."""
+    selection_score: Optional[float] = None
+    """The task's selection score when it was chosen (None for least-annotated)."""
+    selection_random: Optional[bool] = None
+    """True when the task came from the random share of `mixed` (an unbiased sample)."""
 
 
 class Demonstration(SQLModel, table=True):
@@ -493,3 +514,42 @@ class Judgment(SQLModel, table=True):
     """The judge's identity: backend, model name / path / weights hash, endpoint (no credentials), decoding."""
     run_id: str = Field(default="", max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class SelectionScore(SQLModel, table=True):
+    """The stored active-selection score of one open task (rlhf.selection; written by the `select-scores` job).
+
+    The pick reads only `Task.selection_rank`; this row says why (strategy, score, random share)
+    and is copied onto the annotation at submit.
+    """
+
+    task_id: int = Field(foreign_key="task.id", primary_key=True, ondelete="CASCADE")
+    project_id: int = Field(foreign_key="project.id", index=True, ondelete="CASCADE")
+    strategy: str = Field(max_length=32)
+    score: float = 0.0
+    """Higher = more worth labelling next under `strategy`."""
+    rank: int = 0
+    """1 = first; copied to Task.selection_rank."""
+    is_random: bool = False
+    """Placed by the random share of `mixed`, not by its score."""
+    computed_at: datetime = Field(default_factory=utcnow)
+
+
+class SelectionState(SQLModel, table=True):
+    """Per project: what the last scoring run used and said (staleness, fallback), for the page and the worker."""
+
+    project_id: int = Field(foreign_key="project.id", primary_key=True, ondelete="CASCADE")
+    requested: str = Field(max_length=32)
+    """The project's strategy when scored."""
+    applied: str = Field(max_length=32)
+    """The strategy whose order is stored (least-annotated when it fell back)."""
+    note: str = Field(default="", max_length=2000)
+    """Why it fell back, or what it used (the reward model)."""
+    labels_at: int = 0
+    """Annotations in the project when scored (re-run when enough more arrive)."""
+    reward_artifact_id: Optional[int] = Field(default=None, foreign_key="artifact.id", ondelete="SET NULL")
+    scored_tasks: int = 0
+    seconds: float = 0.0
+    computed_at: datetime = Field(default_factory=utcnow)
+    history: list = _json(list, nullable=False)
+    """One point per run: {at, requested, applied, labels, labels_by_strategy, rm_accuracy_random, random_pairs} (the dashboard's curve)."""

@@ -714,6 +714,13 @@ class Worker:
             self.sweep_dead_workdirs()
         except Exception as exc:  # noqa: BLE001 - leftovers wait for the next round
             print(f"worker: sweeping dead work directories failed: {exc}", file=sys.stderr)
+        if "select-scores" in self.claimable_kinds():
+            try:  # active selection: re-score projects whose labels or reward model moved on (rlhf.selection)
+                from rlhf.selection.scores import queue_stale_scoring
+
+                queue_stale_scoring(self.engine)
+            except Exception as exc:  # noqa: BLE001 - scores stay as they are until the next round
+                print(f"worker: queueing stale selection scores failed: {exc}", file=sys.stderr)
 
     def sweep_dead_workdirs(self) -> list[Path]:
         """Remove the work directories of attempts that are over (workers killed mid-job); returns them."""

@@ -495,7 +495,7 @@ def main() -> None:
         st.info("No annotations yet in this project: statistics appear once people start rating and comparing"
                 + (" (labels from imported datasets and model judges count only with “Include external labels”)." if not include_external else "."))
         return
-    tabs = st.tabs(["Agreement", "Annotators", "Pairwise κ", "Confusion", "Leaderboard", "Writers", "Judges"] + (["Rankings"] if data.rankings is not None else []))
+    tabs = st.tabs(["Agreement", "Annotators", "Pairwise κ", "Confusion", "Leaderboard", "Writers", "Judges", "Selection"] + (["Rankings"] if data.rankings is not None else []))
     with tabs[0]:
         agreement_section(data, data.project, min_overlap)
     with tabs[1]:
@@ -512,10 +512,14 @@ def main() -> None:
         from labeling_app.judges_section import judges_section
 
         judges_section(engine, user, project_id, st.session_state.get(REFRESHED, 0.0))
+    with tabs[7]:
+        from labeling_app.selection_view import selection_section
+
+        selection_section(engine, user, project_id)
     if data.rankings is not None:
         from labeling_app.ranking_dashboard import rankings_section
 
-        with tabs[7]:
+        with tabs[8]:
             rankings_section(data.rankings)
 
 

@@ -9,6 +9,12 @@ from labeling_app import common as c
 from labeling_app.admin_forms import FormError, parse_tags, rows_to_rubric, rubric_rows
 
 NEW = 0  # selector value for "a new project"
+SELECTION_LABELS = {
+    "least-annotated": "Least-annotated first (random order within)",
+    "uncertainty": "Uncertainty: pairs the latest reward model cannot tell apart",
+    "disagreement": "Disagreement: tasks whose votes disagree most (Dawid–Skene)",
+    "mixed": "Mixed: both, with a 25% random share kept for evaluation",
+}
 VISIBILITY_LABELS = {"blind": "Blind: annotators never see others' labels", "reveal_after_submit": "Reveal after submit: others' labels shown once you submit"}
 
 
@@ -77,6 +83,7 @@ def editor(engine, user, project) -> None:
     visibility = st.radio("Visibility", VISIBILITIES, index=VISIBILITIES.index(project.visibility) if project else 0, format_func=VISIBILITY_LABELS.get, key=f"{key}.visibility")
     active = st.checkbox("Open for annotation", value=project.active if project else True, key=f"{key}.active") if project else True
     rank_range = ranking_range(project, key)
+    selection = selection_panel(engine, project, key) if project else None
 
     if not st.button("Save project" if project else "Create project", type="primary", key=f"{key}.save", icon=":material/save:"):
         return
@@ -99,7 +106,7 @@ def editor(engine, user, project) -> None:
             st.session_state["projects.select_next"] = saved.id
             c.flash(f"Created project {saved.name!r}.")
         else:
-            saved = update_project(engine, user, project.id, name=name, active=active, **settings)
+            saved = update_project(engine, user, project.id, name=name, active=active, selection=selection, **settings)
             c.flash(f"Saved project {saved.name!r}.")
     except (FormError, ProjectValidationError) as exc:
         c.show_error(exc)
@@ -117,6 +124,24 @@ def ranking_range(project, key: str) -> tuple:
     low = low_col.number_input("Fewest replies (K)", min_value=3, max_value=9, value=(project.rank_k_min or 4) if project else 4, step=1, key=f"{key}.rank_k_min")
     high = high_col.number_input("Most replies (K)", min_value=3, max_value=9, value=(project.rank_k_max or 4) if project else 4, step=1, key=f"{key}.rank_k_max")
     return (int(low), int(high))
+def selection_panel(engine, project, key: str) -> str:
+    """The project's selection strategy (a choice) and what the background scoring last said."""
+    from rlhf.schema import SELECTION_STRATEGIES
+    from rlhf.selection.scores import selection_status
+
+    current = project.selection if project.selection in SELECTION_STRATEGIES else SELECTION_STRATEGIES[0]
+    choice = st.selectbox(
+        "Selection (which task goes next)", SELECTION_STRATEGIES, index=SELECTION_STRATEGIES.index(current), format_func=SELECTION_LABELS.get,
+        key=f"{key}.selection", help="Scored in the background by a select-scores job; least-annotated order is kept until scores exist.",
+    )
+    status = selection_status(engine, project.id)
+    if status.fallback:
+        st.warning(f"Selection {status.selection} is not in force: {status.note}", icon=":material/info:")
+    elif status.applied is not None:
+        st.caption(f"Order in force: {status.applied}, {status.scored_tasks} task(s) ranked at {status.computed_at:%Y-%m-%d %H:%M} UTC. {status.note}")
+    if status.stale:
+        st.caption(f"Scores out of date ({status.stale}); a worker re-scores them.")
+    return choice
 
 
 def main() -> None:

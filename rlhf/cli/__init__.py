@@ -45,7 +45,7 @@ def _register_commands() -> None:
     # Each module adds its commands to `app` on import; the order is the order in --help.
     import importlib
 
-    for module in ("foundation", "users", "generation", "stats", "training", "policy", "jobs", "simulation", "judge"):
+    for module in ("foundation", "users", "generation", "stats", "training", "policy", "jobs", "simulation", "judge", "selection"):
         try:
             importlib.import_module(f"rlhf.cli.{module}")
         except ModuleNotFoundError as exc:

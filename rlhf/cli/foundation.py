@@ -148,6 +148,7 @@ def _show(project, counts: dict | None = None) -> None:
         "active": project.active,
         "rank_k_min": project.rank_k_min,
         "rank_k_max": project.rank_k_max,
+        "selection": project.selection,
         "tags": project.tags,
         "task_kinds": project.task_kinds,
         "write_overlap": project.write_overlap,
@@ -275,6 +276,9 @@ def project_update(
     max_reply_chars: Optional[int] = _MAX_REPLY_CHARS,
     rank_k_min: Optional[int] = typer.Option(None, "--rank-k-min", help="Collect rankings: fewest replies per ranking task (3-9)."),
     rank_k_max: Optional[int] = typer.Option(None, "--rank-k-max", help="Collect rankings: most replies per ranking task (3-9)."),
+    selection: Optional[str] = typer.Option(
+        None, "--selection", help="Which task goes next: least-annotated (default), uncertainty, disagreement or mixed (scored by a select-scores job)."
+    ),
     database_url: Optional[str] = _DATABASE_OPTION,
 ) -> None:
     """Change some settings of a project. Example: rlhf project update demo --overlap 5 --max-overlap 7"""
@@ -297,6 +301,7 @@ def project_update(
         **_write_options(kinds, write_overlap, max_reply_chars),
         "rank_k_min": rank_k_min,
         "rank_k_max": rank_k_max,
+        "selection": selection,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
