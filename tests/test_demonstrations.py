@@ -94,8 +94,8 @@ def test_a_0003_database_upgrades_in_place_keeping_its_tasks(db_url):
         )
         connection.execute(text("INSERT INTO \"user\" (username, role, active, must_change_password, created_at) VALUES ('u', 'annotator', true, false, CURRENT_TIMESTAMP)"))
         connection.execute(text("INSERT INTO lease (task_id, user_id, expires_at, created_at) VALUES (1, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
-    init_database(engine)
-    assert current_revision(engine) == "0004"
+    head = init_database(engine)
+    assert current_revision(engine) == head and head >= "0004"
     with engine.connect() as connection:
         assert connection.execute(text("SELECT task_kinds, write_overlap, max_reply_chars FROM project")).one()[1:] == (1, 20000)
         assert connection.execute(text("SELECT count(*) FROM task")).scalar_one() == 1

@@ -6,7 +6,7 @@ K (`rank_k_min`, `rank_k_max`; NULL: the project does not collect rankings). Exi
 kept as they are: every column added is nullable (issue 18).
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-05 13:30:00
 """
 from alembic import op
@@ -15,7 +15,7 @@ import sqlmodel
 
 
 revision = '0005'
-down_revision = '0003'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 

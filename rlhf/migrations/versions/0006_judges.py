@@ -6,7 +6,7 @@ the parsed verdict per order, the status (parsed / inconsistent / unparsed), the
 and the model's identity, one row per (task, judge) so a resumed run never judges a task twice.
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-12-05 13:30:00
 """
 from alembic import op
@@ -15,7 +15,7 @@ import sqlmodel
 
 
 revision = '0006'
-down_revision = '0003'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

@@ -6,7 +6,7 @@ projects); the `select-scores` job writes `selectionscore` rows and copies each 
 ratings and preferences record the strategy, score and random-share flag of their task (issue 21).
 
 Revision ID: 0008
-Revises: 0003
+Revises: 0006
 Create Date: 2026-12-05 13:20:00
 """
 from alembic import op
@@ -15,7 +15,7 @@ import sqlmodel
 
 
 revision = '0008'
-down_revision = '0003'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
