@@ -71,7 +71,8 @@ def main() -> None:
         c.sync_session_cookie()
     else:
         sidebar(user)
-        page = st.navigation(build_pages(user.role))
+        # expanded: an admin has more pages than the sidebar shows before a "View more" toggle.
+        page = st.navigation(build_pages(user.role), expanded=True)
     c.show_flash()
     page.run()
 
