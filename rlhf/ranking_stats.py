@@ -59,8 +59,10 @@ def ranking_frame(engine, project) -> pd.DataFrame:
         replies = {}
         for start in range(0, len(response_ids), 5000):
             chunk = response_ids[start : start + 5000]
-            for rid, model, text in connection.execute(sa.select(response.c.id, response.c.model_name, response.c.text).where(response.c.id.in_(chunk))):
-                replies[rid] = (model, len(text or ""))
+            # The length in SQL: the texts themselves never leave the database.
+            length = sa.func.coalesce(sa.func.length(response.c.text), 0)
+            for rid, model, chars in connection.execute(sa.select(response.c.id, response.c.model_name, length).where(response.c.id.in_(chunk))):
+                replies[rid] = (model, int(chars))
     out: dict[str, list] = {c: [] for c in RANKING_COLUMNS}
     for r in rows:
         k = len(r.response_ids)
