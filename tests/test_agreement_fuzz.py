@@ -106,12 +106,10 @@ def consecutive_label_pairs(draw, scale=(1, 5), max_units=15):
     low = draw(st.integers(scale[0], scale[1] - 1))
     high = draw(st.integers(low + 1, scale[1]))
     run = list(range(low, high + 1))
-    extra = draw(st.integers(max(0, 2 - len(run)), max(0, max_units - len(run))))
-    pooled = run + draw(st.lists(st.sampled_from(run), min_size=extra, max_size=extra))
-    pooled += draw(st.lists(st.sampled_from(run), min_size=len(pooled) % 2, max_size=len(pooled) % 2))
-    pooled = draw(st.permutations(pooled))
-    half = len(pooled) // 2
-    return np.array([pooled[:half], pooled[half:]], dtype=float)
+    units = draw(st.integers((len(run) + 1) // 2, max_units))
+    filler = draw(st.lists(st.sampled_from(run), min_size=2 * units - len(run), max_size=2 * units - len(run)))
+    pooled = draw(st.permutations(run + filler))
+    return np.array([pooled[:units], pooled[units:]], dtype=float)
 
 
 @SLOW_REFERENCE
