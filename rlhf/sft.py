@@ -483,14 +483,66 @@ def _resolve_device(config: SFTRunConfig):
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def reply_token_loss(model, inputs: dict[str, Any], num_items_in_batch=None):
+    """Next-token loss of the labelled (reply) positions, with the LM head applied to those positions only.
+
+    Returns (loss, logits) where `logits` is (N, V) for the N labelled positions. The loss is the
+    sum of -log p(label) over labelled positions divided by `num_items_in_batch` (their count when
+    None), exactly the loss of the full-logits forward and of TRL's fused LM head. Why: on CPU
+    TRL's fused head scores every position (it compacts to labelled ones only on Triton devices),
+    so a prompt token or a pad costs a projection onto the whole vocabulary (49k for SmolLM2),
+    forward and backward. Here the backbone runs once, the hidden states at labelled positions
+    are gathered, and only they are projected.
+    """
+    import torch
+
+    labels = inputs["labels"]
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT injects LoRA in place
+    backbone_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "num_items_in_batch", "completion_mask")}
+    hidden = base.base_model(**backbone_inputs, use_cache=False).last_hidden_state  # (B, S, H)
+    targets = labels[:, 1:]  # (B, S-1): position t predicts token t+1
+    mask = targets != -100
+    lm_head = base.get_output_embeddings()
+    selected = hidden[:, :-1][mask]  # (N, H)
+    logits = lm_head(selected).float()  # (N, V)
+    count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+    loss = torch.nn.functional.cross_entropy(logits, targets[mask], reduction="sum") / count
+    return loss, logits
+
+
 def _make_trainer_class():
-    """SFTTrainer with length-grouped batches (built lazily: TRL is heavy)."""
+    """SFTTrainer with length-grouped batches and, where TRL scores every position, the reply-only LM head (built lazily: TRL is heavy)."""
+    import torch
     from trl import SFTTrainer
 
     from rlhf.reward.train import LengthGroupedBatches
 
     class DemonstrationTrainer(LengthGroupedBatches, SFTTrainer):
-        """TRL's SFTTrainer; only the batch order differs (examples of similar length together)."""
+        """TRL's SFTTrainer; the batch order differs (examples of similar length together) and, off CUDA, the
+        loss is `reply_token_loss` (same value and gradients, the LM head only where the loss is)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            on_cuda = self.args.device.type == "cuda"
+            if on_cuda or return_outputs or self.compute_loss_func is not None or self.label_smoother is not None or self.args.loss_type != "nll":
+                return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            mode = "train" if self.model.training else "eval"
+            loss, logits = reply_token_loss(model, inputs, num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            # The metrics TRL logs, on the labelled positions only (as TRL's are).
+            with torch.no_grad():
+                labelled = (inputs["labels"][:, 1:] != -100)
+                targets = inputs["labels"][:, 1:][labelled]
+                log_probs = logits.detach().log_softmax(-1)
+                count = max(int(targets.numel()), 1)
+                entropy = float(-(log_probs.exp() * log_probs).sum()) / count
+                accuracy = float((logits.detach().argmax(-1) == targets).sum()) / count
+            self._metrics[mode]["entropy"].append(entropy if targets.numel() else 0.0)
+            self._metrics[mode]["mean_token_accuracy"].append(accuracy if targets.numel() else 0.0)
+            if mode == "train":
+                self._total_train_tokens += int(inputs["attention_mask"].sum()) // self._tp_size
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            return loss
 
     return DemonstrationTrainer
 
