@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rlhf.models import load_causal_lm, load_tokenizer, resolve_model
+from rlhf import sft as sft_module
 from rlhf.progress import Cancelled, RecordingReporter
 from rlhf.sft import (
     SFTDataError,
@@ -146,7 +147,14 @@ def test_non_finite_loss_stops_and_writes_nothing(tiny_model_dir, tmp_path, monk
         loss = real(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         return loss * float("nan")
 
-    monkeypatch.setattr(SFTTrainer, "compute_loss", poisoned)
+    monkeypatch.setattr(SFTTrainer, "compute_loss", poisoned)  # the loss on CUDA
+    real_reply_loss = sft_module.reply_token_loss
+
+    def poisoned_reply_loss(model, inputs, num_items_in_batch=None):  # the loss on CPU
+        loss, logits = real_reply_loss(model, inputs, num_items_in_batch)
+        return loss * float("nan"), logits
+
+    monkeypatch.setattr(sft_module, "reply_token_loss", poisoned_reply_loss)
     with pytest.raises(SFTError, match="non-finite at step 1"):
         train_sft(tiny_config(tiny_model_dir, sft_file(tmp_path / "d.jsonl"), tmp_path / "out"))
     assert not (tmp_path / "out").exists()

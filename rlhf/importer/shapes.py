@@ -82,9 +82,15 @@ class PromptIn:
     (`rlhf.importer.pairing.plan_new_prompt_tasks`); None: the writer plans them when needed."""
     rankings: list = field(default_factory=list)
     """`rlhf.importer.ranked.RankedIn` of records that ranked their responses (stored with `--as-labels`)."""
+    wants_write: bool = False
+    """A prompts-only record asked for this prompt: it gets a write task even when another record of the
+    file brought responses for it (the task then starts from the first of them)."""
 
     def __reduce__(self):
-        return (PromptIn, (self.content_hash, self.text, self.messages, self.category, self.meta, self.responses, self.pairs, self.task_plan, self.rankings))
+        return (
+            PromptIn,
+            (self.content_hash, self.text, self.messages, self.category, self.meta, self.responses, self.pairs, self.task_plan, self.rankings, self.wants_write),
+        )
 
 
 _json_string = json.JSONEncoder(ensure_ascii=False).encode
@@ -125,6 +131,15 @@ def detect_shape(keys: Any) -> str:
     if "prompt" not in keys:
         raise ImportFormatError(f"missing column; found [{shown}]; {_SHAPES_HELP}", field="prompt")
     if "responses" in keys:
+        # Shape (a) keeps unknown fields in `meta`: a pair or a single response beside the list would be
+        # silently stored as metadata, so a record carrying two shapes is refused.
+        other = sorted(keys & {"chosen", "rejected", "response"})
+        if other:
+            raise ImportFormatError(
+                f"carries both 'responses' (prompt + responses) and {', '.join(map(repr, other))} (another shape); "
+                "one record is one shape: split it into two records",
+                field=other[0],
+            )
         return SHAPE_RESPONSES
     if "chosen" in keys or "rejected" in keys:
         for needed in ("chosen", "rejected"):
@@ -492,4 +507,5 @@ def normalise_prompt_only(record: dict, *, text_cells: bool = False) -> PromptIn
     prompt = _prompt_in(record, text_cells=text_cells, meta=meta)
     if prompt.messages is not None and not any(m["role"] == "user" for m in prompt.messages):
         raise ImportFormatError("has no user turn: there is nothing for the assistant to reply to", field="prompt")
+    prompt.wants_write = True
     return prompt

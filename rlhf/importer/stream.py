@@ -16,14 +16,13 @@ stays bounded.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import pickle
 import struct
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -54,28 +53,27 @@ def use_reader_process(size_bytes: int) -> bool:
 
 
 def source_prompts(source: Source) -> Iterator[PromptIn]:
-    """Validated prompts of a source, its shape detected from the header or the first record."""
+    """Validated prompts of a source: a table's shape detected once from its header, a record's from its own keys.
+
+    Records of different shapes may share a file (prompts alone for write tasks beside prompts
+    with responses, say); a record that fits no shape, or two, is refused naming its line.
+    """
     rows = iter(source.rows)
+    table_normalise = None
     if source.columns is not None:
         if not source.columns:
             raise ImportFormatError("empty file: no header and no records", path=source.path)
-        first = None
         try:
-            shape = detect_shape(source.columns)
+            table_normalise = normaliser(detect_shape(source.columns), text_cells=source.text_cells)
         except ImportFormatError as exc:
             raise exc.located(path=source.path, line=1 if source.text_cells else None) from None
-    else:
-        first = next(rows, None)
-        if first is None:
-            return
+    by_shape: dict[str, Callable[[dict], PromptIn]] = {}
+    for row in rows:
         try:
-            shape = detect_shape(first.data.keys())
-        except ImportFormatError as exc:
-            raise exc.located(path=first.path, line=first.line) from None
-    normalise = normaliser(shape, text_cells=source.text_cells)
-    head = [first] if first is not None else []
-    for row in itertools.chain(head, rows):
-        try:
+            normalise = table_normalise
+            if normalise is None:
+                shape = detect_shape(row.data.keys())
+                normalise = by_shape.get(shape) or by_shape.setdefault(shape, normaliser(shape, text_cells=source.text_cells))
             prompt = normalise(row.data)
         except ImportFormatError as exc:
             raise exc.located(path=row.path, line=row.line) from None
@@ -93,6 +91,7 @@ def merge_into(chunk: dict[str, PromptIn], prompt: PromptIn) -> None:
     present.responses.extend(prompt.responses)
     present.pairs.extend(prompt.pairs)
     present.rankings.extend(prompt.rankings)
+    present.wants_write = present.wants_write or prompt.wants_write
 
 
 def chunked(prompts: Iterable[PromptIn], chunk_prompts: int) -> Iterator[Chunk]:

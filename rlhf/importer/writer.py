@@ -409,12 +409,13 @@ class ChunkWriter:
         self.summary.tasks_skipped += repeats
 
     def _add_write_tasks(self, groups: list[PromptIn], states: dict[str, _PromptState], present: set[str], new_rows: list) -> None:
-        """One write task per prompt: with `make_write_tasks`, or for a prompt that came without responses.
+        """One write task per prompt: with `make_write_tasks`, for a prompt that came without responses, or for
+        one a prompts-only record asked for (`wants_write`).
 
         The task starts from the prompt's first response of this record (None: from scratch).
         """
         for group in groups:
-            if not (self.options.make_write_tasks or not group.responses):
+            if not (self.options.make_write_tasks or not group.responses or group.wants_write):
                 continue
             digest = write_task_hash(group.content_hash)
             if digest in present:
