@@ -427,7 +427,9 @@ def _bad_cases() -> list[tuple[str, str, bytes, dict, str]]:
     chunked_late_error = [json.dumps(prompt_record(f"q{i}", 3)) for i in range(7)] + ['{"prompt": "late", "responses": [{"text": "x", "model": 3}]}']
     return [
         ("malformed-json", "f.jsonl", jl(GOOD, GOOD, '{"prompt": "x", "responses": ['), {}, "f.jsonl:3: malformed JSON"),
-        ("missing-field", "f.jsonl", jl(GOOD, '{"prompt": "x"}'), {}, "f.jsonl:2: field 'responses': missing"),
+        # Each record's shape is its own (a prompt alone is a write task), so a misspelt field fits no shape.
+        ("misspelt-field", "f.jsonl", jl(GOOD, '{"prompt": "x", "respones": []}'), {}, "f.jsonl:2: no known shape fits the columns [prompt, respones]"),
+        ("two-shapes", "f.jsonl", jl(GOOD, '{"prompt": "x", "responses": [], "chosen": "a"}'), {}, "f.jsonl:2: field 'chosen': carries both 'responses'"),
         ("misnamed-column", "f.jsonl", jl('{"promt": "x", "responses": []}'), {}, "f.jsonl:1: field 'prompt': missing column"),
         ("no-shape", "f.jsonl", jl('{"prompt": "x", "answer": "y"}'), {}, "no known shape"),
         (
