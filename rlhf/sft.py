@@ -227,6 +227,10 @@ def parse_sft_record(record: dict[str, Any], where: str) -> SFTExample:
         raise SFTDataError(str(exc)) from None
     if not completion.strip():
         raise SFTDataError(f"{completion_where}: empty reply (nothing to learn)")
+    if isinstance(prompt, list) and not any(m["role"] == "user" for m in prompt):
+        # A reply to no user turn teaches the policy to answer what nobody asked (generation never renders such a prompt).
+        field = "messages" if _present(record.get("messages")) else "prompt"
+        raise SFTDataError(f"{where}: field {field!r}: the prompt has no user turn (nothing for the assistant to reply to)")
     return SFTExample(prompt=prompt, completion=completion, split=split, where=where)
 
 

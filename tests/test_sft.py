@@ -227,6 +227,12 @@ def test_unknown_optimizer_and_unknown_model_are_named(tiny_model_dir, tmp_path)
         (['{"prompt": "hi", "completion": "ok"}', "{oops"], r"line 2: not valid JSON"),
         (['{"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "ok"}]}'], r"line 1: field 'messages'\[0\]"),
         (['{"prompt": "", "completion": "ok"}'], r"line 1: field 'prompt': empty prompt"),
+        (['{"messages": [{"role": "system", "content": "Be brief."}, {"role": "assistant", "content": "ok"}]}'],
+         r"line 1: field 'messages': the prompt has no user turn"),
+        (['{"prompt": [{"role": "system", "content": "Be brief."}], "completion": "ok"}'], r"line 1: field 'prompt': the prompt has no user turn"),
+        (['{"prompt": "hi", "completion": [{"role": "user", "content": "ok"}]}'], r"line 1: field 'completion'"),
+        (['{"prompt": "hi", "completion": "ok"}', '{"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "again"}]}'],
+         r"e\.jsonl: line 2: field 'messages': no assistant turn"),
     ],
 )
 def test_bad_sft_files_name_the_file_line_and_field(tmp_path, lines, message):
