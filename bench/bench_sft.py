@@ -15,7 +15,11 @@ each chosen because it is free of approximation:
   backward pass to save memory; a 135M model's activations fit easily;
 - length-grouped batches: examples of similar length share a batch, so fewer pad tokens are
   computed (the order within an epoch changes, not what is learnt);
-- fp32 compute (as the anchor here).
+- fp32 compute (as the anchor here);
+- the LM head applied only at the reply positions that carry loss (`rlhf.sft.reply_token_loss`):
+  TRL's fused head compacts to those positions only on Triton devices, so on CPU it projects
+  every prompt and pad position onto the 49k-token vocabulary (and computes its entropy), forward
+  and backward; the loss and gradients are the same (tests/test_sft_reply_loss.py, to 1e-5).
 Packing / padding-free is not used: on CPU it needs a block-diagonal attention mask over the
 whole flattened batch (quadratic in batch x length) and TRL documents it for FlashAttention only.
 
