@@ -24,7 +24,9 @@ in `reports/<timestamp>/` together with the run's SQLite database and models):
    `ppo_iterations` or until the budget needs the rest of the time;
 8. round 1: `generate_round` samples the PPO policy on the project's prompts, paired against round 0;
 9. simulate again on the new pairs (same annotators);
-10. leaderboard of the rounds, the share of votes for round 1, final flag recovery; report.
+10. leaderboard of the rounds, the share of votes for round 1, final flag recovery;
+11. head to head: each prompt's PPO reply against the control's, judged by the same simulated
+    people in a project of their own (what PPO added, the sampler being the same); report.
 
 The targets (issue 9) and whether each was met are the first table of the report.
 """
@@ -411,7 +413,54 @@ def sample_control(config: E2EConfig, prompt_ids, prompts, categories, old_gold)
     frame = pd.DataFrame({"prompt_id": prompt_ids, "response_text": texts})
     frame["gold"] = [gold_score(p, t, categories.get(i)) for i, p, t in zip(prompt_ids, prompts, texts)]
     new = frame.groupby("prompt_id")["gold"].apply(list).to_dict()
-    return {**_text_stats(frame), "gold_win_rate": checks.gold_win_rate(new, old_gold), "seconds": round(time.perf_counter() - started, 2)}
+    return {
+        **_text_stats(frame), "gold_win_rate": checks.gold_win_rate(new, old_gold), "seconds": round(time.perf_counter() - started, 2),
+        "texts": dict(zip(prompt_ids, texts)),
+    }
+
+
+HEAD_TO_HEAD_PROJECT = "head-to-head"
+CONTROL_MODEL = "control"
+
+
+def head_to_head(engine, config: E2EConfig, round1, control_texts: dict[int, str], flagged_spammers: set[int], reporter=None) -> dict[str, Any]:
+    """PPO's round-1 reply against the control's reply to the same prompt, judged by the same simulated people.
+
+    Round 1 against round 0 mixes two gains: the policy's and the sampler's (temperature 0.7 and
+    shorter replies against round 0's sampling). The control is the starting policy sampled exactly
+    like round 1, so a vote between the two measures what PPO itself added. The pairs go into a
+    project of their own (so the main project's statistics and leaderboard stay as they were); the
+    annotators are the same accounts with the same planted traits and seed.
+    """
+    from rlhf.importer import import_records
+    from rlhf.projects import create_project, get_project
+    from rlhf.frames import preference_frame
+    from rlhf.roles import SYSTEM
+    from rlhf.simulation import simulate
+
+    firsts = round1.drop_duplicates("prompt_id")
+    records = []
+    for row in firsts.itertuples(index=False):
+        control = control_texts.get(int(row.prompt_id))
+        if control is None:
+            continue
+        prompt = _prompt_input(row.prompt_text, row.prompt_messages)
+        record = {"prompt": prompt, "responses": [{"text": row.response_text, "model": ROUND1_MODEL}, {"text": control, "model": CONTROL_MODEL}]}
+        if isinstance(row.prompt_category, str) and row.prompt_category:
+            record["category"] = row.prompt_category
+        records.append(record)
+    if not records:
+        return {"n_votes": 0, "vote_share": None, "n_tasks": 0, "task_share": None, "pairs": 0}
+    main = get_project(engine, PROJECT)
+    create_project(engine, SYSTEM, HEAD_TO_HEAD_PROJECT, description="PPO's round-1 replies against the starting policy sampled the same way", guidelines=main.guidelines or "")
+    import_records(engine, records, HEAD_TO_HEAD_PROJECT, max_pairs_per_prompt=1, make_rating_tasks=False, source_name="e2e head-to-head")
+    result = simulate(engine, HEAD_TO_HEAD_PROJECT, simulation_config(config, "pairwise"), reporter=reporter)
+    prefs = preference_frame(engine, HEAD_TO_HEAD_PROJECT, ["task_id", "model_a", "model_b", "annotator_id", "choice"])
+    figures = checks.model_preference(prefs, ROUND1_MODEL)
+    figures["vote_share_unflagged"] = checks.model_preference(prefs, ROUND1_MODEL, exclude_annotators=flagged_spammers)["vote_share"]
+    figures["pairs"] = len(records)
+    figures["seconds"] = round(result.seconds, 2)
+    return figures
 
 
 def run_ppo(config: E2EConfig, out: Path, reward_dir: Path, database_url: str, deadline: float, echo) -> tuple[Path, dict[str, Any]]:
@@ -472,6 +521,7 @@ def targets(summary: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
 
     spam = summary["annotator_recovery"].get("spammer", {})
     reward, ppo, pref = summary["reward"], summary["ppo"], summary["preference_for_new_round"]
+    head = summary.get("head_to_head") or {}
     best = reward.get("best_achievable")
     minutes = summary["timings_s"]["total"] / 60
     return [
@@ -484,6 +534,10 @@ def targets(summary: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
             "passed": None if best is None or reward.get("accuracy_vs_gold") is None else reward["accuracy_vs_gold"] >= best - 0.05,
         },
         {"name": "votes preferring round 1 (PPO) over round 0", "value": pref.get("vote_share"), "goal": "≥ 0.60", "passed": at_least(pref.get("vote_share"), 0.60)},
+        {
+            "name": "votes preferring PPO over the control (same prompts, same sampling)",
+            "value": head.get("vote_share"), "goal": "≥ 0.60", "passed": at_least(head.get("vote_share"), 0.60),
+        },
         {"name": "KL(policy ‖ reference) at the last iteration, nats", "value": ppo.get("kl_last"), "goal": f"≤ {KL_LIMIT:g}", "passed": None if ppo.get("kl_last") is None else ppo["kl_last"] <= KL_LIMIT},
         {"name": "whole run, minutes (CPU, packaged models)", "value": round(minutes, 2), "goal": f"≤ {TARGET_MINUTES:g}", "passed": None if quick else minutes <= TARGET_MINUTES},
     ]
@@ -602,7 +656,8 @@ def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
     # 7. PPO, leaving time for round 1
     per_annotation = sim0.seconds / max(sim0.annotations, 1)
     expected_round1 = len(prompt_ids) * max(len(v) for v in old_gold.values()) * 3 if old_gold else 0
-    reserve = (control_seconds * 1.3 if control_seconds else 0.15 * config.budget_minutes * 60) + per_annotation * expected_round1 + 60
+    expected_head_to_head = len(prompt_ids) * 3 if config.control else 0
+    reserve = (control_seconds * 1.3 if control_seconds else 0.15 * config.budget_minutes * 60) + per_annotation * (expected_round1 + expected_head_to_head) + 60
     ppo_deadline = deadline - reserve
     summary["budget"] = {"minutes": config.budget_minutes, "reserved_after_ppo_s": round(reserve, 1), "ppo_deadline_in_s": round(ppo_deadline - time.monotonic(), 1)}
     with timings.step("ppo", say):
@@ -646,6 +701,16 @@ def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
     preference["gold_win_rate"] = checks.gold_win_rate(new_gold, old_gold)
     preference["control_gold_win_rate"] = summary["control"].get("gold_win_rate")
     summary["preference_for_new_round"] = preference
+    control_texts = summary["control"].pop("texts", None)
+    if control_texts:
+        with timings.step("head_to_head", say):
+            reporter = _reporter(config, "head to head", "annotation")
+            try:
+                summary["head_to_head"] = head_to_head(engine, config, round1, control_texts, flagged_spammers, reporter)
+            finally:
+                _close(reporter)
+    else:
+        summary["head_to_head"] = {}
     summary["round1"] = {**_text_stats(round1), "pairwise_tasks": generated.pairwise_tasks_added, "model_name": ROUND1_MODEL}
     summary["leaderboard"] = json.loads(pd.DataFrame(stats1.leaderboard).to_json(orient="records"))
     summary["annotator_recovery_final"] = {k: v.as_dict() for k, v in checks.flag_recoveries(stats1.annotators, profiles).items()}

@@ -165,16 +165,29 @@ def new_round_preference(preferences: pd.DataFrame, new_round: int, *, exclude_a
     Returns n_votes (decisive a/b votes), vote_share (share of them for the new round),
     n_tasks and task_share (tasks whose decisive votes favour the new round; a split counts 1/2).
     """
+    return _side_votes(preferences, "round_a", "round_b", new_round, exclude_annotators)
+
+
+def model_preference(preferences: pd.DataFrame, model: str, *, exclude_annotators: Iterable[int] = ()) -> dict[str, Any]:
+    """How the judgments of pairs (a reply of `model` against another model's) went: decisive votes and tasks won.
+
+    `preferences`: rlhf.frames.preference_frame rows (task_id, model_a, model_b, choice, annotator_id).
+    """
+    return _side_votes(preferences, "model_a", "model_b", model, exclude_annotators)
+
+
+def _side_votes(preferences: pd.DataFrame, column_a: str, column_b: str, side, exclude_annotators: Iterable[int]) -> dict[str, Any]:
+    """Decisive votes of the pairs with `side` on exactly one side (by `column_a` / `column_b`): share for it, tasks won (a split task 1/2)."""
     excluded = set(exclude_annotators)
-    rows = preferences[(preferences["round_a"] != preferences["round_b"]) & ((preferences["round_a"] == new_round) | (preferences["round_b"] == new_round))]
+    rows = preferences[(preferences[column_a] != preferences[column_b]) & ((preferences[column_a] == side) | (preferences[column_b] == side))]
     rows = rows[rows["choice"].isin(["a", "b"]) & ~rows["annotator_id"].isin(excluded)]
     if rows.empty:
         return {"n_votes": 0, "vote_share": None, "n_tasks": 0, "task_share": None}
-    new_is_a = rows["round_a"].to_numpy() == new_round
-    for_new = (rows["choice"].to_numpy() == "a") == new_is_a
-    per_task = pd.DataFrame({"task": rows["task_id"].to_numpy(), "for_new": for_new}).groupby("task")["for_new"].mean()
+    side_is_a = rows[column_a].to_numpy() == side
+    for_side = (rows["choice"].to_numpy() == "a") == side_is_a
+    per_task = pd.DataFrame({"task": rows["task_id"].to_numpy(), "for_side": for_side}).groupby("task")["for_side"].mean()
     task_wins = (per_task > 0.5).astype(float) + 0.5 * (per_task == 0.5)
-    return {"n_votes": int(len(rows)), "vote_share": float(for_new.mean()), "n_tasks": int(len(per_task)), "task_share": float(task_wins.mean())}
+    return {"n_votes": int(len(rows)), "vote_share": float(for_side.mean()), "n_tasks": int(len(per_task)), "task_share": float(task_wins.mean())}
 
 
 def gold_win_rate(new: Mapping[int, Sequence[float]], old: Mapping[int, Sequence[float]]) -> Optional[float]:

@@ -262,6 +262,10 @@ def write_markdown(out_dir: Path, summary: Mapping[str, Any], annotators: pd.Dat
         f"mean gold {_fmt(s.get('round0', {}).get('mean_gold'))} → {_fmt(s.get('round1', {}).get('mean_gold'))} "
         f"(untrained policy: {_fmt(s.get('control', {}).get('mean_gold'))}).",
         "",
+        "## PPO against the control (head to head)",
+        "",
+        _head_to_head_line(s.get("head_to_head") or {}),
+        "",
         image("leaderboard", "leaderboard of rounds"),
         "",
         frame_table(board, ["rank", "model", "elo", "elo_low", "elo_high", "wins", "losses", "ties", "n_comparisons"]),
@@ -278,6 +282,17 @@ def write_markdown(out_dir: Path, summary: Mapping[str, Any], annotators: pd.Dat
     path = out_dir / "report.md"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def _head_to_head_line(head: Mapping[str, Any]) -> str:
+    if not head:
+        return "_Not run (no control sample)._"
+    return (
+        f"Each prompt's round-1 reply (PPO) against the starting policy's reply sampled the same way (the control), judged by the same "
+        f"simulated people in a project of their own ({head.get('pairs', '?')} pairs): share of decisive votes for PPO {_fmt(head.get('vote_share'))} "
+        f"({head.get('n_votes', '?')} votes; {_fmt(head.get('vote_share_unflagged'))} without flagged spammers; tasks won {_fmt(head.get('task_share'))}). "
+        "This is the gain of the policy itself: the sampler is the same on both sides."
+    )
 
 
 def draw(plots: dict[str, Optional[str]], notes: list[str], name: str, make: Callable[[Path], Path], out_dir: Path) -> None:

@@ -89,6 +89,14 @@ def test_checks_on_hand_made_inputs():
     assert checks.new_round_preference(prefs, 1) == {"n_votes": 4, "vote_share": 0.5, "n_tasks": 2, "task_share": 0.5}
     assert checks.new_round_preference(prefs, 1, exclude_annotators={3})["vote_share"] == pytest.approx(2 / 3)
     assert checks.gold_win_rate({1: [0.8], 2: [0.5]}, {1: [0.5, 0.9], 2: [0.5]}) == pytest.approx((1 + 0 + 0.5) / 3)
+    by_model = pd.DataFrame(
+        {"task_id": [1, 1, 2, 2, 3], "model_a": ["ppo", "ppo", "control", "control", "x"], "model_b": ["control", "control", "ppo", "ppo", "ppo"],
+         "choice": ["a", "b", "b", "both_bad", "b"], "annotator_id": [1, 2, 1, 2, 3]}
+    )
+    # task 3 (x vs ppo) counts too: any pair with ppo on exactly one side
+    assert checks.model_preference(by_model, "ppo") == {"n_votes": 4, "vote_share": 0.75, "n_tasks": 3, "task_share": pytest.approx(2.5 / 3)}
+    assert checks.model_preference(by_model, "ppo", exclude_annotators={3})["vote_share"] == pytest.approx(2 / 3)
+    assert checks.model_preference(by_model, "nobody")["vote_share"] is None
 
 
 @pytest.mark.slow
@@ -118,7 +126,13 @@ def test_e2e_quick_on_the_tiny_model(tmp_path, tiny_model_dir):
     assert saved["round1"]["pairwise_tasks"] > 0 and saved["simulation_round1"]["preferences"] == saved["round1"]["pairwise_tasks"] * 3
     assert saved["preference_for_new_round"]["n_votes"] > 0
     assert {row["model"] for row in saved["leaderboard"]} == {"base-model", "ppo-policy"}
+    # PPO's replies against the starting policy sampled the same way, judged by the same people in a project of their own
+    head = saved["head_to_head"]
+    assert head["pairs"] == saved["data"]["prompts"] and head["n_votes"] > 0 and 0.0 <= head["vote_share"] <= 1.0
+    assert any(t["name"].startswith("votes preferring PPO over the control") for t in saved["targets"])
+    assert "texts" not in saved["control"]
     report = (out / "report.md").read_text()
+    assert "## PPO against the control (head to head)" in report
     for name in ("agreement", "annotators", "reward", "ppo", "leaderboard"):
         assert (out / f"{name}.png").stat().st_size > 1000, name
         assert f"({name}.png)" in report
