@@ -324,3 +324,24 @@ def test_order_is_a_permutation_with_the_promised_random_share(scores, share, se
     assert int(ranked.is_random.sum()) == int(np.floor(len(scores) * share + 1e-9))
     chosen = ranked.scores[~ranked.is_random]
     assert (np.diff(chosen) <= 0).all()  # the non-random positions are by score, highest first
+
+
+def test_ratings_export_carries_why_each_response_was_chosen(engine, tmp_path):
+    from rlhf.export import export_project, read_export_rows
+
+    built = build_project(engine, n_rating=3, overlap=1, selection="mixed")
+    ids = built.rating_ids
+    store_order(engine, built.project.id, "mixed", st.Ranked(np.array(ids), np.array([0.9, 0.8, 0.7]), np.array([False, True, False])), utcnow())
+    user = add_annotators(engine, 1)[0]
+    view = next_task(engine, user, built.project.id, "rating")
+    for _ in range(2):
+        view = submit_rating(engine, user, view.task_id, scores={"helpfulness": 5, "honesty": 5, "harmlessness": 5}, next_kind="rating").next_task
+    with session_scope(engine) as s:
+        response_of = dict(s.execute(select(Task.id, Task.response_a_id).where(Task.id.in_(ids))).all())
+    export_project(engine, SYSTEM, built.project.id, format="ratings", out=tmp_path / "ratings.jsonl")
+    rows = read_export_rows(tmp_path / "ratings.jsonl").set_index("response_id")
+    assert {"selection_strategy", "selection_score", "selection_random"} <= set(rows.columns)
+    first, second = rows.loc[response_of[ids[0]]], rows.loc[response_of[ids[1]]]
+    assert first["selection_strategy"] == "mixed" and first["selection_score"] == pytest.approx(0.9) and not bool(first["selection_random"])
+    assert second["selection_strategy"] == "mixed" and bool(second["selection_random"]) is True
+    assert response_of[ids[2]] not in rows.index  # not rated: no row
