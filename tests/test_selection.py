@@ -192,6 +192,26 @@ def test_a_missing_score_table_never_blocks_annotation(engine):
     assert sorted(done) == sorted(built.pairwise_ids)
 
 
+def test_a_stale_score_table_never_blocks_annotation(engine):
+    from engine_fixtures import add_tasks
+
+    built = build_project(engine, n_pairwise=3, overlap=1, selection="disagreement")
+    compute_scores(engine, built.project.id)  # ranks and score rows for the three tasks
+    later = add_tasks(engine, built.project.id, 2, "pairwise", seed=1)  # imported after scoring: rank 0, no score row
+    with session_scope(engine, write=True) as s:  # strategy changed and no job has run since
+        s.execute(update(type(built.project)).values(selection="uncertainty"))
+    assert selection_status(engine, built.project.id).stale.startswith("strategy changed")
+    user = add_annotators(engine, 1)[0]
+    done = []
+    view = next_task(engine, user, built.project.id, "pairwise")
+    while view is not None:
+        done.append(view.task_id)
+        view = submit_preference(engine, user, view.task_id, choice="a", strength=1, shown_left=view.shown_left, next_kind="pairwise").next_task
+    assert sorted(done) == sorted(built.pairwise_ids + later)
+    with session_scope(engine) as s:  # the disagreement scores are not the strategy in force: not recorded as its reason
+        assert set(s.execute(select(Preference.selection_strategy)).scalars()) == {"least-annotated"}
+
+
 def test_worker_check_queues_stale_projects_once(engine):
     built = build_project(engine, n_pairwise=3, overlap=1)
     assert queue_stale_scoring(engine) == []  # least-annotated, never scored: nothing to do
