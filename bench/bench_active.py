@@ -21,7 +21,8 @@ A self-contained simulation, cheap enough for a shared 2-core CPU:
    labels (the `select-scores` job), the head refitted on the majority labels;
 4. figures: accuracy on the test pairs against labels used, per strategy and seed; labels needed
    to reach 90% of the accuracy of the head trained on one label for every pool pair; the seconds
-   each strategy spends scoring (its compute). The curve is written as a PNG.
+   each strategy spends scoring (its compute). The curve is written as PNG and SVG, and
+   bench/e2e_report.py includes it (a section of report.md) whenever this output is present.
 
 `random` is least-annotated with a random tie-break (the product's default order). Run:
 `python bench/bench_active.py [--quick]`; the plot and summary go to $BENCH_ACTIVE_OUT
@@ -283,9 +284,10 @@ def plot(curves: list[Curve], targets: dict[int, float], path: Path) -> bool:
     ax.set_title(f"Active selection vs random ({len(targets)} seeds, mean ± sd)")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    for target in (path, path.with_suffix(".svg")):  # PNG for the report, SVG to scale
+        tmp = target.with_suffix(".tmp" + target.suffix)
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, target)
     plt.close(fig)
     return True
 
@@ -341,7 +343,7 @@ def run(quick: bool = False) -> list[BenchRow]:
         ))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if plot(curves, targets, out_dir / "active_selection.png"):
-        print(f"plot: {out_dir / 'active_selection.png'}", flush=True)
+        print(f"plot: {out_dir / 'active_selection.png'} (and .svg)", flush=True)
     print(f"total {time.perf_counter() - started:.1f} s (shared 2-core machine: timings are noisy)", flush=True)
     return rows
 
