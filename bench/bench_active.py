@@ -273,8 +273,11 @@ def plot(curves: list[Curve], targets: dict[int, float], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for strategy in STRATEGIES:
         runs = [c for c in curves if c.strategy == strategy]
-        labels = runs[0].labels
-        acc = np.array([c.accuracy for c in runs])
+        # Budgets follow each seed's pool size, so curves end at different counts; the steps are
+        # the same, so the common prefix is where every seed has a point.
+        steps = min(len(c.labels) for c in runs)
+        labels = runs[0].labels[:steps]
+        acc = np.array([c.accuracy[:steps] for c in runs])
         mean, sd = acc.mean(0), acc.std(0)
         ax.plot(labels, mean, label=strategy)
         ax.fill_between(labels, mean - sd, mean + sd, alpha=0.15)

@@ -50,3 +50,15 @@ def test_no_section_without_bench_active_output(tmp_path):
 def test_the_verdict_keeps_random_when_nothing_beats_it():
     verdict = e2e_report.active_verdict({"random": {"mean_labels_to_90pct": 100.0}, "uncertainty": {"mean_labels_to_90pct": 120.0}, "mixed": {"mean_labels_to_90pct": None}})
     assert verdict.startswith("Active selection does not beat random here (random: 100.0 labels)")
+
+
+def test_the_curve_is_drawn_when_seeds_end_at_different_label_counts(tmp_path):
+    import bench_active
+
+    curves = [
+        bench_active.Curve(strategy, seed, list(range(10, 10 * (n + 1), 10)), [0.5 + 0.01 * i for i in range(n)])
+        for strategy in bench_active.STRATEGIES
+        for seed, n in ((0, 5), (1, 7))  # pools of different sizes: budgets differ
+    ]
+    assert bench_active.plot(curves, {0: 0.6, 1: 0.6}, tmp_path / "active_selection.png")
+    assert (tmp_path / "active_selection.png").stat().st_size > 0 and (tmp_path / "active_selection.svg").stat().st_size > 0
