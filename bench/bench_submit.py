@@ -4,16 +4,19 @@ What is measured, per backend (SQLite file, PostgreSQL when reachable):
 1. seed: a project with 360,000 rating tasks, 1,000,000 ratings by 200 annotators (bulk Core
    inserts, the ratings by one INSERT ... SELECT; 300k tasks full, 40k with 2 annotations,
    20k with 1), counts in step with the rows;
-2. closed loop: 32 annotator threads submit back to back (each call = submit + the next task,
+2. single annotator: one annotator alone submits back to back (no queueing: the round trips and
+   the planning of each call); closed loop: 32 annotator threads submit back to back (each call = submit + the next task,
    one transaction) — the saturation figure: latency here is mostly queueing behind the other 31;
 3. paced loop: 32 annotator threads each submit every 1–2 s, as people do — the figure an
    annotator feels (target p95 ≤ 20 ms);
 4. anchor: one bare committed INSERT on the same database through the driver (the physical
    floor: on PostgreSQL an fsync of the WAL, on SQLite a WAL append); ratios are floor / ours;
 5. profile: statements per submit + next, and EXPLAIN of the queue pick at full size;
-6. active selection (issue 21): the project switched to `mixed` with a score table over every
-   open task (synthetic scores written by `rlhf.selection.scores.store_order`, timed), then the
-   paced loop again: its p95 against the least-annotated paced p95 of the same run.
+6. active selection (issue 21): for each strategy (uncertainty, disagreement, mixed) the project
+   switched to it with its score table over every open task in place (synthetic scores written
+   by `rlhf.selection.scores.store_order`, timed), then the paced loop again: its p95 against
+   the least-annotated paced p95 of the same run. The pick walks the same index whatever the
+   strategy; each is measured so a regression in any one shows.
 
 Sizes scale with `--quick` (50,000 annotations). `RLHF_TEST_POSTGRES_URL` names the server.
 """
@@ -28,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from _common import REPO_ROOT, BenchRow, main, percentile, speedup, throughput_ratio
@@ -56,10 +59,12 @@ class BenchConfig:
     """Each paced annotator waits uniformly in this range between submits."""
     floor_inserts: int = 200
     """Committed INSERTs timed for the anchor."""
+    single_submits: int = 200
+    """Back-to-back submits of one annotator alone (the latency without queueing: round trips and planning)."""
 
 
 FULL = BenchConfig()
-QUICK = BenchConfig(annotations=50_000, closed_submits_per_thread=10, paced_seconds=8.0, floor_inserts=50)
+QUICK = BenchConfig(annotations=50_000, closed_submits_per_thread=10, paced_seconds=8.0, floor_inserts=50, single_submits=50)
 
 
 # ------------------------------------------------------------------------------------- seeding
@@ -135,8 +140,12 @@ def run_loop(engine, users, project_id, config: BenchConfig, *, paced: bool) -> 
     return latencies, time.perf_counter() - start
 
 
-def paced_with_scores(engine, users, project_id, config: BenchConfig) -> tuple[list[float], float, int]:
-    """Switch the project to `mixed`, rank every open task (synthetic scores), run the paced loop again.
+SCORED_STRATEGIES = ("uncertainty", "disagreement", "mixed")
+"""The strategies whose stored order the paced loop is measured on (least-annotated is the baseline)."""
+
+
+def paced_with_scores(engine, users, project_id, config: BenchConfig, strategy: str) -> tuple[list[float], float, int]:
+    """Switch the project to `strategy`, rank every open task (synthetic scores), run the paced loop again.
 
     Returns the paced latencies, the seconds the score table took to write, and the tasks ranked.
     """
@@ -148,11 +157,12 @@ def paced_with_scores(engine, users, project_id, config: BenchConfig) -> tuple[l
     from rlhf.selection.scores import open_tasks, store_order
 
     with engine.begin() as conn:
-        conn.execute(update(Project.__table__).where(Project.__table__.c.id == project_id).values(selection="mixed"))
+        conn.execute(update(Project.__table__).where(Project.__table__.c.id == project_id).values(selection=strategy))
     ids = open_tasks(engine, project_id)["task_id"].to_numpy()
     scores = np.random.default_rng(0).random(ids.size)
+    share = strategies.RANDOM_SHARE if strategy == strategies.MIXED else 0.0
     start = time.perf_counter()
-    store_order(engine, project_id, "mixed", strategies.order(ids, scores, random_share=strategies.RANDOM_SHARE), utcnow())
+    store_order(engine, project_id, strategy, strategies.order(ids, scores, random_share=share), utcnow())
     store_s = time.perf_counter() - start
     with engine.connect() as conn:
         conn.exec_driver_sql("ANALYZE")
@@ -254,11 +264,12 @@ def bench_backend(name: str, url: str, config: BenchConfig) -> list[BenchRow]:
 
     floor = floor_insert_latencies(engine, config.floor_inserts)
     floor_p50 = statistics.median(floor)
+    single, _ = run_loop(engine, measured, project.id, replace(config, threads=1, closed_submits_per_thread=config.single_submits), paced=False)
     closed, closed_wall = run_loop(engine, measured, project.id, config, paced=False)
     paced, paced_wall = run_loop(engine, measured, project.id, config, paced=True)
-    selected, store_s, scored = paced_with_scores(engine, measured, project.id, config)
+    selected = {strategy: paced_with_scores(engine, measured, project.id, config, strategy) for strategy in SCORED_STRATEGIES}
     plan = explain_pick(engine, users[config.threads], project.id)  # holds no lease: the pick runs
-    print(f"[{name}] ranked pick plan (selection=mixed, {scored:,} scored tasks):\n{plan}", flush=True)
+    print(f"[{name}] ranked pick plan (selection={SCORED_STRATEGIES[-1]}, {selected[SCORED_STRATEGIES[-1]][2]:,} scored tasks):\n{plan}", flush=True)
     engine.dispose()
 
     ms = 1000.0
@@ -268,6 +279,7 @@ def bench_backend(name: str, url: str, config: BenchConfig) -> list[BenchRow]:
     size = f"{config.annotations:,} stored"
     anchor = "bare INSERT+COMMIT p50"
     rows = [
+        BenchRow(f"{name}: single annotator p50 (alone, back to back)", percentile(single, 50) * ms, "ms", floor_p50 * ms, anchor, speedup(percentile(single, 50), floor_p50), "", f"{len(single)} submits; p95 {percentile(single, 95) * ms:.2f} ms"),
         BenchRow(f"{name}: closed loop p50 (32 threads back to back)", percentile(closed, 50) * ms, "ms", floor_p50 * ms, anchor, speedup(percentile(closed, 50), floor_p50), "", size),
         BenchRow(f"{name}: closed loop p95", percentile(closed, 95) * ms, "ms", floor_p50 * ms, anchor, speedup(percentile(closed, 95), floor_p50), "", "queueing behind 31 others"),
         BenchRow(f"{name}: closed loop throughput", closed_rate, "annotations/s", floor_rate, "bare INSERT+COMMIT, 1 thread", throughput_ratio(closed_rate, floor_rate), "", f"{len(closed)} submits"),
@@ -275,12 +287,16 @@ def bench_backend(name: str, url: str, config: BenchConfig) -> list[BenchRow]:
         BenchRow(f"{name}: paced p95", percentile(paced, 95) * ms, "ms", floor_p50 * ms, anchor, speedup(percentile(paced, 95), floor_p50), "p95 <= 20 ms", ""),
         BenchRow(f"{name}: paced throughput", paced_rate, "annotations/s", None, "", None, "", "offered load ~21/s"),
         BenchRow(f"{name}: statements per submit+next", float(statements), "stmts", None, "", None, "small, index-backed", "BEGIN/COMMIT included"),
-        BenchRow(
-            f"{name}: paced p95, selection=mixed with score table", percentile(selected, 95) * ms, "ms", percentile(paced, 95) * ms,
-            "paced p95, least-annotated (same run)", speedup(percentile(selected, 95), percentile(paced, 95)), "p95 <= 20 ms", f"{len(selected)} submits",
-        ),
-        BenchRow(f"{name}: score table write (store_order)", store_s, "s", None, "", None, "", f"{scored:,} open tasks ranked"),
     ]
+    for strategy, (latencies, store_s, scored) in selected.items():
+        rows += [
+            BenchRow(
+                f"{name}: paced p95, selection={strategy} with its score table", percentile(latencies, 95) * ms, "ms", percentile(paced, 95) * ms,
+                "paced p95, least-annotated (same run)", speedup(percentile(latencies, 95), percentile(paced, 95)), "p95 <= 20 ms",
+                f"{len(latencies)} submits; p50 {percentile(latencies, 50) * ms:.2f} ms",
+            ),
+            BenchRow(f"{name}: score table write ({strategy})", store_s, "s", None, "", None, "", f"{scored:,} open tasks ranked"),
+        ]
     return rows
 
 

@@ -176,8 +176,12 @@ def frame_table(frame: pd.DataFrame, columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(out_dir: Path, summary: Mapping[str, Any], annotators: pd.DataFrame, board: pd.DataFrame, plots: Mapping[str, Optional[str]], notes: Sequence[str]) -> Path:
-    """report.md: targets first, then each step with its figure and table."""
+def write_markdown(
+    out_dir: Path, summary: Mapping[str, Any], annotators: pd.DataFrame, board: pd.DataFrame, plots: Mapping[str, Optional[str]], notes: Sequence[str],
+    *, active_dir: Optional[Path] = None,
+) -> Path:
+    """report.md: targets first, then each step with its figure and table; the active-selection
+    section when bench/bench_active.py has left its output in `active_dir` (default: its own default)."""
     s = summary
     reward, ppo, pref = s.get("reward", {}), s.get("ppo", {}), s.get("preference_for_new_round", {})
 
@@ -277,6 +281,7 @@ def write_markdown(out_dir: Path, summary: Mapping[str, Any], annotators: pd.Dat
         *[f"| {name} | {_fmt(float(sec), 1)} |" for name, sec in timings.items()],
         "",
     ]
+    parts += active_selection_section(out_dir, active_dir if active_dir is not None else default_active_dir())
     if notes:
         parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     path = out_dir / "report.md"
@@ -302,3 +307,72 @@ def draw(plots: dict[str, Optional[str]], notes: list[str], name: str, make: Cal
     except Exception as exc:  # noqa: BLE001 - a plot must never cost the figures
         plots[name] = None
         notes.append(f"plot {name} not drawn: {exc.__class__.__name__}: {exc}")
+
+
+# --------------------------------------------------------------------------- active selection
+
+
+ACTIVE_STRATEGIES = ("random", "uncertainty", "disagreement", "mixed")
+
+
+def default_active_dir() -> Path:
+    """Where bench/bench_active.py writes (its $BENCH_ACTIVE_OUT, else reports/active-selection/)."""
+    import os
+
+    return Path(os.environ.get("BENCH_ACTIVE_OUT", Path(__file__).resolve().parents[1] / "reports" / "active-selection"))
+
+
+def active_selection_section(out_dir: Path, active_dir: Path) -> list[str]:
+    """Markdown lines for the labels-vs-accuracy measurement of the selection strategies; none without its summary.
+
+    The curve (PNG and SVG) is copied next to report.md so the report's links hold wherever it is moved.
+    """
+    import json
+    import shutil
+
+    summary_path = Path(active_dir) / "summary.json"
+    if not summary_path.is_file():
+        return []
+    active = json.loads(summary_path.read_text(encoding="utf-8"))
+    strategies = active.get("strategies", {})
+    lines = [
+        "## Active selection against random (bench/bench_active.py)",
+        "",
+        f"{len(active.get('config', {}).get('seeds', []))} seeds, {active.get('pairs', '?')} pairs; target per seed = 90% of the held-out accuracy "
+        "of the head trained on one label for every pool pair. Labels to reach it, and the seconds each strategy spends scoring per run (its compute).",
+        "",
+    ]
+    for suffix in ("png", "svg"):
+        curve = Path(active_dir) / f"active_selection.{suffix}"
+        if curve.is_file() and Path(out_dir).resolve() != Path(active_dir).resolve():
+            shutil.copyfile(curve, Path(out_dir) / curve.name)
+    if (Path(out_dir) / "active_selection.png").is_file():
+        svg = " ([SVG](active_selection.svg))" if (Path(out_dir) / "active_selection.svg").is_file() else ""
+        lines += ["![reward-model accuracy against labels used, per strategy](active_selection.png)" + svg, ""]
+    else:
+        lines += ["_(accuracy against labels: plot not drawn)_", ""]
+    lines += ["| strategy | mean labels to 90% | per seed | accuracy at pool size | final accuracy | scoring s/run |", "|---|---|---|---|---|---|"]
+    for name in ACTIVE_STRATEGIES:
+        r = strategies.get(name)
+        if r is None:
+            continue
+        lines.append(
+            f"| {name} | {_fmt(r.get('mean_labels_to_90pct'), 1)} | {r.get('labels_to_90pct')} | {_fmt(r.get('accuracy_at_pool_size'))} | "
+            f"{_fmt(r.get('final_accuracy'))} | {_fmt(r.get('scoring_seconds_per_run'), 2)} |"
+        )
+    lines += ["", active_verdict(strategies), ""]
+    return lines
+
+
+def active_verdict(strategies: Mapping[str, Mapping[str, Any]]) -> str:
+    """One sentence: which strategy needed fewest labels, and whether any beat random (None = a seed never reached the target)."""
+    needed = {name: r.get("mean_labels_to_90pct") for name, r in strategies.items()}
+    base = needed.get("random")
+    better = {n: v for n, v in needed.items() if n != "random" and v is not None and (base is None or v < base)}
+    if base is None and not better:
+        return "No strategy reached the target on every seed."
+    if not better:
+        return f"Active selection does not beat random here (random: {_fmt(base, 1)} labels); least-annotated with its random tie-break stays the default."
+    best = min(better, key=better.get)
+    saving = "" if base is None else f", {_fmt(100 * (1 - better[best] / base), 0)}% fewer than random's {_fmt(base, 1)}"
+    return f"Fewest labels: {best} ({_fmt(better[best], 1)}{saving}), at the scoring cost in the table."

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Optional, Union
 
-from sqlalchemy import Integer, and_, bindparam, case, exists, false, func, select, true, update
+from sqlalchemy import Integer, and_, bindparam, case, exists, false, func, literal_column, select, true, update
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlmodel import Session
 
@@ -430,6 +430,13 @@ def rating_agreement(scores: Sequence[Mapping[str, int]], rubric: Sequence[Rubri
 UID, TID, PID = bindparam("uid", type_=Integer), bindparam("tid", type_=Integer), bindparam("pid", type_=Integer)
 NOW = bindparam("now", type_=LEASE.c.expires_at.type)
 
+LIMIT_ONE = literal_column("1")
+"""`LIMIT 1` written into the SQL rather than bound. psycopg prepares a statement after a few
+executions and PostgreSQL then weighs a generic plan against custom ones; with the limit a
+parameter the generic plan must assume many rows are wanted, costs far more than the custom
+plan, and so every call was planned afresh. With the literal the generic plan is the cheap index
+walk and is reused (tests/test_assign.py checks the rendered SQL)."""
+
 
 def not_done_by_caller(kind: str):
     """The outer task is neither annotated nor skipped by `uid` (unique (task, user) indexes)."""
@@ -501,7 +508,7 @@ def _held_lease_statement():
         .select_from(LEASE.join(TASK, TASK.c.id == LEASE.c.task_id))
         .where(LEASE.c.user_id == UID, LEASE.c.expires_at > NOW, TASK.c.project_id == PID, TASK.c.kind == bindparam("kind"))
         .order_by(LEASE.c.created_at, LEASE.c.id)
-        .limit(1)
+        .limit(LIMIT_ONE)
     )
 
 
@@ -524,7 +531,7 @@ def _pick_statement(kind: str, extra_votes: bool, postgres: bool, excluding: boo
     if excluding:
         where.append(TASK.c.id.not_in(bindparam("excluded", expanding=True)))
     order = (TASK.c.annotation_count, TASK.c.selection_rank, TASK.c.shuffle_key) if ranked else (TASK.c.annotation_count, TASK.c.shuffle_key)
-    statement = _select_content().where(*where).order_by(*order).limit(1)
+    statement = _select_content().where(*where).order_by(*order).limit(LIMIT_ONE)
     if postgres:
         # Skip rows another transaction is leasing or submitting right now: no waiting, no deadlock.
         statement = statement.with_for_update(skip_locked=True, key_share=True, of=TASK)
@@ -556,7 +563,7 @@ def _gold_statement(kind: str):
         _select_content()
         .where(TASK.c.project_id == PID, TASK.c.kind == kind, IS_GOLD, not_done_by_caller(kind))
         .order_by(TASK.c.annotation_count, TASK.c.shuffle_key)
-        .limit(1)
+        .limit(LIMIT_ONE)
     )
 
 

@@ -827,10 +827,14 @@ def build_export_rows(
     if format == "sft":
         return _sft_rows(engine, project, options)
     if format == "ratings":
-        rows, counts = rating_rows(rating_frame(engine, project), response_frame(engine, project), options)
+        ratings = rating_frame(engine, project)
+        rows, counts = rating_rows(ratings, response_frame(engine, project), options)
         if rows.empty:
             raise ExportError(nothing_usable(project, "no ratings to export", counts))
-        return rows, counts, False
+        from rlhf.selection.export_columns import add_response_reasons
+        from rlhf.selection.scores import reasons_frame
+
+        return add_response_reasons(rows, ratings, reasons_frame(engine, project_id_of(engine, project))), counts, False
     if format == "raw":
         from rlhf.selection.scores import reasons_frame
 

@@ -339,3 +339,15 @@ def test_extra_tasks_added_later_join_the_queue(sqlite_engine):
     assert next_task(engine, user, built.project, "rating").task_id == new_id
     with session_scope(engine) as s:
         assert s.execute(select(func.count()).select_from(Rating)).scalar_one() == 1
+
+
+@pytest.mark.parametrize("ranked", [False, True])
+def test_the_queue_pick_writes_limit_1_into_the_sql(ranked):
+    # A bound LIMIT made PostgreSQL plan every prepared call afresh (see assign.LIMIT_ONE).
+    from sqlalchemy.dialects import postgresql
+
+    from rlhf.assign import _gold_statement, _held_lease_statement, _pick_statement
+
+    for statement in (_pick_statement("rating", False, True, False, ranked), _gold_statement("pairwise"), _held_lease_statement()):
+        sql = str(statement.compile(dialect=postgresql.psycopg.dialect()))
+        assert "LIMIT 1" in sql and "LIMIT %(" not in sql

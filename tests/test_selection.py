@@ -192,6 +192,26 @@ def test_a_missing_score_table_never_blocks_annotation(engine):
     assert sorted(done) == sorted(built.pairwise_ids)
 
 
+def test_a_stale_score_table_never_blocks_annotation(engine):
+    from engine_fixtures import add_tasks
+
+    built = build_project(engine, n_pairwise=3, overlap=1, selection="disagreement")
+    compute_scores(engine, built.project.id)  # ranks and score rows for the three tasks
+    later = add_tasks(engine, built.project.id, 2, "pairwise", seed=1)  # imported after scoring: rank 0, no score row
+    with session_scope(engine, write=True) as s:  # strategy changed and no job has run since
+        s.execute(update(type(built.project)).values(selection="uncertainty"))
+    assert selection_status(engine, built.project.id).stale.startswith("strategy changed")
+    user = add_annotators(engine, 1)[0]
+    done = []
+    view = next_task(engine, user, built.project.id, "pairwise")
+    while view is not None:
+        done.append(view.task_id)
+        view = submit_preference(engine, user, view.task_id, choice="a", strength=1, shown_left=view.shown_left, next_kind="pairwise").next_task
+    assert sorted(done) == sorted(built.pairwise_ids + later)
+    with session_scope(engine) as s:  # the disagreement scores are not the strategy in force: not recorded as its reason
+        assert set(s.execute(select(Preference.selection_strategy)).scalars()) == {"least-annotated"}
+
+
 def test_worker_check_queues_stale_projects_once(engine):
     built = build_project(engine, n_pairwise=3, overlap=1)
     assert queue_stale_scoring(engine) == []  # least-annotated, never scored: nothing to do
@@ -324,3 +344,24 @@ def test_order_is_a_permutation_with_the_promised_random_share(scores, share, se
     assert int(ranked.is_random.sum()) == int(np.floor(len(scores) * share + 1e-9))
     chosen = ranked.scores[~ranked.is_random]
     assert (np.diff(chosen) <= 0).all()  # the non-random positions are by score, highest first
+
+
+def test_ratings_export_carries_why_each_response_was_chosen(engine, tmp_path):
+    from rlhf.export import export_project, read_export_rows
+
+    built = build_project(engine, n_rating=3, overlap=1, selection="mixed")
+    ids = built.rating_ids
+    store_order(engine, built.project.id, "mixed", st.Ranked(np.array(ids), np.array([0.9, 0.8, 0.7]), np.array([False, True, False])), utcnow())
+    user = add_annotators(engine, 1)[0]
+    view = next_task(engine, user, built.project.id, "rating")
+    for _ in range(2):
+        view = submit_rating(engine, user, view.task_id, scores={"helpfulness": 5, "honesty": 5, "harmlessness": 5}, next_kind="rating").next_task
+    with session_scope(engine) as s:
+        response_of = dict(s.execute(select(Task.id, Task.response_a_id).where(Task.id.in_(ids))).all())
+    export_project(engine, SYSTEM, built.project.id, format="ratings", out=tmp_path / "ratings.jsonl")
+    rows = read_export_rows(tmp_path / "ratings.jsonl").set_index("response_id")
+    assert {"selection_strategy", "selection_score", "selection_random"} <= set(rows.columns)
+    first, second = rows.loc[response_of[ids[0]]], rows.loc[response_of[ids[1]]]
+    assert first["selection_strategy"] == "mixed" and first["selection_score"] == pytest.approx(0.9) and not bool(first["selection_random"])
+    assert second["selection_strategy"] == "mixed" and bool(second["selection_random"]) is True
+    assert response_of[ids[2]] not in rows.index  # not rated: no row

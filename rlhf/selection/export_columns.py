@@ -2,7 +2,9 @@
 
 - raw rows (one per annotation): `selection_strategy`, `selection_score`, `selection_random`;
 - TRL pairs (one per task): the same three of the task's first vote (what put it in front of
-  an annotator first); pairs built from ratings span several tasks and get nulls.
+  an annotator first); pairs built from ratings span several tasks and get nulls;
+- ratings rows (one per rated response): the same three of the response's first rating vote
+  (over its rating tasks, oldest annotation first).
 `selection_strategy` is least-annotated, uncertainty, disagreement, mixed or gold; null for
 annotations made before selection was recorded.
 """
@@ -36,4 +38,21 @@ def add_pair_reasons(rows: pd.DataFrame, reasons: pd.DataFrame) -> pd.DataFrame:
     out = rows.copy()
     for column in REASON_FIELDS:
         out[column] = out["task_id"].map(first[column]) if len(first) else None
+    return _typed(out)
+
+
+def add_response_reasons(rows: pd.DataFrame, ratings: pd.DataFrame, reasons: pd.DataFrame) -> pd.DataFrame:
+    """Ratings-export rows (response_id) plus the reason columns of each response's first rating vote.
+
+    ratings: the rating frame (task_id, response_id, ...) the rows were built from; reasons:
+    `rlhf.selection.scores.reasons_frame` (oldest annotation first), whose rating rows are mapped
+    to their response through the task.
+    """
+    task_response = ratings[["task_id", "response_id"]].drop_duplicates("task_id").astype("int64").set_index("task_id")["response_id"]
+    votes = reasons[reasons["kind"] == "rating"]
+    votes = votes.assign(response_id=votes["task_id"].astype("int64").map(task_response)).dropna(subset=["response_id"])
+    first = votes.drop_duplicates("response_id").astype({"response_id": "int64"}).set_index("response_id")
+    out = rows.copy()
+    for column in REASON_FIELDS:
+        out[column] = out["response_id"].astype("int64").map(first[column]) if len(first) else None
     return _typed(out)

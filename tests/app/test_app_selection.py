@@ -43,3 +43,21 @@ def test_dashboard_selection_tab_counts_labels_per_strategy(app_env):
     assert "Strategy: **disagreement** · order in force: **disagreement**" in [m.value for m in at.markdown]
     tables = [d.value for d in at.dataframe if list(d.value.columns) == ["strategy", "labels"]]
     assert [t.to_dict("records") for t in tables] == [[{"strategy": "disagreement", "labels": 1}]]
+
+
+def test_dashboard_selection_tab_says_when_it_fell_back(app_env):
+    from rlhf.projects import update_project
+    from rlhf.roles import SYSTEM
+    from rlhf.selection.scores import compute_scores
+
+    from rlhf.annotate import submit_rating
+    from rlhf.assign import next_task
+
+    update_project(app_env.engine, SYSTEM, app_env.project_id, selection="uncertainty")
+    compute_scores(app_env.engine, app_env.project_id)  # no reward model: least-annotated order kept
+    view = next_task(app_env.engine, app_env.annotator, app_env.project_id, "rating")  # the tabs show once there is a label
+    submit_rating(app_env.engine, app_env.annotator, view.task_id, scores={d.name: d.min for d in view.rubric})
+    at = go(signed_in_app(app_env.admin, app_env.project_id), "dashboard.py")
+    no_exception(at)
+    assert "Strategy: **uncertainty** · order in force: **least-annotated**" in [m.value for m in at.markdown]
+    assert any("no reward model" in w.value for w in at.warning)
