@@ -118,7 +118,12 @@ def kill_rows(url_db: str, endpoint: str, pairs: int) -> list[BenchRow]:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and len(stored()) < 2 and process.poll() is None:
         time.sleep(0.1)
-    os.kill(process.pid, signal.SIGKILL)
+    # The kill counts only if it lands mid-run: the process still running and some tasks left to judge.
+    landed = process.poll() is None and len(stored()) < pairs
+    try:
+        os.kill(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the run ended on its own between the poll and the kill
+        landed = False
     process.wait()
     before = stored()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
@@ -127,11 +132,11 @@ def kill_rows(url_db: str, endpoint: str, pairs: int) -> list[BenchRow]:
     lost = len(set(before) - set(after))
     with Session(engine) as session:
         total = session.execute(select(func.count()).select_from(Judgment).join(User, User.id == Judgment.user_id).where(User.username == "judge:killed")).scalar_one()
-    ok = duplicates == 0 and lost == 0 and total == pairs
-    print(f"[kill -9] stored before the kill {len(before)}, after the rerun {len(after)} of {pairs}; duplicates {duplicates}, lost {lost}", flush=True)
+    ok = landed and duplicates == 0 and lost == 0 and total == pairs == len(set(after))
+    print(f"[kill -9] landed mid-run: {landed}; stored before the kill {len(before)}, after the rerun {len(after)} of {pairs}; duplicates {duplicates}, lost {lost}", flush=True)
     engine.dispose()
     return [BenchRow("kill -9 mid-run, then rerun", float(ok), "ok", None, "", None, "none lost, none twice",
-                     f"{len(before)} stored before the kill, {len(after)}/{pairs} after; duplicates {duplicates}, lost {lost}")]
+                     f"landed mid-run {landed}; {len(before)} stored before the kill, {len(after)}/{pairs} after; duplicates {duplicates}, lost {lost}")]
 
 
 def agreement_rows(engine) -> list[BenchRow]:
