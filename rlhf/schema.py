@@ -113,6 +113,8 @@ class Project(SQLModel, table=True):
     """Longest demonstration an annotator may submit (characters)."""
     selection: str = Field(default="least-annotated", max_length=32, sa_column_kwargs={"server_default": "least-annotated"})
     """Which eligible task goes first (SELECTION_STRATEGIES; rlhf.selection)."""
+    judge_uses: Optional[dict] = _json()
+    """Uses of a judge's verdicts switched on for this project ({use: bool}, rlhf.projects.JUDGE_USES); None: all off."""
 
 
 class Prompt(SQLModel, table=True):
