@@ -285,6 +285,8 @@ class Rating(SQLModel, table=True):
     """The task's selection score when it was chosen (None for least-annotated)."""
     selection_random: Optional[bool] = None
     """True when the task came from the random share of `mixed` (an unbiased sample)."""
+    suggestion_shown: Optional[bool] = None
+    """Whether a judge's suggestion was on screen when the annotation was made (None: not recorded; rlhf.judge.suggestions)."""
 
 
 class Preference(SQLModel, table=True):
@@ -314,6 +316,8 @@ class Preference(SQLModel, table=True):
     """The task's selection score when it was chosen (None for least-annotated)."""
     selection_random: Optional[bool] = None
     """True when the task came from the random share of `mixed` (an unbiased sample)."""
+    suggestion_shown: Optional[bool] = None
+    """Whether a judge's suggestion was on screen when the annotation was made (None: not recorded; rlhf.judge.suggestions)."""
 
 
 class Demonstration(SQLModel, table=True):
