@@ -1,6 +1,6 @@
 """Judge benchmarks (issue 19): local batching, endpoint concurrency, kill -9 and resume, and how well the packaged SmolLM2 judges.
 
-    .venv/bin/python bench/bench_judge.py [--quick]
+    .venv/bin/python bench/bench_judge.py [--quick] [--pairs N] [--parts local,endpoint,kill]
 
 1. Local judge (packaged SmolLM2-135M-Instruct, CPU, greedy): pairs judged per second, both
    orders, batched (`--batch-size 16`) against a naive loop that generates one conversation at a
@@ -91,12 +91,23 @@ def endpoint_rows(engine, url: str, pairs: int) -> list[BenchRow]:
     concurrent = EndpointJudge(ChatClient(url, "smollm2", config=ClientConfig(concurrency=16, timeout_s=600)))
     sequential = EndpointJudge(ChatClient(url, "smollm2", config=ClientConfig(concurrency=1, timeout_s=600)))
     _judge(engine, sequential, "endpoint-warmup", 1)
+    before = len(_server_batches(url))
     fast, fast_s = _judge(engine, concurrent, "endpoint-16", pairs)
+    gathered = _server_batches(url)[before:]
     slow, slow_s = _judge(engine, sequential, "endpoint-1", pairs)
-    print(f"[endpoint] {pairs} pairs: 16 concurrent {fast_s:.1f}s, sequential {slow_s:.1f}s", flush=True)
+    print(f"[endpoint] {pairs} pairs: 16 concurrent {fast_s:.1f}s (server batches {gathered}), sequential {slow_s:.1f}s", flush=True)
     ours, anchor = pairs / fast_s, pairs / slow_s
     return [BenchRow(f"endpoint judge, {pairs} pairs both orders (rlhf serve, SmolLM2)", ours, "pairs/s", anchor, "sequential requests",
-                     throughput_ratio(ours, anchor), "≥ 4×", "same server, same pairs")]
+                     throughput_ratio(ours, anchor), "≥ 4×", f"same server, same pairs; server batches {gathered}")]
+
+
+def _server_batches(url: str) -> list[int]:
+    """The sizes of the batches `rlhf serve` generated so far (its /stats route)."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as answer:
+        return list(json.loads(answer.read())["batches"])
 
 
 def kill_rows(url_db: str, endpoint: str, pairs: int) -> list[BenchRow]:
@@ -177,18 +188,28 @@ def agreement_rows(engine) -> list[BenchRow]:
                      "report honestly", note)]
 
 
-def run(quick: bool = False) -> list[BenchRow]:
-    pairs = 6 if quick else 24
+PARTS = ("local", "endpoint", "kill")
+
+
+def run(quick: bool = False, pairs: int | None = None, parts: tuple[str, ...] = PARTS) -> list[BenchRow]:
+    """`parts` of the benchmark (the agreement rows come with `local`, whose judgments they read), on `pairs` pairs."""
+    pairs = pairs or (6 if quick else 24)
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory(prefix="bench-judge-") as tmp:
         engine, url = _project(Path(tmp), annotators=5)
-        rows += local_rows(engine, pairs)
-        print(format_table(rows), flush=True)
-        rows += agreement_rows(engine)
+        if "local" in parts:
+            rows += local_rows(engine, pairs)
+            print(format_table(rows), flush=True)
+            rows += agreement_rows(engine)
+        if not {"endpoint", "kill"} & set(parts):
+            engine.dispose()
+            return rows
         server, endpoint = start_server()
         try:
-            rows += endpoint_rows(engine, endpoint, pairs)
-            rows += kill_rows(url, endpoint, 8 if quick else 24)
+            if "endpoint" in parts:
+                rows += endpoint_rows(engine, endpoint, pairs)
+            if "kill" in parts:
+                rows += kill_rows(url, endpoint, 8 if quick else pairs)
         finally:
             server.send_signal(signal.SIGINT)
             try:
@@ -202,5 +223,10 @@ def run(quick: bool = False) -> list[BenchRow]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--pairs", type=int, default=None, help="Pairs judged in each part (default 24; 6 with --quick).")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"Comma list of {', '.join(PARTS)} (on a shared machine, run them apart).")
     args = parser.parse_args()
-    print(format_table(run(quick=args.quick)))
+    chosen = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    if not chosen or set(chosen) - set(PARTS):
+        parser.error(f"--parts: choose from {', '.join(PARTS)}")
+    print(format_table(run(quick=args.quick, pairs=args.pairs, parts=chosen)))
