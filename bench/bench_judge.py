@@ -1,6 +1,6 @@
 """Judge benchmarks (issue 19): local batching, endpoint concurrency, kill -9 and resume, and how well the packaged SmolLM2 judges.
 
-    .venv/bin/python bench/bench_judge.py [--quick] [--pairs N] [--parts local,endpoint,kill]
+    .venv/bin/python bench/bench_judge.py [--quick] [--pairs N] [--parts local,endpoint,kill,simulated]
 
 1. Local judge (packaged SmolLM2-135M-Instruct, CPU, greedy): pairs judged per second, both
    orders, batched (`--batch-size 16`) against a naive loop that generates one conversation at a
@@ -11,6 +11,8 @@
    must hold exactly one Judgment (none lost, none twice).
 4. Agreement of the packaged SmolLM2 judge with the simulation's gold and with simulated people
    (reported as is: a 135M model judges poorly; the point is that the tool measures it).
+5. Simulated judges with planted position and length bias (and a fair one) on the simulated
+   sample project: the dashboard's flags must name exactly the planted bias (`--parts simulated`).
 The machine is shared (2 cores, other work running): figures are noisy; ratios are from one run.
 """
 
@@ -188,7 +190,30 @@ def agreement_rows(engine) -> list[BenchRow]:
                      "report honestly", note)]
 
 
-PARTS = ("local", "endpoint", "kill")
+def simulated_rows(engine) -> list[BenchRow]:
+    """Planted biases against what the dashboard flags: a fair judge, a first-shown one, a longer-preferring one."""
+    from rlhf.judge.metrics import judge_report
+    from rlhf.judge.run import JudgeOptions, judge_project
+    from rlhf.roles import SYSTEM
+    from rlhf.simulation.judge import SimulatedJudge
+
+    planted = {"sim-fair": (SimulatedJudge(seed=1), []), "sim-first": (SimulatedJudge(position_bias=0.4, seed=2), ["position_bias"]),
+               "sim-longer": (SimulatedJudge(length_bias=2.0, seed=3), ["length_bias"])}
+    for name, (judge, _) in planted.items():
+        judge_project(engine, SYSTEM, "sample", judge, JudgeOptions(name=name, kinds=("pairwise",)))
+    report = judge_report(engine, "sample")
+    rows = []
+    for name, (_, expected) in planted.items():
+        entry = report["judges"][f"judge:{name}"]
+        right = entry["flags"] == expected
+        note = (f"flags {entry['flags']} (planted {expected}); position consistency {entry['position_consistency']}, first-shown share "
+                f"{entry['first_share']}, length tilt {entry['length_tilt']}; vs consensus {entry['agreement_with_consensus']}")
+        print(f"[simulated] {name}: {'right' if right else 'WRONG'}; {note}", flush=True)
+        rows.append(BenchRow(f"simulated judge {name}: flags", float(right), "right", None, "", None, "flags right, no false flag", note))
+    return rows
+
+
+PARTS = ("local", "endpoint", "kill", "simulated")
 
 
 def run(quick: bool = False, pairs: int | None = None, parts: tuple[str, ...] = PARTS) -> list[BenchRow]:
@@ -201,6 +226,8 @@ def run(quick: bool = False, pairs: int | None = None, parts: tuple[str, ...] = 
             rows += local_rows(engine, pairs)
             print(format_table(rows), flush=True)
             rows += agreement_rows(engine)
+        if "simulated" in parts:
+            rows += simulated_rows(engine)
         if not {"endpoint", "kill"} & set(parts):
             engine.dispose()
             return rows
