@@ -1,6 +1,6 @@
 """Judge benchmarks (issue 19): local batching, endpoint concurrency, kill -9 and resume, and how well the packaged SmolLM2 judges.
 
-    .venv/bin/python bench/bench_judge.py [--quick]
+    .venv/bin/python bench/bench_judge.py [--quick] [--pairs N] [--parts local,endpoint,kill,simulated]
 
 1. Local judge (packaged SmolLM2-135M-Instruct, CPU, greedy): pairs judged per second, both
    orders, batched (`--batch-size 16`) against a naive loop that generates one conversation at a
@@ -11,6 +11,8 @@
    must hold exactly one Judgment (none lost, none twice).
 4. Agreement of the packaged SmolLM2 judge with the simulation's gold and with simulated people
    (reported as is: a 135M model judges poorly; the point is that the tool measures it).
+5. Simulated judges with planted position and length bias (and a fair one) on the simulated
+   sample project: the dashboard's flags must name exactly the planted bias (`--parts simulated`).
 The machine is shared (2 cores, other work running): figures are noisy; ratios are from one run.
 """
 
@@ -91,12 +93,23 @@ def endpoint_rows(engine, url: str, pairs: int) -> list[BenchRow]:
     concurrent = EndpointJudge(ChatClient(url, "smollm2", config=ClientConfig(concurrency=16, timeout_s=600)))
     sequential = EndpointJudge(ChatClient(url, "smollm2", config=ClientConfig(concurrency=1, timeout_s=600)))
     _judge(engine, sequential, "endpoint-warmup", 1)
+    before = len(_server_batches(url))
     fast, fast_s = _judge(engine, concurrent, "endpoint-16", pairs)
+    gathered = _server_batches(url)[before:]
     slow, slow_s = _judge(engine, sequential, "endpoint-1", pairs)
-    print(f"[endpoint] {pairs} pairs: 16 concurrent {fast_s:.1f}s, sequential {slow_s:.1f}s", flush=True)
+    print(f"[endpoint] {pairs} pairs: 16 concurrent {fast_s:.1f}s (server batches {gathered}), sequential {slow_s:.1f}s", flush=True)
     ours, anchor = pairs / fast_s, pairs / slow_s
     return [BenchRow(f"endpoint judge, {pairs} pairs both orders (rlhf serve, SmolLM2)", ours, "pairs/s", anchor, "sequential requests",
-                     throughput_ratio(ours, anchor), "≥ 4×", "same server, same pairs")]
+                     throughput_ratio(ours, anchor), "≥ 4×", f"same server, same pairs; server batches {gathered}")]
+
+
+def _server_batches(url: str) -> list[int]:
+    """The sizes of the batches `rlhf serve` generated so far (its /stats route)."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as answer:
+        return list(json.loads(answer.read())["batches"])
 
 
 def kill_rows(url_db: str, endpoint: str, pairs: int) -> list[BenchRow]:
@@ -118,20 +131,27 @@ def kill_rows(url_db: str, endpoint: str, pairs: int) -> list[BenchRow]:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and len(stored()) < 2 and process.poll() is None:
         time.sleep(0.1)
-    os.kill(process.pid, signal.SIGKILL)
+    # The kill counts only if it lands mid-run: the process still running and some tasks left to judge.
+    landed = process.poll() is None and len(stored()) < pairs
+    try:
+        os.kill(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the run ended on its own between the poll and the kill
+        landed = False
     process.wait()
     before = stored()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
+    # --limit counts the tasks a run judges, so the rerun asks for what the killed run left of `pairs`.
+    rerun = [*command[:command.index("--limit") + 1], str(pairs - len(set(before))), *command[command.index("--limit") + 2:]]
+    subprocess.run(rerun, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
     after = stored()
     duplicates = len(after) - len(set(after))
     lost = len(set(before) - set(after))
     with Session(engine) as session:
         total = session.execute(select(func.count()).select_from(Judgment).join(User, User.id == Judgment.user_id).where(User.username == "judge:killed")).scalar_one()
-    ok = duplicates == 0 and lost == 0 and total == pairs
-    print(f"[kill -9] stored before the kill {len(before)}, after the rerun {len(after)} of {pairs}; duplicates {duplicates}, lost {lost}", flush=True)
+    ok = landed and duplicates == 0 and lost == 0 and total == pairs == len(set(after))
+    print(f"[kill -9] landed mid-run: {landed}; stored before the kill {len(before)}, after the rerun {len(after)} of {pairs}; duplicates {duplicates}, lost {lost}", flush=True)
     engine.dispose()
     return [BenchRow("kill -9 mid-run, then rerun", float(ok), "ok", None, "", None, "none lost, none twice",
-                     f"{len(before)} stored before the kill, {len(after)}/{pairs} after; duplicates {duplicates}, lost {lost}")]
+                     f"landed mid-run {landed}; {len(before)} stored before the kill, {len(after)}/{pairs} after; duplicates {duplicates}, lost {lost}")]
 
 
 def agreement_rows(engine) -> list[BenchRow]:
@@ -172,18 +192,53 @@ def agreement_rows(engine) -> list[BenchRow]:
                      "report honestly", note)]
 
 
-def run(quick: bool = False) -> list[BenchRow]:
-    pairs = 6 if quick else 24
+def simulated_rows(engine) -> list[BenchRow]:
+    """Planted biases against what the dashboard flags: a fair judge, a first-shown one, a longer-preferring one."""
+    from rlhf.judge.metrics import judge_report
+    from rlhf.judge.run import JudgeOptions, judge_project
+    from rlhf.roles import SYSTEM
+    from rlhf.simulation.judge import SimulatedJudge
+
+    planted = {"sim-fair": (SimulatedJudge(seed=1), []), "sim-first": (SimulatedJudge(position_bias=0.4, seed=2), ["position_bias"]),
+               "sim-longer": (SimulatedJudge(length_bias=2.0, seed=3), ["length_bias"])}
+    for name, (judge, _) in planted.items():
+        judge_project(engine, SYSTEM, "sample", judge, JudgeOptions(name=name, kinds=("pairwise",)))
+    report = judge_report(engine, "sample")
+    rows = []
+    for name, (_, expected) in planted.items():
+        entry = report["judges"][f"judge:{name}"]
+        right = entry["flags"] == expected
+        note = (f"flags {entry['flags']} (planted {expected}); position consistency {entry['position_consistency']}, first-shown share "
+                f"{entry['first_share']}, length tilt {entry['length_tilt']}; vs consensus {entry['agreement_with_consensus']}")
+        print(f"[simulated] {name}: {'right' if right else 'WRONG'}; {note}", flush=True)
+        rows.append(BenchRow(f"simulated judge {name}: flags", float(right), "right", None, "", None, "flags right, no false flag", note))
+    return rows
+
+
+PARTS = ("local", "endpoint", "kill", "simulated")
+
+
+def run(quick: bool = False, pairs: int | None = None, parts: tuple[str, ...] = PARTS) -> list[BenchRow]:
+    """`parts` of the benchmark (the agreement rows come with `local`, whose judgments they read), on `pairs` pairs."""
+    pairs = pairs or (6 if quick else 24)
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory(prefix="bench-judge-") as tmp:
         engine, url = _project(Path(tmp), annotators=5)
-        rows += local_rows(engine, pairs)
-        print(format_table(rows), flush=True)
-        rows += agreement_rows(engine)
+        if "local" in parts:
+            rows += local_rows(engine, pairs)
+            print(format_table(rows), flush=True)
+            rows += agreement_rows(engine)
+        if "simulated" in parts:
+            rows += simulated_rows(engine)
+        if not {"endpoint", "kill"} & set(parts):
+            engine.dispose()
+            return rows
         server, endpoint = start_server()
         try:
-            rows += endpoint_rows(engine, endpoint, pairs)
-            rows += kill_rows(url, endpoint, 8 if quick else 24)
+            if "endpoint" in parts:
+                rows += endpoint_rows(engine, endpoint, pairs)
+            if "kill" in parts:
+                rows += kill_rows(url, endpoint, 8 if quick else pairs)
         finally:
             server.send_signal(signal.SIGINT)
             try:
@@ -197,5 +252,10 @@ def run(quick: bool = False) -> list[BenchRow]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--pairs", type=int, default=None, help="Pairs judged in each part (default 24; 6 with --quick).")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"Comma list of {', '.join(PARTS)} (on a shared machine, run them apart).")
     args = parser.parse_args()
-    print(format_table(run(quick=args.quick)))
+    chosen = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    if not chosen or set(chosen) - set(PARTS):
+        parser.error(f"--parts: choose from {', '.join(PARTS)}")
+    print(format_table(run(quick=args.quick, pairs=args.pairs, parts=chosen)))

@@ -13,6 +13,13 @@ from typing import Any, Optional
 
 RUBRIC_COLUMNS = ("name", "question", "min", "max", "labels")
 
+JUDGE_USE_LABELS = {
+    "export": ("Export may use judges' labels", "Lets exports take labels from judge:NAME sources (people win where both labelled)."),
+    "votes": ("Extra votes where a judge disagrees", "Lets an admin ask one more human vote on pairs whose human consensus a judge contradicts."),
+    "suggestions": ("Show judge suggestions to annotators", "Compare and Rate show a judge's verdict; each annotation records whether one was shown (anchoring)."),
+}
+"""The Projects page's judge-use panel: {use: (checkbox label, help)} for each of rlhf.projects.JUDGE_USES."""
+
 
 class FormError(ValueError):
     """A form cell cannot be read; the message names the row and column."""

@@ -49,3 +49,7 @@ def judges_section(engine, user, project_id: int, refreshed: float) -> None:
         cells = tables["confusion"][tables["confusion"]["judge"] == judge]
         matrix = cells.pivot_table(index="judge_verdict", columns="consensus", values="count", aggfunc="sum", fill_value=0)
         st.dataframe(matrix, key="dashboard.judge_confusion")
+    anchoring = tables["anchoring"]
+    if len(anchoring) and anchoring["n"].sum():
+        st.caption("Anchoring: people's agreement with the judge's verdict when its suggestion was shown to them and when it was not")
+        st.dataframe(anchoring, hide_index=True, key="dashboard.judge_anchoring")

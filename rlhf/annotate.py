@@ -342,8 +342,9 @@ def _insert_statement(dialect: str, kind: str):
 
 
 ANNOTATION_COLUMNS = {
-    "rating": ("task_id", "user_id", "scores", "tags", "comment", "time_spent_s", "revision", "created_at", "updated_at", *REASON_FIELDS),
-    "pairwise": ("task_id", "user_id", "choice", "strength", "shown_left", "comment", "time_spent_s", "revision", "created_at", "updated_at", *REASON_FIELDS),
+    "rating": ("task_id", "user_id", "scores", "tags", "comment", "time_spent_s", "revision", "created_at", "updated_at", *REASON_FIELDS, "suggestion_shown"),
+    "pairwise": ("task_id", "user_id", "choice", "strength", "shown_left", "comment", "time_spent_s", "revision", "created_at", "updated_at", *REASON_FIELDS,
+                 "suggestion_shown"),
     "write": ("task_id", "user_id", "text", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
     "ranking": ("task_id", "user_id", "groups", "all_bad", "shown_order", "comment", "time_spent_s", "revision", "created_at", "updated_at"),
 }
@@ -471,8 +472,12 @@ def _submit(
     now: Optional[datetime],
     rng: Optional[random.Random],
     after: Optional[Callable[[Connection, ProjectSettings, Row, int, int], None]] = None,
+    on_create: Optional[Mapping[str, Any]] = None,
 ) -> SubmitResult:
     """The shared submit transaction; `make_content(settings, ctx, existing_shown_left)` validates.
+
+    `on_create`: columns recorded when the annotation is created and kept on edits (what the
+    annotator saw the first time, e.g. `suggestion_shown`).
 
     `after(connection, settings, ctx, annotation_id, caller_id)` runs in the same transaction
     once the annotation is stored (write tasks: drop the draft, keep the review task in step).
@@ -502,7 +507,8 @@ def _submit(
                 raise ProjectInactive(f"project {settings.name!r} is closed to new annotations")
             content = make_content(settings, ctx, None)
             _check_room(ctx, settings, now)
-            values = {**content, "task_id": task_id, "user_id": caller.id, "time_spent_s": time_spent_s, "revision": 1, "created_at": now, "updated_at": now}
+            values = {**content, **(on_create or {}), "task_id": task_id, "user_id": caller.id, "time_spent_s": time_spent_s, "revision": 1,
+                      "created_at": now, "updated_at": now}
             if kind in ("rating", "pairwise"):  # the kinds active selection orders (their tables hold the reason)
                 values.update(selection_reason(ctx, settings.selection))
             annotation_id = _create_counted(connection, kind, values, has_lease=ctx.lease_expires_at is not None)
@@ -557,8 +563,11 @@ def submit_rating(
     next_kind: Optional[str] = "rating",
     now: Optional[datetime] = None,
     rng: Optional[random.Random] = None,
+    suggestion_shown: Optional[bool] = None,
 ) -> SubmitResult:
     """Rate a response on the project's rubric (create, or edit your existing rating).
+
+    `suggestion_shown`: whether a judge's suggestion was on screen (recorded on creation; None: not recorded).
 
     Raises ValidationError naming the field (`scores.<dim>`, `tags`, `comment`, `time_spent_s`,
     `task_id` for a pairwise task), TaskNotFound, TaskFull, ProjectInactive, PermissionDenied.
@@ -571,7 +580,8 @@ def submit_rating(
             "comment": validate_comment(comment),
         }
 
-    return _submit(engine, user, task_id, "rating", make_content, time_spent_s, next_kind, now, rng)
+    return _submit(engine, user, task_id, "rating", make_content, time_spent_s, next_kind, now, rng,
+                   on_create=_suggestion_record(suggestion_shown))
 
 
 def submit_preference(
@@ -587,8 +597,11 @@ def submit_preference(
     next_kind: Optional[str] = "pairwise",
     now: Optional[datetime] = None,
     rng: Optional[random.Random] = None,
+    suggestion_shown: Optional[bool] = None,
 ) -> SubmitResult:
     """Record which response of the pair is better, in the task's terms (a, b, tie, both_bad).
+
+    `suggestion_shown`: whether a judge's suggestion was on screen (recorded on creation; None: not recorded).
 
     `shown_left` must be the side the engine showed (`TaskView.shown_left`; on an edit, the side
     recorded with the annotation). Raises ValidationError (`choice`, `strength`, `shown_left`,
@@ -603,7 +616,15 @@ def submit_preference(
             raise ValidationError("shown_left", f"response {expected!r} was shown on the left, not {side!r}")
         return {"choice": checked_choice, "strength": checked_strength, "shown_left": side, "comment": validate_comment(comment)}
 
-    return _submit(engine, user, task_id, "pairwise", make_content, time_spent_s, next_kind, now, rng)
+    return _submit(engine, user, task_id, "pairwise", make_content, time_spent_s, next_kind, now, rng,
+                   on_create=_suggestion_record(suggestion_shown))
+
+
+def _suggestion_record(suggestion_shown: Any) -> dict[str, Any]:
+    """{"suggestion_shown": bool or None} for the new annotation's row; ValidationError for anything else."""
+    if suggestion_shown is not None and not isinstance(suggestion_shown, bool):
+        raise ValidationError("suggestion_shown", "must be true, false or absent")
+    return {"suggestion_shown": suggestion_shown}
 
 
 def _checked_ranking(value: Any, k: int, field_name: str = "ranking"):

@@ -281,6 +281,24 @@ def _chosen_sources(frame: pd.DataFrame, options: ExportOptions) -> pd.DataFrame
     return frame
 
 
+def _check_judge_sources_allowed(engine: Engine, project_id: int, options: ExportOptions) -> None:
+    """ExportError unless the project has switched on exports with judge sources (when `sources` names a judge)."""
+    from rlhf.judge.run import JUDGE_PREFIX
+    from sqlmodel import Session
+
+    from rlhf.projects import JudgeUseDisabled, require_judge_use
+    from rlhf.schema import Project
+
+    judges = [s for s in options.sources or [] if s.startswith(JUDGE_PREFIX)]
+    if not judges:
+        return
+    with Session(engine) as session:
+        try:
+            require_judge_use(session.get(Project, project_id), "export", f"export with judge sources ({', '.join(judges)})")
+        except JudgeUseDisabled as exc:
+            raise ExportError(str(exc)) from None
+
+
 def resolve_sources(engine: Engine, sources: list[str]) -> list[int]:
     """The ids of the external users named in `sources` (all but `human`); ExportError names an unknown one."""
     from sqlmodel import Session, select
@@ -920,6 +938,7 @@ def export_project(
     if out.exists() and not overwrite:
         raise ExportError(f"output {str(out)!r} exists (pass overwrite to replace it)")
     project_id = project_id_of(engine, project)
+    _check_judge_sources_allowed(engine, project_id, options)
     say = reporter.progress if reporter is not None else (lambda *a, **k: None)
     say(0, 3, "reading annotations")
     salt = options.salt if options.salt is not None else secrets.token_hex(16)

@@ -40,7 +40,17 @@ UPDATABLE_FIELDS = (
     "rank_k_min",
     "rank_k_max",
     "selection",
+    "judge_uses",
 )
+
+JUDGE_USES = ("export", "votes", "suggestions")
+"""Uses of a judge's verdicts, each off until an admin switches it on for the project:
+export with judge sources (`rlhf export --sources human,judge:NAME`), extra human votes where the
+judge disagrees with the human consensus (`rlhf judge-votes`), and the judge's verdict shown to
+annotators as a suggestion on the Compare and Rate pages."""
+
+JUDGE_USE_FLAGS = {"export": "--judge-export", "votes": "--judge-votes", "suggestions": "--judge-suggestions"}
+"""The `rlhf project update` flag that switches each use on (quoted by the refusal)."""
 
 
 class ProjectValidationError(ValueError):
@@ -201,7 +211,43 @@ def validate_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     _validate_rank_range(settings.get("rank_k_min"), settings.get("rank_k_max"))
     if settings.get("selection", "least-annotated") not in SELECTION_STRATEGIES:
         raise ProjectValidationError("selection", f"must be one of {', '.join(SELECTION_STRATEGIES)}")
+    if "judge_uses" in settings:
+        out["judge_uses"] = validate_judge_uses(settings["judge_uses"])
     return out
+
+
+def validate_judge_uses(uses: Any) -> dict[str, bool]:
+    """{use: bool} for every use in JUDGE_USES (missing ones off); None means all off."""
+    if uses is None:
+        uses = {}
+    if not isinstance(uses, Mapping):
+        raise ProjectValidationError("judge_uses", f"must be an object of {', '.join(JUDGE_USES)} → true/false")
+    for use, on in uses.items():
+        if use not in JUDGE_USES:
+            raise ProjectValidationError(f"judge_uses.{use}", f"not a judge use (one of {', '.join(JUDGE_USES)})")
+        if not isinstance(on, bool):
+            raise ProjectValidationError(f"judge_uses.{use}", "must be true or false")
+    return {use: bool(uses.get(use, False)) for use in JUDGE_USES}
+
+
+def judge_use_enabled(project: Project, use: str) -> bool:
+    """Whether the project has switched judge use `use` on (all are off by default)."""
+    if use not in JUDGE_USES:
+        raise ValueError(f"not a judge use: {use!r} (one of {', '.join(JUDGE_USES)})")
+    return bool((project.judge_uses or {}).get(use, False))
+
+
+class JudgeUseDisabled(ValueError):
+    """A use of a judge's verdicts that the project has not switched on."""
+
+
+def require_judge_use(project: Project, use: str, what: str) -> None:
+    """JudgeUseDisabled naming the project and the flag that switches `use` on, unless it is on."""
+    if not judge_use_enabled(project, use):
+        raise JudgeUseDisabled(
+            f"project {project.name!r}: {what} is off for this project (judge uses are off by default); "
+            f"switch it on with `rlhf project update {project.name} {JUDGE_USE_FLAGS[use]}` or on the Projects page"
+        )
 
 
 def validate_task_kinds(kinds: Any) -> list[str]:
@@ -373,6 +419,8 @@ def update_project(engine: Engine, actor: Actor, project_id_or_name: str | int, 
             clash = session.exec(select(Project).where(Project.name == merged["name"])).first()
             if clash is not None:
                 raise ProjectValidationError("name", f"a project named {merged['name']!r} already exists")
+        if "judge_uses" in changes:  # a partial {use: bool} changes those uses only
+            merged["judge_uses"] = validate_judge_uses({**validate_judge_uses(project.judge_uses), **(changes["judge_uses"] or {})})
         selection_changed = "selection" in changes and merged["selection"] != project.selection
         for field in changes:
             setattr(project, field, merged[field])

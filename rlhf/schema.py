@@ -113,6 +113,8 @@ class Project(SQLModel, table=True):
     """Longest demonstration an annotator may submit (characters)."""
     selection: str = Field(default="least-annotated", max_length=32, sa_column_kwargs={"server_default": "least-annotated"})
     """Which eligible task goes first (SELECTION_STRATEGIES; rlhf.selection)."""
+    judge_uses: Optional[dict] = _json()
+    """Uses of a judge's verdicts switched on for this project ({use: bool}, rlhf.projects.JUDGE_USES); None: all off."""
 
 
 class Prompt(SQLModel, table=True):
@@ -283,6 +285,8 @@ class Rating(SQLModel, table=True):
     """The task's selection score when it was chosen (None for least-annotated)."""
     selection_random: Optional[bool] = None
     """True when the task came from the random share of `mixed` (an unbiased sample)."""
+    suggestion_shown: Optional[bool] = None
+    """Whether a judge's suggestion was on screen when the annotation was made (None: not recorded; rlhf.judge.suggestions)."""
 
 
 class Preference(SQLModel, table=True):
@@ -312,6 +316,8 @@ class Preference(SQLModel, table=True):
     """The task's selection score when it was chosen (None for least-annotated)."""
     selection_random: Optional[bool] = None
     """True when the task came from the random share of `mixed` (an unbiased sample)."""
+    suggestion_shown: Optional[bool] = None
+    """Whether a judge's suggestion was on screen when the annotation was made (None: not recorded; rlhf.judge.suggestions)."""
 
 
 class Demonstration(SQLModel, table=True):

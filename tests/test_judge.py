@@ -287,3 +287,29 @@ def test_a_judge_job_runs_through_the_worker(tmp_path):
     assert "8 of 8 pending tasks judged" in done.message
     assert len(_rows(engine, Judgment)) == 8
     engine.dispose()
+
+
+def test_an_endpoint_failing_mid_run_keeps_the_whole_batches_before_it_and_a_rerun_finishes(engine):
+    """The server goes away after the first batch: that batch stays stored, the error is raised, nothing is half-written."""
+    from rlhf.judge.client import EndpointError
+
+    build_project(engine, n_pairwise=6, name="flaky")
+
+    class GoesAway(SimulatedJudge):
+        calls = 0
+
+        def complete_many(self, requests, **options):
+            GoesAway.calls += 1
+            if GoesAway.calls == 2:
+                raise EndpointError("http://127.0.0.1:9/v1/chat/completions: cannot reach the server after 4 tries")
+            return super().complete_many(requests, **options)
+
+    judge = GoesAway(noise=0.0, seed=1)
+    with pytest.raises(EndpointError, match="cannot reach"):
+        judge_project(engine, SYSTEM, "flaky", judge, JudgeOptions(name="flaky", kinds=("pairwise",), batch_tasks=2))
+    user = _rows(engine, User, username="judge:flaky")[0]
+    assert len(_rows(engine, Judgment, user_id=user.id)) == 2  # the first batch, whole
+    rerun = judge_project(engine, SYSTEM, "flaky", judge, JudgeOptions(name="flaky", kinds=("pairwise",), batch_tasks=2))
+    assert rerun.pending == 4 and rerun.judged == 4
+    judged = [j.task_id for j in _rows(engine, Judgment, user_id=user.id)]
+    assert len(judged) == len(set(judged)) == 6

@@ -55,6 +55,22 @@ def test_completions_over_http_in_order_and_concurrently(server):
     assert [r.text for r in sequential.complete_many([conversation(i) for i in range(16)], max_tokens=5)] == [r.text for r in replies]
 
 
+def test_concurrent_requests_are_gathered_into_one_batch(server):
+    """16 requests sent at once are generated together (the server's /stats lists every batch's size)."""
+    import json
+    import urllib.request
+
+    def batches() -> list[int]:
+        with urllib.request.urlopen(server.removesuffix("/v1") + "/stats", timeout=10) as answer:
+            return json.loads(answer.read())["batches"]
+
+    before = len(batches())
+    client = ChatClient(server, "tiny", api_key=KEY, config=ClientConfig(concurrency=16))
+    assert all(r.text is not None for r in client.complete_many([conversation(i) for i in range(16)], max_tokens=4))
+    gathered = batches()[before:]
+    assert sum(gathered) == 16 and max(gathered) >= 12, gathered  # one batch, or nearly: a thread may start late
+
+
 def test_concurrency_is_bounded(server):
     """At most `concurrency` requests are open at once, counted by a proxy in front of the server."""
     host, port = re.match(r"http://([\d.]+):(\d+)", server).groups()

@@ -9,7 +9,8 @@ from sqlmodel import Session, select
 
 from engine_fixtures import add_annotators, build_project
 from rlhf.export import ExportError, ExportOptions, export_project
-from rlhf.judge.run import JudgeOptions, judge_project
+from rlhf.judge.run import JudgeError, JudgeOptions, judge_project
+from rlhf.projects import update_project
 from rlhf.roles import SYSTEM
 from rlhf.schema import Preference, User
 from rlhf.simulation.judge import SimulatedJudge
@@ -30,6 +31,7 @@ def mixed(engine):
         judge_id = session.exec(select(User.id).where(User.username == "judge:sim")).one()
         judged = set(session.exec(select(Preference.task_id).where(Preference.user_id == judge_id)))
     assert judged - set(built.pairwise_ids[:2]), "the judge labelled some task the people did not"
+    update_project(engine, SYSTEM, "mixed", judge_uses={"export": True})
     return engine, built, judged
 
 
@@ -48,6 +50,16 @@ def test_sources_choose_labels_and_people_win(mixed, tmp_path):
     assert every.rows == 4 + len(judged)
     judge_only = export_project(engine, SYSTEM, "mixed", format="raw", out=tmp_path / "j.jsonl", options=ExportOptions(sources=["judge:sim"], test_size=0))
     assert judge_only.rows == len(judged) and judge_only.options["sources"] == ["judge:sim"]
+
+
+def test_export_with_a_judge_source_is_refused_until_the_project_switches_it_on(mixed, tmp_path):
+    engine, _, _ = mixed
+    update_project(engine, SYSTEM, "mixed", judge_uses={"export": False})
+    with pytest.raises(ExportError, match=r"project 'mixed': export with judge sources \(judge:sim\) is off.*--judge-export"):
+        export_project(engine, SYSTEM, "mixed", format="raw", out=tmp_path / "j.jsonl", options=ExportOptions(sources=["human", "judge:sim"]))
+    assert not (tmp_path / "j.jsonl").exists()
+    humans = export_project(engine, SYSTEM, "mixed", format="raw", out=tmp_path / "h.jsonl", options=ExportOptions(sources=["human"], test_size=0))
+    assert humans.rows == 4  # people's labels alone need no switch
 
 
 def test_an_unknown_or_human_source_name_is_refused(mixed, tmp_path):
@@ -78,8 +90,33 @@ def test_extra_votes_where_the_judge_contradicts_the_people(engine):
                                  verdict={"choice": verdict, "orders": {"ab": verdict, "ba": verdict}}, raw=[],
                                  template_hash=JudgeTemplates().hash_for("pairwise"), model={}))
         session.commit()
+    with pytest.raises(JudgeError, match=r"project 'votes': extra votes where judge judge:j disagrees .* is off.*--judge-votes"):
+        request_votes_where_judge_disagrees(engine, SYSTEM, "votes", "j")
+    with Session(engine) as session:
+        assert [session.get(Task, t).target_overlap for t in built.pairwise_ids] == [None, None, None]  # the refusal changed nothing
+    update_project(engine, SYSTEM, "votes", judge_uses={"votes": True})
     raised = request_votes_where_judge_disagrees(engine, SYSTEM, "votes", "j")
     assert raised == [built.pairwise_ids[0], built.pairwise_ids[2]]
     with Session(engine) as session:
         assert [session.get(Task, t).target_overlap for t in built.pairwise_ids] == [3, None, 3]
     assert request_votes_where_judge_disagrees(engine, SYSTEM, "votes", "j") == []  # now incomplete (and at the cap)
+
+
+def test_project_update_flags_switch_each_judge_use(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+
+    runner = CliRunner()
+    monkeypatch.setenv("RLHF_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    assert runner.invoke(app, ["project", "create", "demo"]).exit_code == 0
+    shown = json.loads(runner.invoke(app, ["project", "show", "demo"]).stdout)
+    assert shown["judge_uses"] == {"export": False, "votes": False, "suggestions": False}
+    updated = runner.invoke(app, ["project", "update", "demo", "--judge-export", "--judge-suggestions"])
+    assert updated.exit_code == 0, updated.output
+    assert json.loads(updated.stdout)["judge_uses"] == {"export": True, "votes": False, "suggestions": True}
+    updated = runner.invoke(app, ["project", "update", "demo", "--no-judge-export", "--judge-votes"])
+    assert json.loads(updated.stdout)["judge_uses"] == {"export": False, "votes": True, "suggestions": True}
+    refused = runner.invoke(app, ["judge-votes", "--project", "demo", "--judge", "nobody"])
+    assert refused.exit_code == 0, refused.output  # switched on: no judge verdicts, nothing to raise

@@ -160,3 +160,26 @@ def test_validate_rubric_returns_normalised_copy():
 
     assert validate_rubric(rubric) == [{"name": "clarity", "min": 1, "max": 3, "question": "Clear?", "labels": {"1": "no", "3": "yes"}}]
     assert rubric[0]["name"] == " clarity "  # the input is not modified
+
+
+def test_judge_uses_are_off_by_default_and_switch_on_one_at_a_time(engine):
+    from rlhf.projects import JUDGE_USES, JudgeUseDisabled, judge_use_enabled, require_judge_use
+
+    project = create_project(engine, SYSTEM, "uses")
+    assert project.judge_uses is None and not any(judge_use_enabled(project, use) for use in JUDGE_USES)
+    with pytest.raises(JudgeUseDisabled, match=r"project 'uses': showing suggestions is off .*--judge-suggestions"):
+        require_judge_use(project, "suggestions", "showing suggestions")
+    project = update_project(engine, SYSTEM, "uses", judge_uses={"suggestions": True})
+    assert project.judge_uses == {"export": False, "votes": False, "suggestions": True}
+    project = update_project(engine, SYSTEM, "uses", judge_uses={"votes": True})  # a partial change keeps the others
+    assert project.judge_uses == {"export": False, "votes": True, "suggestions": True}
+    require_judge_use(project, "votes", "extra votes")
+
+
+@pytest.mark.parametrize("uses, where", [({"rank": True}, "judge_uses.rank"), ({"export": "yes"}, "judge_uses.export"), (["export"], "judge_uses")])
+def test_bad_judge_uses_are_refused_naming_the_field(engine, uses, where):
+    create_project(engine, SYSTEM, "uses")
+    with pytest.raises(ProjectValidationError) as caught:
+        update_project(engine, SYSTEM, "uses", judge_uses=uses)
+    assert caught.value.field == where
+    assert get_project(engine, "uses").judge_uses is None  # nothing half-written

@@ -12,6 +12,7 @@ import streamlit as st
 from labeling_app import common as c
 from labeling_app import flow
 from labeling_app import keyboard as kb
+from labeling_app import suggestion
 from labeling_app.choices import CHOICES_BY_ID, CHOICES_BY_KEY, DISPLAY_CHOICES, to_task_terms
 
 KIND = "pairwise"
@@ -50,6 +51,7 @@ def send(token: str) -> None:
         "strength": strength,
         "shown_left": slot.task.shown_left,
         "comment": st.session_state.get(flow.form_key(slot, "comment")) or "",
+        "suggestion_shown": suggestion.was_shown(slot),
     }
     flow.submit(KIND, token, fields)
 
@@ -77,6 +79,7 @@ def render_task(slot: flow.Slot) -> None:
         c.render_response(view.left, heading="A", plain=plain)
     with right:
         c.render_response(view.right, heading="B", plain=plain)
+    suggestion.show(slot, view.shown_left)
     st.caption("Keys: 1 A much better · 2 A better · 3 tie · 4 B better · 5 B much better · 0 both bad · Enter submits · S skip · F flag · G guidelines · Backspace reopens your last comparison")
     own = view.own if slot.editing else None
     with st.expander("Comment (optional)", expanded=bool(own and own.comment)):

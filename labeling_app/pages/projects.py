@@ -84,6 +84,7 @@ def editor(engine, user, project) -> None:
     active = st.checkbox("Open for annotation", value=project.active if project else True, key=f"{key}.active") if project else True
     rank_range = ranking_range(project, key)
     selection = selection_panel(engine, project, key) if project else None
+    judge_uses = judge_uses_panel(project, key) if project else None
 
     if not st.button("Save project" if project else "Create project", type="primary", key=f"{key}.save", icon=":material/save:"):
         return
@@ -106,7 +107,7 @@ def editor(engine, user, project) -> None:
             st.session_state["projects.select_next"] = saved.id
             c.flash(f"Created project {saved.name!r}.")
         else:
-            saved = update_project(engine, user, project.id, name=name, active=active, selection=selection, **settings)
+            saved = update_project(engine, user, project.id, name=name, active=active, selection=selection, judge_uses=judge_uses, **settings)
             c.flash(f"Saved project {saved.name!r}.")
     except (FormError, ProjectValidationError) as exc:
         c.show_error(exc)
@@ -124,6 +125,18 @@ def ranking_range(project, key: str) -> tuple:
     low = low_col.number_input("Fewest replies (K)", min_value=3, max_value=9, value=(project.rank_k_min or 4) if project else 4, step=1, key=f"{key}.rank_k_min")
     high = high_col.number_input("Most replies (K)", min_value=3, max_value=9, value=(project.rank_k_max or 4) if project else 4, step=1, key=f"{key}.rank_k_max")
     return (int(low), int(high))
+def judge_uses_panel(project, key: str) -> dict[str, bool]:
+    """Uses of a judge's verdicts, each off until switched on here (or with `rlhf project update --judge-...`)."""
+    from rlhf.projects import validate_judge_uses
+
+    from labeling_app.admin_forms import JUDGE_USE_LABELS
+
+    current = validate_judge_uses(project.judge_uses)
+    st.markdown("**Judge uses** — each off by default")
+    return {use: st.checkbox(label, value=current[use], key=f"{key}.judge_uses.{use}", help=help)
+            for use, (label, help) in JUDGE_USE_LABELS.items()}
+
+
 def selection_panel(engine, project, key: str) -> str:
     """The project's selection strategy (a choice) and what the background scoring last said."""
     from rlhf.schema import SELECTION_STRATEGIES

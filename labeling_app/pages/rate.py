@@ -6,6 +6,7 @@ import streamlit as st
 
 from labeling_app import common as c
 from labeling_app import flow
+from labeling_app import suggestion
 from labeling_app import keyboard as kb
 from labeling_app.choices import next_focus, scale_keys
 
@@ -97,6 +98,7 @@ def send(token: str) -> None:
         "scores": dict(slot.scores),
         "tags": list(slot.tags),
         "comment": st.session_state.get(flow.form_key(slot, "comment")) or "",
+        "suggestion_shown": suggestion.was_shown(slot),
     }
     flow.submit(KIND, token, fields)
 
@@ -179,6 +181,7 @@ def render_task(slot: flow.Slot) -> None:
     with text_col:
         c.render_task_prompt(view, plain=plain)
         c.render_response(view.response, heading="Response", plain=plain)
+        suggestion.show(slot)
     with form_col:
         rubric_form(slot)
         keyboard_help(slot)

@@ -135,6 +135,8 @@ def _write_options(kinds: Optional[str], write_overlap: Optional[int], max_reply
 def _show(project, counts: dict | None = None) -> None:
     import json
 
+    from rlhf.projects import validate_judge_uses
+
     settings = {
         "id": project.id,
         "name": project.name,
@@ -149,6 +151,7 @@ def _show(project, counts: dict | None = None) -> None:
         "rank_k_min": project.rank_k_min,
         "rank_k_max": project.rank_k_max,
         "selection": project.selection,
+        "judge_uses": validate_judge_uses(project.judge_uses),
         "tags": project.tags,
         "task_kinds": project.task_kinds,
         "write_overlap": project.write_overlap,
@@ -279,6 +282,15 @@ def project_update(
     selection: Optional[str] = typer.Option(
         None, "--selection", help="Which task goes next: least-annotated (default), uncertainty, disagreement or mixed (scored by a select-scores job)."
     ),
+    judge_export: Optional[bool] = typer.Option(
+        None, "--judge-export/--no-judge-export", help="Allow exports that use a judge's labels (--sources human,judge:NAME); off by default."
+    ),
+    judge_votes: Optional[bool] = typer.Option(
+        None, "--judge-votes/--no-judge-votes", help="Allow `rlhf judge-votes`: extra human votes where a judge disagrees with the consensus; off by default."
+    ),
+    judge_suggestions: Optional[bool] = typer.Option(
+        None, "--judge-suggestions/--no-judge-suggestions", help="Show a judge's verdict to annotators on the Compare and Rate pages; off by default."
+    ),
     database_url: Optional[str] = _DATABASE_OPTION,
 ) -> None:
     """Change some settings of a project. Example: rlhf project update demo --overlap 5 --max-overlap 7"""
@@ -302,6 +314,7 @@ def project_update(
         "rank_k_min": rank_k_min,
         "rank_k_max": rank_k_max,
         "selection": selection,
+        "judge_uses": {use: on for use, on in (("export", judge_export), ("votes", judge_votes), ("suggestions", judge_suggestions)) if on is not None} or None,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:

@@ -86,7 +86,7 @@ def serve(
     model_name: Optional[str] = typer.Option(None, "--model-name", help="The name clients send as `model` (default: --model as given)."),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the key clients must send (default: no key)."),
     max_batch: int = typer.Option(16, "--max-batch", help="Concurrent requests generated together at most."),
-    batch_wait_ms: float = typer.Option(10.0, "--batch-wait-ms", help="How long the first request waits for others to batch with."),
+    batch_wait_ms: float = typer.Option(50.0, "--batch-wait-ms", help="How long the first request waits for others to batch with (concurrent clients rarely arrive within 10 ms of each other)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device (default CUDA when present)."),
 ) -> None:
     """A minimal OpenAI-compatible chat-completions server around a local model (for `rlhf judge/generate --endpoint`)."""

@@ -240,6 +240,9 @@ def judge_report(engine: Engine, project: str | int, *, min_votes: int = 2, thre
         }}
         entry.update(judge_pair_metrics(pairs, votes, lengths, human_prefs, min_votes=min_votes, thresholds=thresholds))
         report["judges"][name] = entry
+    from rlhf.judge.suggestions import anchoring
+
+    report["anchoring"] = anchoring(engine, project_row.id)
     return report
 
 
@@ -280,7 +283,8 @@ def judge_tables(engine: Engine, actor, project: str | int) -> dict[str, pd.Data
 
 
 def report_tables(report: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    """summary (one row per judge, SUMMARY_COLUMNS), annotators (judge, annotator, agreement, n), confusion (judge, judge_verdict, consensus, count)."""
+    """summary (one row per judge, SUMMARY_COLUMNS), annotators (judge, annotator, agreement, n), confusion (judge, judge_verdict, consensus, count),
+    anchoring (annotations shown / not shown a suggestion, n, people's agreement with the judge)."""
     human = report["human"]
     summary, annotators, confusion = [], [], []
     for name, entry in report["judges"].items():
@@ -299,4 +303,8 @@ def report_tables(report: dict[str, Any]) -> dict[str, pd.DataFrame]:
         "summary": pd.DataFrame(summary, columns=SUMMARY_COLUMNS),
         "annotators": pd.DataFrame(annotators, columns=["judge", "annotator", "agreement", "n"]),
         "confusion": pd.DataFrame(confusion, columns=["judge", "judge_verdict", "consensus", "count"]),
+        "anchoring": pd.DataFrame(
+            [{"annotations": group.replace("_", " "), **report["anchoring"][group]} for group in ("shown", "not_shown")] if report.get("anchoring") else [],
+            columns=["annotations", "n", "agree_with_judge"],
+        ),
     }

