@@ -8,8 +8,8 @@ are labelled A, B, C… in the order the engine shows them to this annotator
 (`rlhf.ranking.from_shown`) before anything is stored. Mouse: ↑ / ↓ buttons on each card, or
 drag a card's chip along the order strip (`labeling_app.rank_drag`), which moves it as ↑ / ↓ would.
 
-Each card sits in a container keyed by its letter, not by its place on the page: a key press
-that changes the order then redraws only the cards whose heading changed.
+Each card sits in a container keyed by its letter, not by its place on the page, so a key press
+that changes the order keeps every card's element identity in the browser.
 """
 
 from __future__ import annotations
