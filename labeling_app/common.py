@@ -579,3 +579,31 @@ def page_specs_for(role: str, exists: Callable[[str], bool] = lambda f: (PAGES_D
 
 def page_path(file: str) -> Path:
     return PAGES_DIR / file
+
+
+# ------------------------------------------------------------------------------- heap
+
+
+_HEAP_SETTLED = False
+
+
+def settle_heap() -> bool:
+    """Move the objects alive after the app's imports and first page run into the permanent
+    generation, once per server process; True when this call did it.
+
+    Streamlit ends every script run (every key press, every submit) with `gc.collect(2)`. With
+    the app's libraries loaded that full collection walks ~200,000 long-lived objects (modules,
+    classes, SQLAlchemy and pandas internals) for 0.25–0.35 s while holding the GIL, and the next
+    task is not painted until it is done. `gc.freeze()` takes them out of every later collection;
+    objects made afterwards (sessions, tasks) are still collected as before. The objects frozen
+    are those of a warm process, which live as long as it does: nothing of note is kept alive.
+    """
+    global _HEAP_SETTLED
+    if _HEAP_SETTLED:
+        return False
+    import gc
+
+    gc.collect()  # garbage of the imports is freed first, not frozen
+    gc.freeze()
+    _HEAP_SETTLED = True
+    return True

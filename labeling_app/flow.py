@@ -411,6 +411,7 @@ def annotation_area(kind: str, user: "User", project_id: int, title: str, render
     """
     if st.session_state.get(c.USER_ID) != user.id:
         st.rerun(scope="app")
+    c.settle_heap()  # once per process: the annotation pages are the ones timed per key press
     kb.listen(PREFIX[kind], keys, press_key, context=project_id)
     c.show_flash()
     slot = get_slot(c.get_engine(), user, project_id, kind)

@@ -9,7 +9,8 @@ Pure state (no Streamlit), so every key's effect is unit-tested:
   card one place up (better) or down;
 - "=" while typing ties the next letter with the one before it; otherwise it ties the focused
   card with the one above it (pressed again, unties it);
-- "0" toggles "all of these are bad".
+- "0" toggles "all of these are bad";
+- a card dragged to another place of the order strip (`drop`) lands where ↑ / ↓ would put it.
 """
 
 from __future__ import annotations
@@ -89,6 +90,18 @@ class RankOrder:
         self.seq[self.focus], self.seq[target] = self.seq[target], card
         self.focus = target
         self.touched = True
+
+    def drop(self, card: int, place: int) -> None:
+        """The mouse dragged `card` to index `place` of the order: the same as focusing it and
+        pressing ↑ / ↓ until it is there, so a drag and the keys can never disagree (ties it
+        passes are left as those presses leave them)."""
+        if card not in self.seq or not 0 <= place < len(self.seq):
+            return
+        self.end_run()
+        self.focus = self.seq.index(card)
+        step = -1 if place < self.focus else 1
+        while self.focus != place:
+            self.move(step)
 
     def toggle_tie(self) -> None:
         """While typing: the next letter ties with the last one typed. Else: tie the focused card with

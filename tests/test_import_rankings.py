@@ -90,6 +90,23 @@ def test_replies_that_do_not_match_the_ranking_task_are_refused(engine, tmp_path
         assert s.execute(select(func.count()).select_from(Ranking)).scalar_one() == 0
 
 
+def test_a_mismatched_line_after_good_ones_names_its_line_and_imports_none_of_the_file(engine, tmp_path):
+    create_project(engine, SYSTEM, "ranked", rank_k_min=3, rank_k_max=5)
+    import_file(engine, write(tmp_path / "first.jsonl", [{"prompt": "p", "responses": replies(3)}]), "ranked")
+    with session_scope(engine) as s:
+        before = [s.execute(select(func.count()).select_from(table)).scalar_one() for table in (Task, Response, Ranking)]
+    lines = [
+        {"prompt": "a new prompt", "responses": replies(3), "ranking": "B A C"},
+        {"prompt": "another new prompt", "responses": replies(3), "ranking": "A B C"},
+        {"prompt": "p", "responses": [*replies(2), {"text": "not the task's reply", "model": "m7"}], "ranking": "C B A"},
+    ]
+    with pytest.raises(ImportFormatError, match="must be the ranking task's") as caught:
+        import_file(engine, write(tmp_path / "second.jsonl", lines), "ranked", as_labels="source-ranker")
+    assert caught.value.line == 3 and caught.value.field == "ranking"
+    with session_scope(engine) as s:
+        assert [s.execute(select(func.count()).select_from(table)).scalar_one() for table in (Task, Response, Ranking)] == before
+
+
 def test_rankings_into_a_project_without_rankings_are_refused(engine, tmp_path):
     with pytest.raises(ImportFormatError, match="does not collect rankings"):
         import_file(engine, write(tmp_path / "r.jsonl", [{"prompt": "p", "responses": replies(), "ranking": "A B C"}]), "plain", as_labels="src")

@@ -160,6 +160,9 @@ def test_submit_edit_by_resubmit_keeps_history_and_counts_once(engine):
         ("C A D", "ranking", "leaves out card B"),
         ("C A A D B", "ranking", "names card A twice"),
         ("C A D B F", "ranking", "not on this task"),
+        ([[2], [0], [3]], "ranking", "leaves out card B"),
+        ([[2], [0, 0], [3], [1]], "ranking", "names card A twice"),
+        ([[2], [0], [3], [1], [9]], "ranking", "not on this task"),
     ],
 )
 def test_bad_rankings_store_nothing(engine, ranking, field, message):
@@ -181,6 +184,17 @@ def test_k_outside_the_project_range_is_refused(engine):
     with pytest.raises(ValidationError, match="shows 6 replies; this project ranks 3 to 4") as caught:
         submit_ranking(engine, user, task_id, ranking="A B C D E F")
     assert caught.value.field == "k" and rows(engine, Ranking) == []
+
+
+def test_k_below_the_project_range_is_refused_and_nothing_is_counted(engine):
+    project = create_project(engine, name="rank", rank_k_min=4, rank_k_max=5)
+    (task_id,) = add_ranking_tasks(engine, project.id, 1, k=3)
+    (user,) = add_annotators(engine, 1)
+    with pytest.raises(ValidationError, match="shows 3 replies; this project ranks 4 to 5") as caught:
+        submit_ranking(engine, user, task_id, ranking="A B C")
+    assert caught.value.field == "k" and rows(engine, Ranking) == []
+    with session_scope(engine) as s:
+        assert s.get(Task, task_id).annotation_count == 0
 
 
 def test_wrong_kind_all_bad_type_and_full_tasks(engine):

@@ -5,8 +5,11 @@ the order, ↑ / ↓ move the focused card up or down, "=" ties the focused card
 0 marks all bad. Cards
 are labelled A, B, C… in the order the engine shows them to this annotator
 (`TaskView.shown_order`); the order is translated into the task's terms
-(`rlhf.ranking.from_shown`) before anything is stored. Mouse: ↑ / ↓ buttons on each card
-(drag and drop is not offered).
+(`rlhf.ranking.from_shown`) before anything is stored. Mouse: ↑ / ↓ buttons on each card, or
+drag a card's chip along the order strip (`labeling_app.rank_drag`), which moves it as ↑ / ↓ would.
+
+Each card sits in a container keyed by its letter, not by its place on the page, so a key press
+that changes the order keeps every card's element identity in the browser.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import streamlit as st
 from labeling_app import common as c
 from labeling_app import flow
 from labeling_app import keyboard as kb
+from labeling_app import rank_drag
 from labeling_app.rank_order import RankOrder
 from rlhf.ranking import LETTERS, from_shown
 
 KIND = "ranking"
 ALL_BAD = "0"
 COLUMNS = 3  # cards per row
+DRAG_KEY = "rank.drag"
 
 
 def card_keys(k: int) -> tuple[str, ...]:
@@ -71,6 +76,18 @@ def move_card(card: int, step: int) -> None:
         order.move(step)
 
 
+def drop_card() -> None:
+    """Mouse: a chip of the order strip dropped on another place; applied as the ↑ / ↓ keys would."""
+    order = _order()
+    state = st.session_state.get(DRAG_KEY)
+    payload = state.get("drop") if hasattr(state, "get") else None
+    slot = st.session_state.get(flow.slot_key(KIND))
+    drop = rank_drag.parse_drop(payload, len(order.seq)) if order is not None else None
+    if drop is None or slot.token != drop[0]:
+        return  # not a drop, or one made on a form that is gone
+    order.drop(drop[1], drop[2])
+
+
 def toggle_all_bad() -> None:
     order = _order()
     if order is not None:
@@ -105,7 +122,7 @@ def render_cards(slot: flow.Slot, plain: bool) -> None:
     for start in range(0, len(cards), COLUMNS):
         columns = st.columns(COLUMNS, gap="small")
         for column, index in zip(columns, range(start, min(start + COLUMNS, len(cards)))):
-            with column:
+            with column, st.container(key=f"rank-card-{LETTERS[index]}"):
                 marker = "▶ " if index == focused else ""
                 c.render_response(cards[index], heading=f"{marker}{LETTERS[index]} · {_ordinal(order.place_of(index))}", plain=plain)
                 with st.container(horizontal=True, gap="small"):
@@ -132,6 +149,7 @@ def render_task(slot: flow.Slot) -> None:
         with st.container(horizontal=True, vertical_alignment="center"):
             untouched = "" if slot.rank.touched else "  (the display order: type yours)"
             st.markdown(f"Your order: **{slot.rank.sentence()}**{untouched}" + ("  ·  **all bad**" if slot.rank.all_bad else ""))
+            rank_drag.order_strip(DRAG_KEY, slot.rank, card_keys(k), slot.token or "", drop_card)
             st.button("0 · All bad", key="rank.all_bad", type="primary" if slot.rank.all_bad else "secondary", on_click=toggle_all_bad, help="Key 0")
         flow.action_row(slot, send)
 

@@ -138,3 +138,102 @@ def test_projects_page_sets_the_ranking_range(app_env):
     no_exception(at)
     project = {p.id: p for p in rows(app_env.engine, Project.__table__)}[app_env.project_id]
     assert (project.rank_k_min, project.rank_k_max) == (3, 5)
+
+
+# ------------------------------------------------------------------------------------ redraw cost and the mouse
+
+
+def _card_blocks(at) -> dict[str, str]:
+    """Keyed card containers: the key's letter → the texts of the HTML inside it."""
+    import html
+
+    found: dict[str, str] = {}
+
+    def texts(node) -> str:
+        own = html.unescape(node.proto.body) if type(node).__name__ == "Html" else ""
+        return own + "".join(texts(child) for child in getattr(node, "children", {}).values())
+
+    def walk(node) -> None:
+        proto = getattr(node, "proto", None)
+        block_id = getattr(proto, "id", "") if type(node).__name__ == "Block" else ""
+        if "-rank-card-" in block_id:
+            found[block_id] = texts(node)
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return found
+
+
+def test_each_card_is_keyed_by_its_letter_and_keeps_its_key_when_the_order_changes(rank_env):
+    at = rank_page(rank_env)
+    cards = slot(at).task.cards
+    before = _card_blocks(at)
+    assert sorted(block.rsplit("-", 1)[1] for block in before) == ["A", "B", "C", "D"]
+    deliver(at, numbered(["D", "B", "C", "A"]))
+    no_exception(at)
+    after = _card_blocks(at)
+    assert sorted(after) == sorted(before)  # same element ids: the browser keeps the cards
+    for block, text in after.items():
+        assert cards["ABCD".index(block.rsplit("-", 1)[1])].text in text
+
+
+def test_the_page_settles_the_heap_once(rank_env, monkeypatch):
+    """Streamlit's full collection after each run must not walk the app's long-lived objects."""
+    import gc
+
+    from labeling_app import common
+
+    monkeypatch.setattr(common, "_HEAP_SETTLED", False)
+    try:
+        at = rank_page(rank_env)
+        no_exception(at)
+        assert common._HEAP_SETTLED and gc.get_freeze_count() > 0
+        assert common.settle_heap() is False  # once per process
+    finally:
+        gc.unfreeze()
+
+
+def drop_chip(at, card: int, place: int, token: str | None = None, nonce: str = "1"):
+    """The order strip's drop as the browser sends it, then the run it causes."""
+    import json
+
+    [strip] = [e for e in at.get("bidi_component") if e.proto.component_name == "rlhf_studio.rank_drag"]
+    states = at._tree.get_widget_states()
+    state = states.widgets.add()
+    state.id = strip.proto.id
+    token = slot(at).token if token is None else token
+    state.json_value = json.dumps({"drop": {"token": token, "card": card, "place": place, "nonce": nonce}})
+    at._tree._runner._run(states, timeout=60)
+    return at
+
+
+def test_drop_lands_where_the_arrow_keys_put_the_card():
+    for k in range(3, 10):
+        for start in ([list(range(k))], [list(reversed(range(k)))]):
+            for card in range(k):
+                for place in range(k):
+                    dragged = RankOrder(seq=list(start[0]), tied={start[0][1]})
+                    dragged.drop(card, place)
+                    keyed = RankOrder(seq=list(start[0]), tied={start[0][1]})
+                    keyed.move_focus(keyed.seq.index(card))  # from the first card: → until on it
+                    steps = place - keyed.seq.index(card)
+                    for _ in range(abs(steps)):
+                        keyed.move(1 if steps > 0 else -1)
+                    assert dragged.seq == keyed.seq and dragged.tied == keyed.tied
+                    assert dragged.seq.index(card) == place
+
+
+def test_dragging_a_chip_reorders_and_a_stale_or_bad_drop_is_ignored(rank_env):
+    at = rank_page(rank_env)
+    drop_chip(at, card=3, place=0)  # D to the top
+    no_exception(at)
+    assert "Your order: **D > A > B > C**" in shown(at)
+    drop_chip(at, card=0, place=3, token="not-this-form", nonce="2")
+    drop_chip(at, card=7, place=0, nonce="3")  # no card H with K = 4
+    no_exception(at)
+    assert "Your order: **D > A > B > C**" in shown(at)
+    view = slot(at).task
+    deliver(at, numbered(["Enter"]))
+    (stored,) = rows(rank_env.engine, Ranking.__table__)
+    assert [tuple(g) for g in stored.groups] == list(from_shown(parse_ranking("D > A > B > C", 4), view.shown_order))
