@@ -157,17 +157,20 @@ def measure(quick: bool = False, epochs: float | None = None, budget: int | None
             path = root / f"{project}.jsonl"
             export_project(engine, SYSTEM, project, format="trl", out=path, options=options)
             exports[project] = read_export_rows(path)
-        # The split is drawn per prompt, so a prompt is held out in both exports or in neither; the
-        # comparisons cover fewer prompts (a comparison buys less of a prompt), so held out = either's.
-        test_prompts = set().union(*(set(e.loc[e["split"] == "test", "prompt"].map(_prompt_key)) for e in exports.values()))
-        train_prompts = set().union(*(set(e.loc[e["split"] == "train", "prompt"].map(_prompt_key)) for e in exports.values()))
-        assert not test_prompts & train_prompts, "a prompt held out by one export is trained on by the other"
+        # The export's own split is drawn within each export, so the two would hold out different
+        # prompts: here one draw per prompt text decides for both, and only training rows are kept.
+        all_prompts = {_prompt_key(r["prompt"]) for r in records}
+        test_prompts = {key for key in all_prompts if held_out(key, seed)}
+        for project, rows in exports.items():
+            keep = ~rows["prompt"].map(_prompt_key).isin(test_prompts)
+            rows[keep].drop(columns=["split"], errors="ignore").to_json(root / f"{project}-train.jsonl", orient="records", lines=True, force_ascii=False)
+            exports[project] = rows[keep]
         gold_pairs = held_out_gold_pairs(engine, "pairs", test_prompts)
         figures["held_out_gold_pairs"] = len(gold_pairs)
         for project, listwise in (("pairs", False), ("ranks", True)):
-            train_rows = int((exports[project]["split"] == "train").sum())
+            train_rows = len(exports[project])
             figures[project] = {"train_rows": train_rows,
-                                **train_and_measure(root / f"{project}.jsonl", root / f"rm-{project}", listwise, epochs, train_rows, pairs_per_step, gold_pairs, seed)}  # fmt: skip
+                                **train_and_measure(root / f"{project}-train.jsonl", root / f"rm-{project}", listwise, epochs, train_rows, pairs_per_step, gold_pairs, seed)}  # fmt: skip
         engine.dispose()
     pairs, ranks = figures["pairs"], figures["ranks"]
     rows = [
@@ -180,6 +183,14 @@ def measure(quick: bool = False, epochs: float | None = None, budget: int | None
         ),
     ]  # fmt: skip
     return rows, figures
+
+
+def held_out(prompt_key: str, seed: int, share: float = 0.2) -> bool:
+    """Whether a prompt is held out: a fixed draw from its text and the seed, the same in both projects."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{prompt_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
 def _prompt_key(prompt) -> str:
