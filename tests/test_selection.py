@@ -181,14 +181,20 @@ def test_uncertainty_without_a_reward_model_falls_back_and_says_so(engine, caplo
         assert s.execute(select(Preference.selection_strategy)).scalar_one() == "least-annotated"
 
 
-def test_a_missing_score_table_never_blocks_annotation(engine):
-    built = build_project(engine, n_pairwise=3, overlap=1, selection="uncertainty")
-    user = add_annotators(engine, 1)[0]
+def judge_every_pair(engine, user, project_id) -> list[int]:
+    """The annotator takes and answers pairwise tasks until the engine has none left; the task ids, in order."""
     done = []
-    view = next_task(engine, user, built.project.id, "pairwise")
+    view = next_task(engine, user, project_id, "pairwise")
     while view is not None:
         done.append(view.task_id)
         view = submit_preference(engine, user, view.task_id, choice="a", strength=1, shown_left=view.shown_left, next_kind="pairwise").next_task
+    return done
+
+
+def test_a_missing_score_table_never_blocks_annotation(engine):
+    built = build_project(engine, n_pairwise=3, overlap=1, selection="uncertainty")
+    user = add_annotators(engine, 1)[0]
+    done = judge_every_pair(engine, user, built.project.id)
     assert sorted(done) == sorted(built.pairwise_ids)
 
 
@@ -202,11 +208,7 @@ def test_a_stale_score_table_never_blocks_annotation(engine):
         s.execute(update(type(built.project)).values(selection="uncertainty"))
     assert selection_status(engine, built.project.id).stale.startswith("strategy changed")
     user = add_annotators(engine, 1)[0]
-    done = []
-    view = next_task(engine, user, built.project.id, "pairwise")
-    while view is not None:
-        done.append(view.task_id)
-        view = submit_preference(engine, user, view.task_id, choice="a", strength=1, shown_left=view.shown_left, next_kind="pairwise").next_task
+    done = judge_every_pair(engine, user, built.project.id)
     assert sorted(done) == sorted(built.pairwise_ids + later)
     with session_scope(engine) as s:  # the disagreement scores are not the strategy in force: not recorded as its reason
         assert set(s.execute(select(Preference.selection_strategy)).scalars()) == {"least-annotated"}

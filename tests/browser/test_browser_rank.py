@@ -22,22 +22,21 @@ ORDERS = [["C", "A", "B"], ["B", "=", "C", "A"]]
 """Keys typed per ranking task (three replies each), each followed by Enter."""
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """Annotator `rae` and project `ranked` (rankings of K = 3), three prompts of three replies."""
+def serve_ranked_project(tmp_path_factory, username: str, password: str, project: str):
+    """A served app on a fresh SQLite database: annotator `username` and `project` (rankings of K = 3), three prompts of three replies."""
     from rlhf.auth import create_user
     from rlhf.db import init_database, make_engine
     from rlhf.importer import import_file
     from rlhf.projects import create_project
     from rlhf.roles import SYSTEM
 
-    root = tmp_path_factory.mktemp("browser-rank")
+    root = tmp_path_factory.mktemp(f"browser-{project}")
     url = f"sqlite:///{root / 'rank.db'}"
     engine = make_engine(url)
     init_database(engine)
-    annotator = create_user(engine, SYSTEM, "rae", PASSWORD, "annotator")
-    create_project(engine, SYSTEM, "ranked", rank_k_min=3, rank_k_max=4)
-    summary = import_file(engine, FIXTURE, "ranked", actor=SYSTEM)
+    annotator = create_user(engine, SYSTEM, username, password, "annotator")
+    create_project(engine, SYSTEM, project, rank_k_min=3, rank_k_max=4)
+    summary = import_file(engine, FIXTURE, project, actor=SYSTEM)
     assert summary.ranking_tasks_added == 3
     server = start_app(url, root / "streamlit.log")
     try:
@@ -45,6 +44,12 @@ def served(tmp_path_factory):
     finally:
         server.stop()
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Annotator `rae` and project `ranked`."""
+    yield from serve_ranked_project(tmp_path_factory, "rae", PASSWORD, "ranked")
 
 
 def rankings(served):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness import chromium_available, launch_chromium, open_page, screenshot, sign_in, start_app, wait_loaded, wait_text
+from harness import chromium_available, launch_chromium, open_page, screenshot, sign_in, wait_loaded, wait_text
 from test_browser_keys import type_fast
-from test_browser_rank import FIXTURE, rankings
+from test_browser_rank import rankings, serve_ranked_project
 
 pytestmark = [
     pytest.mark.browser,
@@ -19,26 +19,8 @@ PASSWORD = "drag them into place"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """Annotator `dana` and project `dragged` (rankings of K = 3), three prompts of three replies."""
-    from rlhf.auth import create_user
-    from rlhf.db import init_database, make_engine
-    from rlhf.importer import import_file
-    from rlhf.projects import create_project
-    from rlhf.roles import SYSTEM
-
-    root = tmp_path_factory.mktemp("browser-rank-drag")
-    url = f"sqlite:///{root / 'rank.db'}"
-    engine = make_engine(url)
-    init_database(engine)
-    annotator = create_user(engine, SYSTEM, "dana", PASSWORD, "annotator")
-    create_project(engine, SYSTEM, "dragged", rank_k_min=3, rank_k_max=4)
-    summary = import_file(engine, FIXTURE, "dragged", actor=SYSTEM)
-    server = start_app(url, root / "streamlit.log")
-    try:
-        yield {"url": server.url, "engine": engine, "annotator_id": annotator.id, "project_id": summary.project_id}
-    finally:
-        server.stop()
-        engine.dispose()
+    """Annotator `dana` and project `dragged`."""
+    yield from serve_ranked_project(tmp_path_factory, "dana", PASSWORD, "dragged")
 
 
 def chip(page, letter: str):
