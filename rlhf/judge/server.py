@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import queue
+from collections import deque
 import threading
 import time
 import uuid
@@ -50,8 +51,8 @@ class BatchingGenerator:
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.batch_wait_s = max_batch, batch_wait_s
         self.queue: "queue.Queue[_Pending]" = queue.Queue()
-        self.batches: list[int] = []
-        """Size of every batch generated (for the tests and the benchmark)."""
+        self.batches: "deque[int]" = deque(maxlen=1000)
+        """Sizes of the last 1,000 batches generated (for the tests and the benchmark; bounded, the server runs for days)."""
         self.thread = threading.Thread(target=self._loop, name="rlhf-serve-generate", daemon=True)
         self.thread.start()
 
