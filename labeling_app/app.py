@@ -16,9 +16,6 @@ import streamlit as st
 
 from labeling_app import common as c
 
-# A file shipped in the package: a ":material/..." favicon is an SVG the browser fetches from a fonts host.
-st.set_page_config(page_title="RLHF Studio", page_icon=c.APP_DIR / "static" / "icon.png", layout="wide")
-
 
 def sign_out() -> None:
     """Sidebar button: end this sign-in everywhere it is held (and the provider's, for OIDC sign-ins)."""
@@ -56,6 +53,8 @@ def sidebar(user) -> None:
 
 
 def main() -> None:
+    # A file shipped in the package: a ":material/..." favicon is an SVG the browser fetches from a fonts host.
+    st.set_page_config(page_title="RLHF Studio", page_icon=c.APP_DIR / "static" / "icon.png", layout="wide")
     c.require_database()
     c.restore_session()
     if st.session_state.get(c.USER_ID) is None and c.oidc_configured() and st.user.is_logged_in:
@@ -77,4 +76,9 @@ def main() -> None:
     page.run()
 
 
-main()
+# Streamlit runs this script as the module `__main__` and leaves it installed in `sys.modules` (AppTest
+# does the same in its host process). A process started with multiprocessing's "spawn" from that host
+# re-runs `__main__`'s file as `__mp_main__` before doing its work: the guard keeps that run from
+# starting the app in the child (which then waited forever for a database and a browser session).
+if __name__ == "__main__":
+    main()

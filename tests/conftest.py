@@ -7,6 +7,7 @@ the URL), dropped afterwards, so parallel workers and sessions never see each ot
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 
 import pytest
@@ -99,6 +100,16 @@ def _offline(monkeypatch):
     """No test reaches a model hub: an unknown id must fail fast with our error."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _main_module_restored():
+    """Streamlit's AppTest installs the script it ran as `sys.modules["__main__"]` and leaves it there;
+    a later test in the same worker that starts a process with multiprocessing's "spawn" would make the
+    child re-run that page script first. Put the worker's own `__main__` back after every test."""
+    main_module = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main_module
 
 
 @pytest.fixture

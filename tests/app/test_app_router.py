@@ -209,3 +209,25 @@ def test_the_app_never_imports_database_query_apis():
             if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in type_only:
                 names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
                 assert not any(n.split(".")[0] in ("sqlalchemy", "sqlmodel") for n in names), f"{script.name}:{node.lineno} imports {names}"
+
+
+def _child_pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def test_a_process_spawned_after_the_app_ran_does_not_start_the_app(app_env, monkeypatch, tmp_path):
+    """AppTest leaves the router installed as `__main__`; a "spawn" child re-runs that file as
+    `__mp_main__` first. The router must not start the app there: in a child whose environment names
+    no initialised database the app raised, the pool replaced the dead worker forever, and the
+    caller (a concurrency test in CI) hung."""
+    import multiprocessing
+    import sys
+
+    at = new_app().run()
+    no_exception(at)
+    assert getattr(sys.modules["__main__"], "__file__", "").endswith("app.py")  # what AppTest leaves behind
+    monkeypatch.setenv("RLHF_DATABASE_URL", f"sqlite:///{tmp_path / 'never-initialised.db'}")
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply_async(_child_pid).get(timeout=90) > 0
