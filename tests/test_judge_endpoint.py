@@ -28,12 +28,11 @@ KEY = "sk-test-0123456789abcdef"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir):
+def _serve(model_dir, batch_wait_ms: int):
     """`rlhf serve` on 127.0.0.1 (any free port) with a key; yields its /v1 URL."""
     env = {**os.environ, "RLHF_TEST_SERVE_KEY": KEY, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-c", "from rlhf.cli import main; main()", "serve", "--model", str(tiny_model_dir), "--model-name", "tiny",
-               "--port", "0", "--api-key-env", "RLHF_TEST_SERVE_KEY", "--device", "cpu", "--batch-wait-ms", "30"]
+    command = [sys.executable, "-c", "from rlhf.cli import main; main()", "serve", "--model", str(model_dir), "--model-name", "tiny",
+               "--port", "0", "--api-key-env", "RLHF_TEST_SERVE_KEY", "--device", "cpu", "--batch-wait-ms", str(batch_wait_ms)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = process.stdout.readline()
     match = re.search(r"(http://127\.0\.0\.1:\d+/v1)", line)
@@ -41,6 +40,19 @@ def server(tiny_model_dir):
     yield match.group(1)
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    yield from _serve(tiny_model_dir, batch_wait_ms=30)
+
+
+@pytest.fixture(scope="module")
+def patient_server(tiny_model_dir):
+    """A server whose gathering window is long (5 s) but still closes as soon as a full batch (16) is in:
+    on a loaded machine the client's 16 threads can start more than the usual 30-50 ms apart, and the
+    test is about gathering, not about how fast threads start."""
+    yield from _serve(tiny_model_dir, batch_wait_ms=5000)
 
 
 def conversation(i: int) -> list[dict[str, str]]:
@@ -55,20 +67,20 @@ def test_completions_over_http_in_order_and_concurrently(server):
     assert [r.text for r in sequential.complete_many([conversation(i) for i in range(16)], max_tokens=5)] == [r.text for r in replies]
 
 
-def test_concurrent_requests_are_gathered_into_one_batch(server):
+def test_concurrent_requests_are_gathered_into_one_batch(patient_server):
     """16 requests sent at once are generated together (the server's /stats lists every batch's size)."""
     import json
     import urllib.request
 
     def batches() -> list[int]:
-        with urllib.request.urlopen(server.removesuffix("/v1") + "/stats", timeout=10) as answer:
+        with urllib.request.urlopen(patient_server.removesuffix("/v1") + "/stats", timeout=10) as answer:
             return json.loads(answer.read())["batches"]
 
     before = len(batches())
-    client = ChatClient(server, "tiny", api_key=KEY, config=ClientConfig(concurrency=16))
+    client = ChatClient(patient_server, "tiny", api_key=KEY, config=ClientConfig(concurrency=16))
     assert all(r.text is not None for r in client.complete_many([conversation(i) for i in range(16)], max_tokens=4))
     gathered = batches()[before:]
-    assert sum(gathered) == 16 and max(gathered) >= 12, gathered  # one batch, or nearly: a thread may start late
+    assert gathered == [16], gathered
 
 
 def test_concurrency_is_bounded(server):
