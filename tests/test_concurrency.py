@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from sqlalchemy import func, select
@@ -71,10 +72,11 @@ def test_4_processes_fill_every_task_exactly(engine):
     users = add_annotators(engine, 32)  # 8 annotator threads in each process
     url = engine.url.render_as_string(hide_password=False)
     groups = [[u.id for u in users[i::4]] for i in range(4)]
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(4) as pool:
-        results = pool.starmap(process_annotators, [(url, group, project.id, "rating", 100 * i) for i, group in enumerate(groups)])
-    acknowledged = [item for result in results for item in result]
+    # An executor, not a Pool: a worker that dies (even while starting) fails the test with
+    # BrokenProcessPool at once, where a Pool silently replaces it and waits for its result forever.
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(process_annotators, url, group, project.id, "rating", 100 * i) for i, group in enumerate(groups)]
+        acknowledged = [item for future in futures for item in future.result()]
     check_invariants(engine, project.id, acknowledged, seeded)
 
 
