@@ -385,7 +385,7 @@ import hashlib, json, sys, torch
 torch.set_num_threads(1)
 from rlhf.ppo import PPOConfig
 from rlhf.ppo.reward import CallableReward
-from rlhf.ppo.trainer import run_iteration, setup_run
+from rlhf.ppo.trainer import end_distributed, run_iteration, setup_run
 
 config = PPOConfig(**json.loads(sys.argv[1]))
 run = setup_run(config, reward_function=CallableReward(lambda p, r: [float(len(x.split())) for x in r]))
@@ -394,6 +394,7 @@ metrics = run_iteration(run, 0, self_check=True)
 final = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in run.model.trainable_parameters())).hexdigest()
 with open(f"{config.out}/rank-{run.accelerator.process_index}.json", "w") as handle:
     json.dump({"initial": initial, "final": final, "world": run.world, "metrics": metrics}, handle)
+end_distributed(run)
 """
 
 

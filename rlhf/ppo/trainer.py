@@ -137,7 +137,17 @@ def train_ppo(config: PPOConfig, *, reporter: Reporter | None = None, reward_fun
 
     samples = _samples_after(run, samples_before, reporter)
     lineage = _write_outputs(run, samples)
+    end_distributed(run)
     return PPOResult(out, config.total_iterations, _read_history(out), samples, lineage, last_checkpoint)
+
+
+def end_distributed(run: PPORun) -> None:
+    """Under torchrun, take the process group down once every process is done: left to the interpreter's
+    exit, gloo's threads were sometimes destroyed while still joinable and the process aborted
+    ("terminate called without an active exception") after a run that had finished and saved."""
+    if run.world > 1:
+        run.accelerator.wait_for_everyone()
+        run.accelerator.end_training()
 
 
 # --------------------------------------------------------------------------- setup
