@@ -12,8 +12,11 @@ far, to check that concurrent requests were gathered). With `api_key`, requests 
 
 Concurrent requests are batched: one generation thread takes the requests waiting in the queue
 (up to `max_batch`, after waiting at most `batch_wait_s` for more) and generates those with the same
-sampling settings together (`rlhf.generate.generate_responses`, left-padded), so 16 concurrent
-clients cost far less than 16 sequential requests.
+sampling settings together, so 16 concurrent clients cost far less than 16 sequential requests.
+Greedy requests (temperature 0, what a judge sends) go through `rlhf.judge.shared_prefix`: the
+batch's common prompt prefix is prefilled once and kept in a prefix cache for the next batches
+(judge prompts share their header, instructions and guidelines); sampled requests go through
+`rlhf.generate.generate_responses` (left-padded).
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ class BatchingGenerator:
         self.queue: "queue.Queue[_Pending]" = queue.Queue()
         self.batches: "deque[int]" = deque(maxlen=1000)
         """Sizes of the last 1,000 batches generated (for the tests and the benchmark; bounded, the server runs for days)."""
+        from rlhf.judge.shared_prefix import PrefixCache
+
+        self.prefix_cache = PrefixCache()
+        """Keys and values of the last greedy batch's shared prompt prefix (one entry: bounded memory)."""
         self.thread = threading.Thread(target=self._loop, name="rlhf-serve-generate", daemon=True)
         self.thread.start()
 
@@ -73,6 +80,7 @@ class BatchingGenerator:
 
     def _loop(self) -> None:
         from rlhf.generate import generate_responses
+        from rlhf.judge.shared_prefix import greedy_responses
 
         while True:
             items = self._take()
@@ -81,13 +89,17 @@ class BatchingGenerator:
                 groups.setdefault(item.key, []).append(item)
             for (max_tokens, temperature, top_p, seed), group in groups.items():
                 try:
-                    outputs = generate_responses(
-                        self.model, self.tokenizer, [g.messages for g in group], n=1, temperatures=(temperature,), top_p=top_p,
-                        max_new_tokens=max_tokens, seed=seed if seed is not None else 0, batch_size=len(group),
-                    )
+                    if temperature == 0:
+                        outputs = greedy_responses(self.model, self.tokenizer, [g.messages for g in group], max_new_tokens=max_tokens,
+                                                   batch_size=len(group), prefix_cache=self.prefix_cache)
+                    else:
+                        outputs = [out[0] for out in generate_responses(
+                            self.model, self.tokenizer, [g.messages for g in group], n=1, temperatures=(temperature,), top_p=top_p,
+                            max_new_tokens=max_tokens, seed=seed if seed is not None else 0, batch_size=len(group),
+                        )]
                     self.batches.append(len(group))
                     for g, out in zip(group, outputs):
-                        g.future.set_result(out[0])
+                        g.future.set_result(out)
                 except Exception as exc:  # noqa: BLE001 - the error goes back to each waiting request
                     for g in group:
                         g.future.set_exception(exc)
