@@ -3,8 +3,9 @@
     .venv/bin/python bench/bench_judge.py [--quick] [--pairs N] [--parts local,endpoint,kill,simulated]
 
 1. Local judge (packaged SmolLM2-135M-Instruct, CPU, greedy): pairs judged per second, both
-   orders, batched (`--batch-size 16`) against a naive loop that generates one conversation at a
-   time (batch size 1), on the same pairs of the sample project. Target ≥ 3×.
+   orders, batched (`--batch-size 16`, the prompts' shared prefix prefilled once) against a naive
+   loop that calls `model.generate` on one conversation at a time with its full prompt, on the same
+   pairs of the sample project; the two must give identical replies. Target ≥ 3×.
 2. Endpoint judge: `rlhf serve` (the packaged model, batching concurrent requests) on 127.0.0.1;
    16 concurrent requests against sequential ones. Target ≥ 4×.
 3. kill -9 mid-run: `rlhf judge --endpoint ...` is SIGKILLed after some batches, rerun; every task
@@ -63,12 +64,30 @@ def local_rows(engine, pairs: int) -> list[BenchRow]:
     judge = LocalJudge(MODEL, batch_size=16, device="cpu")
     _judge(engine, judge, "warmup", 1)
     batched, batched_s = _judge(engine, judge, "smollm2-batched", pairs)
-    judge.batch_size = 1
+    # The anchor: what a user would write — model.generate on each conversation alone, full prompt each time.
+    judge.batch_size, judge.shared_prefix = 1, False
     naive, naive_s = _judge(engine, judge, "smollm2-naive", pairs)
+    same = _same_replies(engine, "judge:smollm2-batched", "judge:smollm2-naive")
     ours, anchor = pairs / batched_s, pairs / naive_s
-    print(f"[local] {pairs} pairs (both orders): batched {batched_s:.1f}s, one at a time {naive_s:.1f}s", flush=True)
+    print(f"[local] {pairs} pairs (both orders): batched with the shared prefix {batched_s:.1f}s, one at a time {naive_s:.1f}s; "
+          f"identical replies {same}", flush=True)
     return [BenchRow(f"local judge, {pairs} pairs both orders (SmolLM2-135M, CPU)", ours, "pairs/s", anchor, "one conversation at a time",
-                     throughput_ratio(ours, anchor), "≥ 3×", f"batch 16; {batched.counts}")]
+                     throughput_ratio(ours, anchor), "≥ 3×", f"batch 16, shared prefix prefilled once; identical replies {same}; {batched.counts}")]
+
+
+def _same_replies(engine, first: str, second: str) -> str:
+    """How many tasks the two judges answered with identical raw replies and verdicts, as 'k/n'."""
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from rlhf.schema import Judgment, User
+
+    with Session(engine) as session:
+        rows = {name: {task: (raw, verdict) for task, raw, verdict in session.execute(
+            select(Judgment.task_id, Judgment.raw, Judgment.verdict).join(User, User.id == Judgment.user_id).where(User.username == name)).all()}
+            for name in (first, second)}
+    tasks = sorted(rows[first].keys() & rows[second].keys())
+    return f"{sum(rows[first][t] == rows[second][t] for t in tasks)}/{len(tasks)}"
 
 
 def start_server(extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
