@@ -246,3 +246,23 @@ def test_a_simulated_judge_ranks_groups_and_tracks_the_people(engine):
     assert summary.judged == 6 and summary.counts[("ranking", "unparsed")] == 0
     entry = judge_report(engine, "sim-ranked")["judges"]["judge:sim"]["rankings"]
     assert entry["judged"] == 6 and entry["status"]["parsed"] + entry["status"]["inconsistent"] == 6
+
+
+def test_the_cli_judges_ranking_groups_and_refuses_a_ranking_template_without_the_replies(engine, db_url, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+
+    built = build_project(engine, n_pairwise=1, name="cli-ranked")
+    add_ranking_tasks(engine, built.project.id, 2, k=5)
+    bad = tmp_path / "rank.txt"
+    bad.write_text("Rank {letters} for {prompt}")
+    runner = CliRunner()
+    result = runner.invoke(app, ["judge", "--project", "cli-ranked", "--simulated", "--ranking-template", str(bad), "--database-url", db_url])
+    assert result.exit_code == 2 and "{responses}" in result.output and "rank.txt" in result.output
+    result = runner.invoke(app, ["judge", "--project", "cli-ranked", "--simulated", "--json", "--database-url", db_url])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output)["counts"]
+    assert sum(n for key, n in counts.items() if key.startswith("ranking/")) == 2 and sum(counts.values()) == 3

@@ -3,7 +3,7 @@
 A text judge (`LocalJudge`, `EndpointJudge`) turns conversations into `ChatReply`s; the runner
 builds the prompts and parses the replies. A score judge (`RewardJudge`) scores each response
 and compares the scores, so it needs no prompt and no parsing (it is order-blind by build: both
-orders of a pair are the same two scores). Each has `identity()`: what a judgment records as the
+orders of a pair, or of a ranking group, are the same scores). Each has `identity()`: what a judgment records as the
 judge's lineage (never a credential).
 """
 
@@ -86,11 +86,12 @@ class EndpointJudge:
 
 @dataclass
 class RewardJudge:
-    """A reward model trained here as a pair judge: the higher-scored response wins; within `tie_margin` it is a tie."""
+    """A reward model trained here as a judge of pairs (the higher-scored response wins; within `tie_margin` a tie) and of
+    ranking groups (replies by score, best first; within `tie_margin` of a group's best, tied with it)."""
 
     directory: str
     tie_margin: float = 0.1
-    """Normalised score difference (training responses have std 1) below which the pair is a tie."""
+    """Normalised score difference (training responses have std 1) below which two replies tie."""
     batch_size: int = 16
     device: Optional[str] = None
 
