@@ -125,3 +125,30 @@ def test_the_packaged_judge_gives_the_same_verdicts_with_the_shared_prefix():
     judge.batch_size, judge.shared_prefix = 1, False
     naive = [reply.text for reply in judge.complete_many(requests, max_tokens=12)]
     assert ours == naive
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_rlhf_serve_answers_concurrent_greedy_requests_as_one_at_a_time(peaked_lm, prefix_cache):
+    """Six judge-like requests sent at once to `rlhf serve` come back with the texts of model.generate on each alone."""
+    import threading
+
+    from rlhf.judge.client import ChatClient, ClientConfig
+    from rlhf.judge.server import make_server
+
+    model, tokenizer = peaked_lm
+    server = make_server(model, tokenizer, model_name="peaked", port=0, max_batch=8, batch_wait_s=0.2, prefix_cache=prefix_cache)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        chats = _chats(ENDINGS)
+        replies = ChatClient(url, "peaked", config=ClientConfig(concurrency=6)).complete_many(chats, max_tokens=10, temperature=0.0)
+        expected = generate_responses(model, tokenizer, chats, n=1, temperatures=(0.0,), max_new_tokens=10, batch_size=1)
+        assert [r.text for r in replies] == [e[0].text for e in expected]
+        assert max(server.generator.batches) > 1  # they were generated together
+        assert (server.generator.prefix_cache is not None) == prefix_cache
+        if prefix_cache:
+            assert len(server.generator.prefix_cache.tokens) > 10
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -91,6 +91,7 @@ def serve(
     max_batch: int = typer.Option(16, "--max-batch", help="Concurrent requests generated together at most."),
     batch_wait_ms: float = typer.Option(50.0, "--batch-wait-ms", help="How long the first request waits for others to batch with (concurrent clients rarely arrive within 10 ms of each other)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device (default CUDA when present)."),
+    prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache", help="Greedy requests: prefill the prompt prefix shared with the batch (and the batch before) once."),
 ) -> None:
     """A minimal OpenAI-compatible chat-completions server around a local model (for `rlhf judge/generate --endpoint`)."""
     import sys
@@ -108,7 +109,7 @@ def serve(
         sys.stdout.flush()
 
     run_server(model, host=host, port=port, api_key=key, model_name=model_name, max_batch=max_batch,
-               batch_wait_s=batch_wait_ms / 1000.0, device=device, announce=announce)
+               batch_wait_s=batch_wait_ms / 1000.0, device=device, announce=announce, prefix_cache=prefix_cache)
 
 
 @app.command("judge-votes")
