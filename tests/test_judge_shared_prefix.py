@@ -152,33 +152,3 @@ def test_rlhf_serve_answers_concurrent_greedy_requests_as_one_at_a_time(peaked_l
     finally:
         server.shutdown()
         server.server_close()
-
-
-def test_the_generic_path_for_other_architectures_gives_the_same_tokens(peaked_lm, monkeypatch):
-    """Models this file cannot run layer by layer go through model forward with an expanded cache: same tokens."""
-    import rlhf.judge.shared_prefix as shared_prefix
-
-    monkeypatch.setattr(shared_prefix, "_llama_parts", lambda model: None)
-    model, tokenizer = peaked_lm
-    chats = _chats(ENDINGS)
-    cache = PrefixCache()
-    got = [out.token_ids for out in greedy_responses(model, tokenizer, chats, max_new_tokens=12, batch_size=4, prefix_cache=cache)]
-    assert got == _reference(model, tokenizer, chats, 12) and cache.hits > 0
-
-
-def test_cascade_attention_equals_attention_over_the_concatenated_keys():
-    """Shared-prefix attention against plain softmax attention with the prefix copied to every row (GQA: 6 heads on 2 kv heads)."""
-    torch.manual_seed(0)
-    batch, heads, kv, length, prefix, own, dim = 3, 6, 2, 4, 5, 7, 8
-    q = torch.randn(batch, heads, length, dim)
-    prefix_k, prefix_v = torch.randn(kv, prefix, dim), torch.randn(kv, prefix, dim)
-    own_k, own_v = torch.randn(batch, kv, own, dim), torch.randn(batch, kv, own, dim)
-    own_ok = torch.rand(batch, length, own) > 0.4
-    from rlhf.judge.shared_prefix import cascade_attention
-
-    got = cascade_attention(q, prefix_k, prefix_v, own_k, own_v, own_ok, 0.3)
-    keys = torch.cat([prefix_k.expand(batch, -1, -1, -1), own_k], dim=2).repeat_interleave(heads // kv, dim=1)  # (B, H, P+S, d)
-    values = torch.cat([prefix_v.expand(batch, -1, -1, -1), own_v], dim=2).repeat_interleave(heads // kv, dim=1)
-    mask = torch.cat([torch.ones(batch, length, prefix, dtype=torch.bool), own_ok], dim=-1)[:, None]  # (B, 1, L, P+S)
-    scores = (q @ keys.transpose(-1, -2) * 0.3).masked_fill(~mask, float("-inf"))
-    assert torch.allclose(got, torch.softmax(scores, dim=-1) @ values, atol=1e-5)

@@ -84,8 +84,7 @@ class PrefixCache:
                 ids = torch.tensor([prefix[reuse:]], dtype=torch.long, device=device)  # (1, P - reuse)
                 positions = torch.arange(reuse, len(prefix), device=device).unsqueeze(0)
                 mask = torch.ones((1, len(prefix)), dtype=torch.long, device=device)
-                with torch.inference_mode():
-                    outputs = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{_cache_kwarg(model): cache})
+                outputs = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{_cache_kwarg(model): cache})
                 cache = _output_cache(outputs)
             self.hits += reuse
             self.tokens = prefix
@@ -119,12 +118,6 @@ def greedy_shared_prefix(
     # 1. The shared prefix, leaving every row at least one suffix token (its logits give the first new token).
     prefix_len = min(common_prefix_length(sequences), min(len(s) for s in sequences) - 1)
     cache_store = prefix_cache if prefix_cache is not None else PrefixCache()
-    parts = _llama_parts(model)
-    if parts is not None:
-        # Llama models: the prefix's keys and values are read by every row, never copied per row.
-        layers = cache_store.prefix_layers(model, sequences[0][:prefix_len]) if prefix_len > 0 else []
-        return _greedy_cascade(model, parts, layers, [list(s[prefix_len:]) for s in sequences], prefix_len,
-                               max_new_tokens=max_new_tokens, stop_ids=stop_ids, pad_id=pad_id)
     if prefix_len > 0:
         layers = cache_store.prefix_layers(model, sequences[0][:prefix_len])
         # expand() is a view; the first update's torch.cat copies it into each row's own memory.
@@ -200,124 +193,3 @@ def greedy_responses(
                 num_tokens=len(kept), token_ids=tuple(kept), generated_at=stamp,
             ))
     return out
-
-
-# --------------------------------------------------------------------------- the prefix shared, not copied (Llama models)
-
-
-def _llama_parts(model):
-    """(decoder, its layers) when `model` is a Llama-architecture causal LM this file can run step by step, else None.
-
-    SmolLM2 and the tests' tiny models are Llama models; anything else uses the generic path.
-    """
-    from transformers.models.llama.modeling_llama import LlamaAttention, LlamaForCausalLM
-
-    if not isinstance(model, LlamaForCausalLM) or getattr(model.config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
-        return None
-    decoder = model.model
-    if not all(isinstance(layer.self_attn, LlamaAttention) for layer in decoder.layers):
-        return None
-    return decoder, decoder.layers
-
-
-def cascade_attention(q, prefix_k, prefix_v, own_k, own_v, own_ok, scaling: float):
-    """Attention of each row's queries to one shared prefix (read once, never copied per row) and to the row's own keys.
-
-    q (B, H, L, d); prefix_k / prefix_v (kv, P, d), the same for every row; own_k / own_v (B, kv, S, d);
-    own_ok (B, L, S) bool: which own keys each query may see (its non-padding, causal past).
-    Every query sees the whole prefix. Returns (B, H, L, d). One softmax over [prefix | own], so
-    this equals attention over the concatenated keys (query head h reads key/value head h // (H / kv), as in `repeat_kv`).
-    """
-    batch, heads, length, dim = q.shape
-    kv = own_k.shape[1]
-    group = heads // kv
-    qg = q.reshape(batch, kv, group * length, dim)  # (B, kv, g·L, d): heads j·g .. j·g+g-1 read kv head j
-    # Prefix scores for all rows in one matmul per kv head: (kv, B·g·L, d) @ (kv, d, P).
-    q_by_head = qg.transpose(0, 1).reshape(kv, batch * group * length, dim)
-    s_prefix = torch.matmul(q_by_head, prefix_k.transpose(-1, -2)).reshape(kv, batch, group * length, -1).transpose(0, 1)  # (B, kv, g·L, P)
-    s_own = torch.matmul(qg, own_k.transpose(-1, -2))  # (B, kv, g·L, S)
-    allowed = own_ok[:, None, None, :, :].expand(batch, 1, group, length, own_ok.shape[-1]).reshape(batch, 1, group * length, -1)
-    s_own = s_own.masked_fill(~allowed, float("-inf"))
-    scores = torch.cat([s_prefix, s_own], dim=-1).float() * scaling
-    weights = torch.softmax(scores, dim=-1).to(q.dtype)
-    prefix_len = prefix_k.shape[1]
-    w_prefix = weights[..., :prefix_len].transpose(0, 1).reshape(kv, batch * group * length, prefix_len)
-    out = torch.matmul(w_prefix, prefix_v).reshape(kv, batch, group * length, dim).transpose(0, 1)  # (B, kv, g·L, d)
-    out = out + torch.matmul(weights[..., prefix_len:], own_v)
-    return out.reshape(batch, heads, length, dim)
-
-
-def _cascade_step(model, parts, input_ids, positions, prefix_layers, own_k, own_v, own_ok, start: int):
-    """One forward over `input_ids` (B, L) at own columns [start, start + L); writes their keys and values; logits of the last column (B, V)."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-    decoder, layers = parts
-    batch, length = input_ids.shape
-    hidden = decoder.embed_tokens(input_ids)  # (B, L, D)
-    cos, sin = decoder.rotary_emb(hidden, position_ids=positions)
-    for index, layer in enumerate(layers):
-        attention = layer.self_attn
-        x = layer.input_layernorm(hidden)
-        shape = (batch, length, -1, attention.head_dim)
-        q = attention.q_proj(x).view(shape).transpose(1, 2)  # (B, H, L, d)
-        k = attention.k_proj(x).view(shape).transpose(1, 2)  # (B, kv, L, d)
-        v = attention.v_proj(x).view(shape).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        own_k[index][:, :, start:start + length] = k
-        own_v[index][:, :, start:start + length] = v
-        prefix_k, prefix_v = prefix_layers[index]
-        out = cascade_attention(q, prefix_k, prefix_v, own_k[index][:, :, :start + length], own_v[index][:, :, :start + length],
-                                own_ok, attention.scaling)
-        hidden = hidden + attention.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
-        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-    return model.lm_head(decoder.norm(hidden[:, -1:, :]))[:, -1, :]
-
-
-def _greedy_cascade(model, parts, prefix_layers, suffixes, prefix_len, *, max_new_tokens, stop_ids, pad_id):
-    """Greedy continuations of prefix + each suffix, the prefix's keys and values shared by all rows (see `cascade_attention`)."""
-    device = next(model.parameters()).device
-    batch = len(suffixes)
-    width = max(len(s) for s in suffixes)
-    columns = width + max_new_tokens
-    config = model.config
-    kv_heads = config.num_key_value_heads
-    head_dim = parts[1][0].self_attn.head_dim
-    dtype = prefix_layers[0][0].dtype if prefix_layers else next(model.parameters()).dtype
-    own_k = [torch.zeros((batch, kv_heads, columns, head_dim), dtype=dtype, device=device) for _ in parts[1]]
-    own_v = [torch.zeros_like(t) for t in own_k]
-    # Suffixes left-padded to `width`: padding columns are never visible to a real token.
-    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    valid = torch.zeros((batch, columns), dtype=torch.bool)
-    positions = torch.zeros((batch, width), dtype=torch.long)
-    for row, suffix in enumerate(suffixes):
-        input_ids[row, width - len(suffix):] = torch.tensor(suffix, dtype=torch.long)
-        valid[row, width - len(suffix):width] = True
-        positions[row, width - len(suffix):] = torch.arange(prefix_len, prefix_len + len(suffix))
-    input_ids, positions, valid = input_ids.to(device), positions.to(device), valid.to(device)
-    causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
-    # A padding query may see itself, so no softmax row is empty when there is no prefix (its output is never used).
-    own_ok = (causal[None] & valid[:, None, :width]) | torch.eye(width, dtype=torch.bool, device=device)[None]
-    shared = [(k[0], v[0]) for k, v in prefix_layers] if prefix_layers else [
-        (torch.zeros((kv_heads, 0, head_dim), dtype=dtype, device=device),) * 2 for _ in parts[1]]
-    next_position = torch.tensor([prefix_len + len(s) for s in suffixes], dtype=torch.long, device=device).unsqueeze(1)
-
-    generated: list[list[int]] = [[] for _ in range(batch)]
-    finished = [False] * batch
-    start = 0
-    with torch.inference_mode():
-        for _ in range(max_new_tokens):
-            logits = _cascade_step(model, parts, input_ids, positions, shared, own_k, own_v, own_ok, start)
-            chosen = logits.argmax(dim=-1)  # (B,)
-            for row, token in enumerate(chosen.tolist()):
-                if not finished[row]:
-                    generated[row].append(int(token))
-                    finished[row] = int(token) in stop_ids
-            if all(finished):
-                break
-            start += input_ids.shape[1]
-            valid[:, start] = True
-            own_ok = valid[:, None, :start + 1]  # (B, 1, S): the new token sees every real column so far
-            input_ids = torch.where(torch.tensor(finished, device=device), torch.full_like(chosen, pad_id), chosen).unsqueeze(1)
-            positions = next_position
-            next_position = next_position + 1
-    return generated
