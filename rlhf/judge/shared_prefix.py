@@ -84,7 +84,8 @@ class PrefixCache:
                 ids = torch.tensor([prefix[reuse:]], dtype=torch.long, device=device)  # (1, P - reuse)
                 positions = torch.arange(reuse, len(prefix), device=device).unsqueeze(0)
                 mask = torch.ones((1, len(prefix)), dtype=torch.long, device=device)
-                outputs = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{_cache_kwarg(model): cache})
+                with torch.inference_mode():  # no autograd graph for the prefix's forward
+                    outputs = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{_cache_kwarg(model): cache})
                 cache = _output_cache(outputs)
             self.hits += reuse
             self.tokens = prefix
