@@ -3,10 +3,13 @@
     .venv/bin/python bench/bench_judge.py [--quick] [--pairs N] [--parts local,endpoint,kill,simulated]
 
 1. Local judge (packaged SmolLM2-135M-Instruct, CPU, greedy): pairs judged per second, both
-   orders, batched (`--batch-size 16`) against a naive loop that generates one conversation at a
-   time (batch size 1), on the same pairs of the sample project. Target ≥ 3×.
-2. Endpoint judge: `rlhf serve` (the packaged model, batching concurrent requests) on 127.0.0.1;
-   16 concurrent requests against sequential ones. Target ≥ 4×.
+   orders, batched (`--batch-size 16`, the prompts' shared prefix prefilled once) against a naive
+   loop that calls `model.generate` on one conversation at a time with its full prompt, on the same
+   pairs of the sample project; the two must give identical replies. Target ≥ 3×.
+2. Endpoint judge: `rlhf serve` (the packaged model, batching concurrent requests, prefix cache
+   on) on 127.0.0.1; 16 concurrent requests against sequential ones to the same server. Target ≥ 4×.
+   A second row: the same concurrent run against sequential requests to `rlhf serve
+   --no-prefix-cache` (every prompt prefilled in full), for context.
 3. kill -9 mid-run: `rlhf judge --endpoint ...` is SIGKILLed after some batches, rerun; every task
    must hold exactly one Judgment (none lost, none twice).
 4. Agreement of the packaged SmolLM2 judge with the simulation's gold and with simulated people
@@ -63,18 +66,36 @@ def local_rows(engine, pairs: int) -> list[BenchRow]:
     judge = LocalJudge(MODEL, batch_size=16, device="cpu")
     _judge(engine, judge, "warmup", 1)
     batched, batched_s = _judge(engine, judge, "smollm2-batched", pairs)
-    judge.batch_size = 1
+    # The anchor: what a user would write — model.generate on each conversation alone, full prompt each time.
+    judge.batch_size, judge.shared_prefix = 1, False
     naive, naive_s = _judge(engine, judge, "smollm2-naive", pairs)
+    same = _same_replies(engine, "judge:smollm2-batched", "judge:smollm2-naive")
     ours, anchor = pairs / batched_s, pairs / naive_s
-    print(f"[local] {pairs} pairs (both orders): batched {batched_s:.1f}s, one at a time {naive_s:.1f}s", flush=True)
+    print(f"[local] {pairs} pairs (both orders): batched with the shared prefix {batched_s:.1f}s, one at a time {naive_s:.1f}s; "
+          f"identical replies {same}", flush=True)
     return [BenchRow(f"local judge, {pairs} pairs both orders (SmolLM2-135M, CPU)", ours, "pairs/s", anchor, "one conversation at a time",
-                     throughput_ratio(ours, anchor), "≥ 3×", f"batch 16; {batched.counts}")]
+                     throughput_ratio(ours, anchor), "≥ 3×", f"batch 16, shared prefix prefilled once; identical replies {same}; {batched.counts}")]
 
 
-def start_server(extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
+def _same_replies(engine, first: str, second: str) -> str:
+    """How many tasks the two judges answered with identical raw replies and verdicts, as 'k/n'."""
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from rlhf.schema import Judgment, User
+
+    with Session(engine) as session:
+        rows = {name: {task: (raw, verdict) for task, raw, verdict in session.execute(
+            select(Judgment.task_id, Judgment.raw, Judgment.verdict).join(User, User.id == Judgment.user_id).where(User.username == name)).all()}
+            for name in (first, second)}
+    tasks = sorted(rows[first].keys() & rows[second].keys())
+    return f"{sum(rows[first][t] == rows[second][t] for t in tasks)}/{len(tasks)}"
+
+
+def start_server(extra_env: dict | None = None, extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, **(extra_env or {})}
     command = [sys.executable, "-c", "from rlhf.cli import main; main()", "serve", "--model", MODEL, "--model-name", "smollm2",
-               "--port", "0", "--device", "cpu", "--max-batch", "16", "--batch-wait-ms", "50"]
+               "--port", "0", "--device", "cpu", "--max-batch", "16", "--batch-wait-ms", "50", *extra_args]
     if extra_env and "BENCH_SERVE_KEY" in extra_env:
         command += ["--api-key-env", "BENCH_SERVE_KEY"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -99,8 +120,31 @@ def endpoint_rows(engine, url: str, pairs: int) -> list[BenchRow]:
     slow, slow_s = _judge(engine, sequential, "endpoint-1", pairs)
     print(f"[endpoint] {pairs} pairs: 16 concurrent {fast_s:.1f}s (server batches {gathered}), sequential {slow_s:.1f}s", flush=True)
     ours, anchor = pairs / fast_s, pairs / slow_s
-    return [BenchRow(f"endpoint judge, {pairs} pairs both orders (rlhf serve, SmolLM2)", ours, "pairs/s", anchor, "sequential requests",
-                     throughput_ratio(ours, anchor), "≥ 4×", f"same server, same pairs; server batches {gathered}")]
+    rows = [BenchRow(f"endpoint judge, {pairs} pairs both orders (rlhf serve, SmolLM2)", ours, "pairs/s", anchor, "sequential requests",
+                     throughput_ratio(ours, anchor), "≥ 4×", f"same server (prefix cache on for both), same pairs; server batches {gathered}")]
+    # A second anchor: sequential requests to the server as it was before the prefix cache (each
+    # prompt prefilled in full), i.e. the gain of concurrency and the prefix cache together.
+    plain, plain_url = start_server(extra_args=("--no-prefix-cache",))
+    try:
+        plain_judge = EndpointJudge(ChatClient(plain_url, "smollm2", config=ClientConfig(concurrency=1, timeout_s=600)))
+        _judge(engine, plain_judge, "endpoint-plain-warmup", 1)
+        plain_run, plain_s = _judge(engine, plain_judge, "endpoint-1-plain", pairs)
+    finally:
+        stop_server(plain)
+    same = _same_replies(engine, "judge:endpoint-16", "judge:endpoint-1-plain")
+    print(f"[endpoint] sequential to a server without the prefix cache {plain_s:.1f}s; identical replies to the 16-concurrent run {same}", flush=True)
+    rows.append(BenchRow(f"endpoint judge, {pairs} pairs: 16 concurrent vs sequential to rlhf serve --no-prefix-cache", ours, "pairs/s",
+                         pairs / plain_s, "sequential, full prompts", throughput_ratio(ours, pairs / plain_s), "(context)",
+                         f"identical replies {same}"))
+    return rows
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 def _server_batches(url: str) -> list[int]:
@@ -240,11 +284,7 @@ def run(quick: bool = False, pairs: int | None = None, parts: tuple[str, ...] = 
             if "kill" in parts:
                 rows += kill_rows(url, endpoint, 8 if quick else pairs)
         finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
         engine.dispose()
     return rows
 

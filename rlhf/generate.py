@@ -352,6 +352,12 @@ def render_prompt(tokenizer, prompt: PromptInput, *, use_chat_template: bool | N
     return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:", False
 
 
+def encode_prompt(tokenizer, prompt: PromptInput, *, use_chat_template: bool | None = None) -> list[int]:
+    """The token ids fed to the model for `prompt` (templated text already carries its special tokens)."""
+    text, templated = render_prompt(tokenizer, prompt, use_chat_template=use_chat_template)
+    return list(tokenizer(text, add_special_tokens=not templated)["input_ids"])
+
+
 def stop_token_ids(model, tokenizer) -> set[int]:
     """EOS ids from the model's generation config and the tokenizer (some models have several)."""
     ids: set[int] = set()
@@ -405,10 +411,7 @@ def generate_responses(
     if not prompts:
         return []
     # 1. Render and tokenise every prompt once (templated text already carries its specials).
-    encoded: list[list[int]] = []
-    for prompt in prompts:
-        text, templated = render_prompt(tokenizer, prompt, use_chat_template=use_chat_template)
-        encoded.append(list(tokenizer(text, add_special_tokens=not templated)["input_ids"]))
+    encoded = [encode_prompt(tokenizer, prompt, use_chat_template=use_chat_template) for prompt in prompts]
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
     device = next(model.parameters()).device

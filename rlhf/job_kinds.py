@@ -890,6 +890,7 @@ def _judge_specs() -> list[ParamSpec]:
         *options,
         ParamSpec("pair_template", Optional[str], None, "Template file for pairs ({prompt} {first} {second}, optional {guidelines}); default: the built-in one."),
         ParamSpec("rating_template", Optional[str], None, "Template file for ratings ({prompt} {response} {rubric}); default: the built-in one."),
+        ParamSpec("ranking_template", Optional[str], None, "Template file for ranking groups ({prompt} {responses}); default: the built-in one."),
         ParamSpec("max_guideline_chars", int, 1500, "Characters of the project's guidelines put in the prompt (0 = none)."),
     ]
 
@@ -902,7 +903,8 @@ def _judge_parts(params: dict[str, Any]):
 
     spec = config_from_params(JudgeSpec, params)
     options = config_from_params(JudgeOptions, params, exclude=("name",), name=params["name"] or spec.default_name())
-    templates = load_templates(params["pair_template"], params["rating_template"], max_guideline_chars=params["max_guideline_chars"])
+    templates = load_templates(params["pair_template"], params["rating_template"], max_guideline_chars=params["max_guideline_chars"],
+                               ranking_template=params["ranking_template"])
     return spec, options, templates
 
 

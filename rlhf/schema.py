@@ -494,8 +494,9 @@ class Judgment(SQLModel, table=True):
     """A model judge's verdict on one task, with what it was built from (rlhf.judge).
 
     The judge is the external user `judge:<name>`; a parsed, consistent verdict is also stored
-    as that user's Preference / Rating, so it is measured like people's labels. This row keeps
-    what a label cannot: the raw replies (both orders of a pair), the parsed verdict of each,
+    as that user's Preference / Rating / Ranking, so it is measured like people's labels. This row
+    keeps what a label cannot: the raw replies (both orders of a pair, both card orders of a
+    ranking group), the parsed verdict of each,
     the status (`parsed`, `inconsistent`: the two orders disagree, `unparsed`: a reply that did
     not parse, kept with its text), the template's hash and the model's identity. One row per
     (task, judge): a resumed run never judges a task twice.
@@ -508,13 +509,15 @@ class Judgment(SQLModel, table=True):
     task_id: int = Field(foreign_key="task.id", index=True, ondelete="CASCADE")
     user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
     kind: str = Field(max_length=16)
-    """'pairwise' or 'rating' (the task's kind)."""
+    """'pairwise', 'rating' or 'ranking' (the task's kind)."""
     status: str = Field(max_length=16)
     """parsed, inconsistent or unparsed."""
     verdict: dict = _json(dict, nullable=False)
-    """Pairwise: {"choice": a|b|tie|null, "orders": {"ab": a|b|tie|null, "ba": ...}}; rating: {"scores": {dim: value}}."""
+    """Pairwise: {"choice": a|b|tie|null, "orders": {"ab": a|b|tie|null, "ba": ...}}; rating: {"scores": {dim: value}};
+    ranking: {"order": groups|null, "orders": {"shown": groups|null, "reversed": ...}, "tau_between_orders": x|null},
+    groups in the task's card terms (`rlhf.ranking`)."""
     raw: list = _json(list, nullable=False)
-    """The replies as received: [{"order": "ab"|"ba"|"rating", "text": ..., "error": ...}]."""
+    """The replies as received: [{"order": "ab"|"ba"|"rating"|"shown"|"reversed", "text": ..., "error": ...}]; a score judge's scores."""
     template_hash: str = Field(max_length=64)
     model: dict = _json(dict, nullable=False)
     """The judge's identity: backend, model name / path / weights hash, endpoint (no credentials), decoding."""

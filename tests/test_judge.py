@@ -202,7 +202,8 @@ def test_the_local_judge_batched_gives_the_same_replies_as_one_at_a_time(sqlite_
             for row in session.exec(select(table)):
                 session.delete(row)
         session.commit()
-    single = LocalJudge(str(tiny_model_dir), batch_size=1, device="cpu")
+    # The reference is model.generate on one full prompt at a time (no shared-prefix cache).
+    single = LocalJudge(str(tiny_model_dir), batch_size=1, device="cpu", shared_prefix=False)
     judge_project(sqlite_engine, SYSTEM, "tiny", single, options)
     again = {(j.task_id): [r["text"] for r in j.raw] for j in _rows(sqlite_engine, Judgment)}
     assert again == first

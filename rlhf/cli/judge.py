@@ -1,4 +1,4 @@
-"""`rlhf judge`: a model judges a project's tasks (pairs in both orders, ratings per rubric dimension) as the external user judge:<name>."""
+"""`rlhf judge`: a model judges a project's tasks (pairs in both orders, ratings per rubric dimension, ranking groups in two card orders) as the external user judge:<name>."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ def judge(
     project: str = typer.Option(..., "--project", help="Project name (or id) whose tasks are judged."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A local causal LM (smollm2-135m-instruct, a checkpoint, an adapter); with --endpoint, the served model's name."),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="An OpenAI-compatible chat-completions server (vLLM, llama.cpp, TGI, a hosted API)."),
-    reward: Optional[Path] = typer.Option(None, "--reward", help="A reward model directory trained here, as a judge of pairs."),
+    reward: Optional[Path] = typer.Option(None, "--reward", help="A reward model directory trained here, as a judge of pairs and ranking groups."),
     simulated: bool = typer.Option(False, "--simulated", help="The simulated judge with planted biases (--sim-position-bias, --sim-length-bias): to try the judge metrics."),
     name: Optional[str] = typer.Option(None, "--name", help="Judge name: labels are stored as the external user judge:<name> (default: from the model)."),
-    kinds: str = typer.Option("pairwise,rating", "--kinds", help="Task kinds to judge: pairwise, rating or both (comma list)."),
+    kinds: str = typer.Option("pairwise,rating,ranking", "--kinds", help="Task kinds to judge: pairwise, rating, ranking (comma list)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Judge at most this many pending tasks in this run."),
     batch_tasks: int = typer.Option(16, "--batch-tasks", help="Tasks sent together and stored in one transaction."),
     batch_size: int = typer.Option(16, "--batch-size", help="Local or reward model: rows run through the model together."),
@@ -30,12 +30,14 @@ def judge(
     timeout: float = typer.Option(60.0, "--timeout", help="Endpoint: seconds per request."),
     retries: int = typer.Option(3, "--retries", help="Endpoint: retries after connection errors, timeouts, 429 and 5xx (exponential backoff)."),
     rate_limit: float = typer.Option(0.0, "--rate-limit", help="Endpoint: requests per second at most (0 = none)."),
-    tie_margin: float = typer.Option(0.1, "--tie-margin", help="Reward judge: normalised score difference below which a pair is a tie."),
+    tie_margin: float = typer.Option(0.1, "--tie-margin", help="Reward judge: normalised score difference below which a pair (or ranked replies) is a tie."),
     pair_template: Optional[Path] = typer.Option(None, "--pair-template", help="Template file for pairs: {prompt} {first} {second} required, {guidelines} optional."),
     rating_template: Optional[Path] = typer.Option(None, "--rating-template", help="Template file for ratings: {prompt} {response} {rubric} required; {dimensions} {example} {guidelines} optional."),
+    ranking_template: Optional[Path] = typer.Option(None, "--ranking-template", help="Template file for ranking groups: {prompt} {responses} required; {letters} {example} {count} {guidelines} optional."),
     max_guideline_chars: int = typer.Option(1500, "--max-guideline-chars", help="Characters of the project's guidelines put in the prompt (0 = none)."),
     pair_max_tokens: int = typer.Option(24, "--pair-max-tokens", help="Reply tokens at most for a pair verdict."),
     rating_max_tokens: int = typer.Option(64, "--rating-max-tokens", help="Reply tokens at most for a rating."),
+    ranking_max_tokens: int = typer.Option(32, "--ranking-max-tokens", help="Reply tokens at most for a ranking order."),
     sim_position_bias: float = typer.Option(0.0, "--sim-position-bias", help="Simulated judge: probability of picking the first-shown response regardless."),
     sim_length_bias: float = typer.Option(0.0, "--sim-length-bias", help="Simulated judge: logits per doubling of length toward the longer response."),
     sim_unparsable_rate: float = typer.Option(0.0, "--sim-unparsable-rate", help="Simulated judge: share of replies that do not parse."),
@@ -60,9 +62,10 @@ def judge(
         sim_unparsable_rate=sim_unparsable_rate, seed=seed,
     )
     try:
-        templates = load_templates(pair_template, rating_template, max_guideline_chars=max_guideline_chars)
+        templates = load_templates(pair_template, rating_template, max_guideline_chars=max_guideline_chars, ranking_template=ranking_template)
         options = JudgeOptions(name=name or spec.default_name(), kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()), limit=limit,
-                               batch_tasks=batch_tasks, pair_max_tokens=pair_max_tokens, rating_max_tokens=rating_max_tokens)
+                               batch_tasks=batch_tasks, pair_max_tokens=pair_max_tokens, rating_max_tokens=rating_max_tokens,
+                               ranking_max_tokens=ranking_max_tokens)
     except (JudgeError, TemplateError) as exc:
         raise fail(str(exc)) from None
     engine = make_engine(database_url or default_url())
@@ -88,6 +91,7 @@ def serve(
     max_batch: int = typer.Option(16, "--max-batch", help="Concurrent requests generated together at most."),
     batch_wait_ms: float = typer.Option(50.0, "--batch-wait-ms", help="How long the first request waits for others to batch with (concurrent clients rarely arrive within 10 ms of each other)."),
     device: Optional[str] = typer.Option(None, "--device", help="torch device (default CUDA when present)."),
+    prefix_cache: bool = typer.Option(True, "--prefix-cache/--no-prefix-cache", help="Greedy requests: prefill the prompt prefix shared with the batch (and the batch before) once."),
 ) -> None:
     """A minimal OpenAI-compatible chat-completions server around a local model (for `rlhf judge/generate --endpoint`)."""
     import sys
@@ -105,7 +109,7 @@ def serve(
         sys.stdout.flush()
 
     run_server(model, host=host, port=port, api_key=key, model_name=model_name, max_batch=max_batch,
-               batch_wait_s=batch_wait_ms / 1000.0, device=device, announce=announce)
+               batch_wait_s=batch_wait_ms / 1000.0, device=device, announce=announce, prefix_cache=prefix_cache)
 
 
 @app.command("judge-votes")

@@ -3,7 +3,7 @@
 A text judge (`LocalJudge`, `EndpointJudge`) turns conversations into `ChatReply`s; the runner
 builds the prompts and parses the replies. A score judge (`RewardJudge`) scores each response
 and compares the scores, so it needs no prompt and no parsing (it is order-blind by build: both
-orders of a pair are the same two scores). Each has `identity()`: what a judgment records as the
+orders of a pair, or of a ranking group, are the same scores). Each has `identity()`: what a judgment records as the
 judge's lineage (never a credential).
 """
 
@@ -19,20 +19,28 @@ from rlhf.judge.client import ChatClient, ChatReply
 
 @dataclass
 class LocalJudge:
-    """A Transformers causal LM in this process: greedy decoding, `batch_size` conversations at a time."""
+    """A Transformers causal LM in this process: greedy decoding, `batch_size` conversations at a time.
+
+    With `shared_prefix` (the default) the prompts' common prefix (chat header, instructions,
+    guidelines) is prefilled once and reused across batches (`rlhf.judge.shared_prefix`); off, each
+    batch goes through `model.generate` with its full prompts. Both give the same greedy tokens.
+    """
 
     model_ref: str
     batch_size: int = 16
     device: Optional[str] = None
     load_in_4bit: bool = False
+    shared_prefix: bool = True
 
     def __post_init__(self) -> None:
         from rlhf.generate import load_model_for_generation
+        from rlhf.judge.shared_prefix import PrefixCache
         from rlhf.models import resolve_model
 
         self.source = resolve_model(self.model_ref)
         self.model, self.tokenizer, self.display_name = load_model_for_generation(self.source, load_in_4bit=self.load_in_4bit, device=self.device)
         self.model.eval()
+        self.prefix_cache = PrefixCache()
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -46,6 +54,13 @@ class LocalJudge:
         from rlhf.generate import generate_responses
 
         started = time.perf_counter()
+        if self.shared_prefix:
+            from rlhf.judge.shared_prefix import greedy_responses
+
+            outputs = greedy_responses(self.model, self.tokenizer, [list(r.messages) for r in requests], max_new_tokens=max_tokens,
+                                       batch_size=self.batch_size, prefix_cache=self.prefix_cache)
+            seconds = (time.perf_counter() - started) / max(len(requests), 1)
+            return [ChatReply(text=o.text, finish_reason="stop" if o.finished else "length", seconds=seconds) for o in outputs]
         # One sample per conversation, temperature 0 (greedy); sorted by length inside, so a batch pads little.
         outputs = generate_responses(
             self.model, self.tokenizer, [list(r.messages) for r in requests], n=1, temperatures=(0.0,), max_new_tokens=max_tokens,
@@ -71,11 +86,12 @@ class EndpointJudge:
 
 @dataclass
 class RewardJudge:
-    """A reward model trained here as a pair judge: the higher-scored response wins; within `tie_margin` it is a tie."""
+    """A reward model trained here as a judge of pairs (the higher-scored response wins; within `tie_margin` a tie) and of
+    ranking groups (replies by score, best first; within `tie_margin` of a group's best, tied with it)."""
 
     directory: str
     tie_margin: float = 0.1
-    """Normalised score difference (training responses have std 1) below which the pair is a tie."""
+    """Normalised score difference (training responses have std 1) below which two replies tie."""
     batch_size: int = 16
     device: Optional[str] = None
 

@@ -20,6 +20,11 @@ For each judge (external user `judge:<name>` with Judgment rows) on a project's 
 No flag is raised on fewer than `QualityThresholds.min_annotations` relevant judgments.
 Ratings: per dimension, the judge's mean absolute difference from the human median beside the
 humans' own (leave-one-out) difference.
+Rankings (`rankings`): the status counts; `position_consistency` as for pairs (the two card orders,
+shown and reversed, gave the same order: parsed / (parsed + inconsistent)) and `mean_tau_between_orders`
+(Kendall tau-b between the two orders, where both parsed); `tau_with_consensus`: mean Kendall tau-b
+of the judge's order with the human consensus order (cards by their mean human rank, at least
+`min_votes` people) beside `human_loo_tau`, each person's tau with the other people's consensus.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from sqlalchemy.engine import Engine
 
 from rlhf.judge.run import JUDGE_PREFIX
 from rlhf.quality import QualityThresholds, binomial_two_sided
-from rlhf.schema import Judgment, Rating, Task, User
+from rlhf.schema import Judgment, Ranking, Rating, Task, User
 
 OUTCOMES = ("a", "b", "tie", "inconsistent", "unparsed")
 CONSENSUS = ("a", "b", "tie", "both_bad")
@@ -181,6 +186,62 @@ def _rating_metrics(judge_scores: dict[int, dict], human_scores: dict[int, list[
     return out
 
 
+def consensus_order(rankings: list[list[list[int]]], k: int) -> list[list[int]]:
+    """Cards grouped by their mean mid-rank over `rankings` (groups of card indices, best first; equal means tie)."""
+    from rlhf.ranking import ranks
+
+    mean = np.mean([ranks(groups, k) for groups in rankings], axis=0)
+    out: dict[float, list[int]] = {}
+    for card, value in enumerate(mean):
+        out.setdefault(round(float(value), 9), []).append(card)
+    return [cards for _, cards in sorted(out.items())]
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    return float(np.mean(values)) if values else None
+
+
+def ranking_human_ceiling(human: dict[int, list[list[list[int]]]], min_votes: int = 2) -> dict[str, Any]:
+    """Each person's Kendall tau-b with the consensus of the *other* people on the task (at least `min_votes` others)."""
+    from rlhf.ranking import kendall_tau
+
+    taus = []
+    for rankings in human.values():
+        k = sum(len(g) for g in rankings[0])
+        for index, own in enumerate(rankings):
+            others = rankings[:index] + rankings[index + 1:]
+            if len(others) >= min_votes:
+                tau = kendall_tau(own, consensus_order(others, k))
+                if tau is not None:
+                    taus.append(tau)
+    return {"human_loo_tau": _mean(taus), "human_loo_n": len(taus)}
+
+
+def judge_ranking_metrics(judgments: list[dict[str, Any]], human: dict[int, list[list[list[int]]]], min_votes: int = 2) -> dict[str, Any]:
+    """One judge's ranking metrics (see the module docstring); `judgments`: {task_id, status, verdict} of its ranking Judgments."""
+    from rlhf.ranking import kendall_tau
+
+    status = Counter(j["status"] for j in judgments)
+    between = [j["verdict"].get("tau_between_orders") for j in judgments if j["status"] in ("parsed", "inconsistent")]
+    with_consensus = []
+    for j in judgments:
+        order = (j["verdict"] or {}).get("order")
+        people = human.get(int(j["task_id"]), [])
+        if j["status"] != "parsed" or not order or len(people) < min_votes:
+            continue
+        tau = kendall_tau(order, consensus_order(people, sum(len(g) for g in order)))
+        if tau is not None:
+            with_consensus.append(tau)
+    decided = status["parsed"] + status["inconsistent"]
+    return {
+        "judged": len(judgments), "status": {s: status.get(s, 0) for s in ("parsed", "inconsistent", "unparsed")},
+        "position_consistency": _share(status["parsed"], decided),
+        "mean_tau_between_orders": _mean([t for t in between if t is not None]),
+        "tau_with_consensus": _mean(with_consensus), "consensus_n": len(with_consensus),
+        **ranking_human_ceiling(human, min_votes),
+    }
+
+
 def judge_report(engine: Engine, project: str | int, *, min_votes: int = 2, thresholds: QualityThresholds = QualityThresholds()) -> dict[str, Any]:
     """Every judge of `project` measured against the people: {"human": ceiling, "judges": {username: metrics}}."""
     from rlhf.db import session_scope
@@ -198,6 +259,12 @@ def judge_report(engine: Engine, project: str | int, *, min_votes: int = 2, thre
         judge_rows = session.execute(
             select(Judgment.task_id, Judgment.user_id, Judgment.kind, Judgment.status, Judgment.verdict).where(Judgment.project_id == project_row.id)
         ).all()
+        human_rankings: dict[int, list[list[list[int]]]] = {}
+        for task_id, groups in session.execute(
+            select(Ranking.task_id, Ranking.groups).join(Task, Task.id == Ranking.task_id).join(User, User.id == Ranking.user_id)
+            .where(Task.project_id == project_row.id, User.role.in_(list(HUMAN_ROLES))).order_by(Ranking.task_id, Ranking.user_id)
+        ):
+            human_rankings.setdefault(int(task_id), []).append([list(g) for g in groups])
         rating_rows = session.execute(
             select(Rating.task_id, Rating.user_id, Rating.scores, User.role).join(Task, Task.id == Rating.task_id).join(User, User.id == Rating.user_id)
             .where(Task.project_id == project_row.id)
@@ -239,6 +306,8 @@ def judge_report(engine: Engine, project: str | int, *, min_votes: int = 2, thre
             "dimensions": _rating_metrics(judge_scores.get(user_id, {}), human_scores, list(project_row.rubric)),
         }}
         entry.update(judge_pair_metrics(pairs, votes, lengths, human_prefs, min_votes=min_votes, thresholds=thresholds))
+        entry["rankings"] = judge_ranking_metrics(
+            [{"task_id": r.task_id, "status": r.status, "verdict": r.verdict or {}} for r in rows if r.kind == "ranking"], human_rankings, min_votes)
         report["judges"][name] = entry
     from rlhf.judge.suggestions import anchoring
 
@@ -270,7 +339,8 @@ def _task_lengths(engine: Engine, project_id: int, task_ids: set[int]) -> dict[i
 SUMMARY_COLUMNS = [
     "judge", "pairs", "parsed", "inconsistent", "unparsed", "agreement_with_consensus", "human_loo_consensus_agreement",
     "agreement_with_consensus_decisive", "mean_agreement_with_humans", "human_human_agreement", "position_consistency", "first_share",
-    "position_p_value", "longer_share", "length_tilt", "length_p_value", "ratings_judged", "ratings_unparsed", "flags",
+    "position_p_value", "longer_share", "length_tilt", "length_p_value", "ratings_judged", "ratings_unparsed",
+    "rankings_judged", "ranking_position_consistency", "ranking_tau_with_consensus", "human_loo_ranking_tau", "flags",
 ]
 
 
@@ -295,7 +365,10 @@ def report_tables(report: dict[str, Any]) -> dict[str, pd.DataFrame]:
             "mean_agreement_with_humans": entry["mean_agreement_with_humans"], "human_human_agreement": human["human_human_agreement"],
             "position_consistency": entry["position_consistency"], "first_share": entry["first_share"], "position_p_value": entry["position_p_value"],
             "longer_share": entry["longer_share"], "length_tilt": entry["length_tilt"], "length_p_value": entry["length_p_value"],
-            "ratings_judged": entry["ratings"]["judged"], "ratings_unparsed": entry["ratings"]["unparsed"], "flags": ", ".join(entry["flags"]),
+            "ratings_judged": entry["ratings"]["judged"], "ratings_unparsed": entry["ratings"]["unparsed"],
+            "rankings_judged": entry["rankings"]["judged"], "ranking_position_consistency": entry["rankings"]["position_consistency"],
+            "ranking_tau_with_consensus": entry["rankings"]["tau_with_consensus"], "human_loo_ranking_tau": entry["rankings"]["human_loo_tau"],
+            "flags": ", ".join(entry["flags"]),
         })
         annotators += [{"judge": name, "annotator": a, **v} for a, v in entry["agreement_with_annotators"].items()]
         confusion += [{"judge": name, "judge_verdict": o, "consensus": c, "count": n} for o, row in entry["confusion"].items() for c, n in row.items()]

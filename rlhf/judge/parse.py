@@ -1,6 +1,7 @@
-"""Parsing a judge model's reply into a verdict: A / B / tie for a pair, one score per rubric dimension.
+"""Parsing a judge model's reply into a verdict: A / B / tie for a pair, one score per rubric dimension,
+an order over the cards of a ranking group.
 
-Both parsers are total: any text gives a verdict or None (the reply is then stored as
+All three parsers are total: any text gives a verdict or None (the reply is then stored as
 `unparsed` with its raw text), never an exception.
 
 Pair replies, first rule that matches wins:
@@ -13,6 +14,13 @@ Pair replies, first rule that matches wins:
 Rating replies: the first JSON object in the text whose keys cover the rubric (names are matched
 case-insensitively), else `name: value` / `name = value` lines. Every dimension needs an integer
 within its scale (a float with no fraction counts); any missing or out-of-range value is None.
+
+Ranking replies over K cards (letters A.. in the order shown), first rule that gives a valid
+order wins: every card exactly once, `=` between tied cards (`rlhf.ranking.parse_ranking`):
+1. the last `Ranking: ...` (also `Order:`, `Final ranking -`, `**Ranking:**`) line's order;
+2. the last run of the K letters joined by `>` or `=` anywhere in the text ("... so C > A = D > B.");
+3. the whole reply is the order ("C A D B", "CADB", "C > A = D > B", surrounding punctuation ignored).
+A reply naming a card twice, leaving one out or naming a letter beyond the K cards is None.
 """
 
 from __future__ import annotations
@@ -100,3 +108,37 @@ def parse_rating_reply(text: Any, rubric: Sequence[Mapping[str, Any]]) -> Option
     if not pairs:
         return None
     return _scores_from({k: (float(v) if "." in v else int(v)) for k, v in pairs.items()}, rubric)
+
+
+_RANKING_LINE = re.compile(r"(?:final\s+)?(?:ranking|order)\W{0,6}?\s*[:=\-]\s*\W{0,3}([A-Za-z][A-Za-z \t=>,]*)", re.IGNORECASE)
+
+
+def _ranking_of(candidate: str, k: int):
+    from rlhf.ranking import RankingError, parse_ranking
+
+    cleaned = candidate.strip().strip(".,;:!*\"'`()[] \t")
+    if not cleaned:
+        return None
+    try:
+        return parse_ranking(cleaned, k)
+    except RankingError:
+        return None
+
+
+def parse_ranking_reply(text: Any, k: int) -> Optional[tuple[tuple[int, ...], ...]]:
+    """Groups best first (card indices in the order shown, 0 = A), or None when the reply gives no valid order of all K cards."""
+    from rlhf.ranking import LETTERS
+
+    if not isinstance(text, str) or not isinstance(k, int) or not 2 <= k <= len(LETTERS):
+        return None
+    for match in reversed(_RANKING_LINE.findall(text)):
+        groups = _ranking_of(match, k)
+        if groups is not None:
+            return groups
+    letters = f"[A-{LETTERS[k - 1]}a-{LETTERS[k - 1].lower()}]"
+    chains = re.findall(rf"(?<![A-Za-z]){letters}(?:\s*[>=]\s*{letters}){{{k - 1}}}(?![A-Za-z])", text)
+    for chain in reversed(chains):
+        groups = _ranking_of(chain, k)
+        if groups is not None:
+            return groups
+    return _ranking_of(text, k)

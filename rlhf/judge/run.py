@@ -3,14 +3,17 @@
 Steps, per batch of `batch_tasks` tasks:
 1. pending: the project's tasks of the chosen kinds that this judge has no Judgment (and no label)
    for, in id order; a resumed run starts from what is left, so a task is never judged twice;
-2. prompts: a pair gives two conversations, A first (`ab`) and B first (`ba`); a rating task one;
+2. prompts: a pair gives two conversations, A first (`ab`) and B first (`ba`); a ranking group two,
+   its cards in the task's order (`shown`) and reversed (`reversed`); a rating task one;
 3. replies from the judge (`rlhf.judge.backends`), parsed (`rlhf.judge.parse`);
 4. verdicts: a pair whose two orders agree (in the task's terms) is `parsed` with that choice; two
-   parsed orders that disagree are `inconsistent` (no label: not counted as a tie); a reply that
-   does not parse makes the task `unparsed`, its raw text kept;
+   parsed orders that disagree are `inconsistent` (no label: not counted as a tie); a ranking the
+   same, its two card orders mapped back to the task's cards (`inconsistent` unless the orders are
+   equal; their Kendall tau is kept); a reply that does not parse makes the task `unparsed`, its
+   raw text kept;
 5. one transaction per batch writes each task's Judgment (raw replies, verdict per order, template
-   hash, the judge's identity) and, for parsed verdicts, the Preference / Rating of the external
-   user `judge:<name>`. A run killed between batches leaves whole batches: nothing half-written.
+   hash, the judge's identity) and, for parsed verdicts, the Preference / Rating / Ranking of the
+   external user `judge:<name>`. A run killed between batches leaves whole batches: nothing half-written.
 
 A judge error that stops the run (an unreachable endpoint, a wrong key) is raised after the batches
 before it were stored; rerunning the command continues from there.
@@ -32,11 +35,16 @@ from rlhf.judge.client import ChatReply
 from rlhf.judge.parse import parse_pair_reply, parse_rating_reply
 from rlhf.judge.templates import JudgeTemplates
 from rlhf.progress import Reporter, check_stop
-from rlhf.schema import Judgment, Preference, Prompt, Rating, Response, Task, utcnow
+from rlhf.schema import Judgment, Preference, Prompt, Ranking, Rating, Response, Task, utcnow
 
 JUDGE_PREFIX = "judge:"
 STATUSES = ("parsed", "inconsistent", "unparsed")
 ORDERS = ("ab", "ba")
+RANKING_ORDERS = ("shown", "reversed")
+"""A ranking group's two card orders: the task's (A, B, C, ...) and its reverse."""
+KINDS = ("pairwise", "rating", "ranking")
+LABEL_TABLES = (Judgment, Preference, Rating, Ranking)
+"""A task with a row of the judge's in any of these is done for that judge."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,100}")
 
 
@@ -58,7 +66,7 @@ class JudgeRequest:
 
     task_id: int
     order: str
-    """'ab' (response A shown first), 'ba', or 'rating'."""
+    """'ab' (response A shown first), 'ba', 'rating', or a ranking's 'shown' / 'reversed'."""
     messages: list[dict[str, str]]
     prompt: Any
     first: str
@@ -66,6 +74,8 @@ class JudgeRequest:
     category: Optional[str] = None
     rubric: tuple = ()
     """For a rating: the rubric's dimensions (dicts with name, min, max)."""
+    replies: tuple[str, ...] = ()
+    """For a ranking: the K replies in the order shown (letter A first)."""
 
 
 @dataclass
@@ -74,8 +84,8 @@ class JudgeOptions:
 
     name: str
     """The judge's name: labels are stored as the external user `judge:<name>`."""
-    kinds: tuple[str, ...] = ("pairwise", "rating")
-    """Task kinds to judge."""
+    kinds: tuple[str, ...] = KINDS
+    """Task kinds to judge: pairwise, rating, ranking."""
     limit: Optional[int] = None
     """Judge at most this many pending tasks in this run (None: all)."""
     batch_tasks: int = 16
@@ -84,17 +94,19 @@ class JudgeOptions:
     """Reply tokens at most for a pair verdict."""
     rating_max_tokens: int = 64
     """Reply tokens at most for a rating (a JSON object)."""
+    ranking_max_tokens: int = 32
+    """Reply tokens at most for a ranking order ("Ranking: C > A = D > B")."""
 
     def __post_init__(self) -> None:
         self.kinds = tuple(self.kinds)
-        bad = [k for k in self.kinds if k not in ("pairwise", "rating")]
+        bad = [k for k in self.kinds if k not in KINDS]
         if bad or not self.kinds:
-            raise JudgeError(f"kinds must be pairwise and/or rating, got {list(self.kinds)}")
+            raise JudgeError(f"kinds must be among {', '.join(KINDS)}, got {list(self.kinds)}")
         if self.batch_tasks < 1:
             raise JudgeError(f"batch_tasks must be at least 1, got {self.batch_tasks}")
         if self.limit is not None and self.limit < 0:
             raise JudgeError(f"limit must be >= 0, got {self.limit}")
-        if self.pair_max_tokens < 1 or self.rating_max_tokens < 1:
+        if self.pair_max_tokens < 1 or self.rating_max_tokens < 1 or self.ranking_max_tokens < 1:
             raise JudgeError("max tokens must be at least 1")
 
 
@@ -135,6 +147,8 @@ class _TaskContent:
     category: Optional[str]
     text_a: str
     text_b: Optional[str]
+    texts: tuple[str, ...] = ()
+    """A ranking task's K replies, card A first."""
 
 
 def _external_user(session, username: str) -> int:
@@ -153,11 +167,11 @@ def _pending(engine: Engine, project_id: int, user_id: int, kinds: Sequence[str]
 
     done = set()
     with session_scope(engine) as session:
-        for table in (Judgment, Preference, Rating):
+        for table in LABEL_TABLES:
             done.update(session.execute(select(table.task_id).join(Task, Task.id == table.task_id).where(
                 Task.project_id == project_id, table.user_id == user_id)).scalars())
         rows = session.execute(
-            select(Task.id, Task.kind, Task.prompt_id, Task.response_a_id, Task.response_b_id)
+            select(Task.id, Task.kind, Task.prompt_id, Task.response_a_id, Task.response_b_id, Task.response_ids)
             .where(Task.project_id == project_id, Task.kind.in_(list(kinds)))
             .order_by(Task.id)
         ).all()
@@ -165,7 +179,8 @@ def _pending(engine: Engine, project_id: int, user_id: int, kinds: Sequence[str]
         if limit is not None:
             rows = rows[:limit]
         prompt_ids = sorted({r.prompt_id for r in rows})
-        response_ids = sorted({r.response_a_id for r in rows} | {r.response_b_id for r in rows if r.response_b_id is not None})
+        response_ids = sorted({r.response_a_id for r in rows} | {r.response_b_id for r in rows if r.response_b_id is not None}
+                              | {int(i) for r in rows if r.kind == "ranking" for i in (r.response_ids or ())})
         prompts = {p.id: p for p in _in_chunks(session, Prompt, prompt_ids)}
         responses = {r.id: r.text for r in _in_chunks(session, Response, response_ids)}
     out = []
@@ -174,6 +189,7 @@ def _pending(engine: Engine, project_id: int, user_id: int, kinds: Sequence[str]
         out.append(_TaskContent(
             task_id=int(r.id), kind=r.kind, prompt=p.messages if p.messages else p.text, prompt_text=p.text, category=p.category,
             text_a=responses[r.response_a_id], text_b=responses.get(r.response_b_id) if r.response_b_id is not None else None,
+            texts=tuple(responses[int(i)] for i in r.response_ids) if r.kind == "ranking" else (),
         ))
     return out
 
@@ -189,6 +205,13 @@ def _requests(task: _TaskContent, templates: JudgeTemplates, guidelines: str, ru
         for order, (first, second) in zip(ORDERS, ((task.text_a, task.text_b), (task.text_b, task.text_a))):
             text = templates.pair_prompt(prompt=task.prompt_text, first=first, second=second, guidelines=guidelines)
             out.append(JudgeRequest(task.task_id, order, [{"role": "user", "content": text}], task.prompt, first, second, task.category))
+        return out
+    if task.kind == "ranking":
+        out = []
+        for order, replies in zip(RANKING_ORDERS, (task.texts, task.texts[::-1])):
+            text = templates.ranking_prompt(prompt=task.prompt_text, replies=replies, guidelines=guidelines)
+            out.append(JudgeRequest(task.task_id, order, [{"role": "user", "content": text}], task.prompt, replies[0], None, task.category,
+                                    replies=tuple(replies)))
         return out
     text = templates.rating_prompt(prompt=task.prompt_text, response=task.text_a, rubric=rubric, guidelines=guidelines)
     return [JudgeRequest(task.task_id, "rating", [{"role": "user", "content": text}], task.prompt, task.text_a, None, task.category, tuple(rubric))]
@@ -209,6 +232,51 @@ def pair_verdict(replies: dict[str, ChatReply]) -> tuple[str, dict[str, Any]]:
     if orders["ab"] != orders["ba"]:
         return "inconsistent", {"choice": None, "orders": orders}
     return "parsed", {"choice": orders["ab"], "orders": orders}
+
+
+def shown_order_of(order: str, k: int) -> tuple[int, ...]:
+    """The task's card shown at each letter (position) in a ranking order: 'shown' → (0, 1, ..), 'reversed' → (k-1, .., 0)."""
+    return tuple(range(k)) if order == "shown" else tuple(range(k - 1, -1, -1))
+
+
+def ranking_verdict(replies: dict[str, ChatReply], k: int) -> tuple[str, dict[str, Any]]:
+    """(status, verdict) from a ranking group's two card orders, each mapped back to the task's cards.
+
+    Both parsed and equal → parsed with that order; both parsed and different → inconsistent (no
+    label; `tau_between_orders` says how far apart); either unparsed → unparsed. Orders are lists
+    of groups of card indices, best first (`rlhf.ranking`).
+    """
+    from rlhf.judge.parse import parse_ranking_reply
+    from rlhf.ranking import from_shown, kendall_tau
+
+    orders: dict[str, Any] = {}
+    for order in RANKING_ORDERS:
+        shown = parse_ranking_reply(replies[order].text, k)
+        orders[order] = None if shown is None else [list(g) for g in from_shown(shown, shown_order_of(order, k))]
+    if any(v is None for v in orders.values()):
+        return "unparsed", {"order": None, "orders": orders, "tau_between_orders": None}
+    tau = kendall_tau(orders["shown"], orders["reversed"])
+    verdict = {"orders": orders, "tau_between_orders": None if tau is None else round(tau, 6)}
+    if orders["shown"] != orders["reversed"]:
+        return "inconsistent", {"order": None, **verdict}
+    return "parsed", {"order": orders["shown"], **verdict}
+
+
+def groups_from_scores(scores: Sequence[float], tolerance: float) -> list[list[int]]:
+    """Cards ordered by score, best first; a card within `tolerance` of its group's best score joins that group (a tie).
+
+    Measured from the group's best, not chained from card to card, so a tie never spans more than `tolerance`.
+    """
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    groups: list[list[int]] = []
+    top = None
+    for card in order:
+        if top is not None and top - scores[card] < tolerance:
+            groups[-1].append(card)
+        else:
+            groups.append([card])
+            top = scores[card]
+    return [sorted(g) for g in groups]
 
 
 def _raw(order: str, reply: ChatReply) -> dict[str, Any]:
@@ -266,14 +334,14 @@ def judge_project(
             template_hash = ""
         else:
             records = _text_verdicts(judge, batch, options, templates, guidelines, rubric)
-            summary.requests += sum(2 if t.kind == "pairwise" else 1 for t in batch)
+            summary.requests += sum(1 if t.kind == "rating" else 2 for t in batch)
         now = utcnow()
 
         # 5. One transaction per batch; a task judged meanwhile by another run is left as it is.
         def store(session, records=records, now=now) -> list[tuple[str, str]]:
             ids = [r["task_id"] for r in records]
             taken = set()
-            for table in (Judgment, Preference, Rating):
+            for table in LABEL_TABLES:
                 taken.update(session.execute(select(table.task_id).where(table.user_id == user_id, table.task_id.in_(ids))).scalars())
             stored = []
             for r in records:
@@ -288,6 +356,11 @@ def judge_project(
                     choice = r["verdict"]["choice"]
                     session.add(Preference(task_id=r["task_id"], user_id=user_id, choice=choice, strength=0 if choice == "tie" else 1,
                                            shown_left="a", created_at=now, updated_at=now))
+                elif r["status"] == "parsed" and r["kind"] == "ranking":
+                    # Stored in the task's card terms; shown_order is the first of the two orders the judge saw.
+                    order = r["verdict"]["order"]
+                    session.add(Ranking(task_id=r["task_id"], user_id=user_id, groups=order, shown_order=list(range(sum(len(g) for g in order))),
+                                        created_at=now, updated_at=now))
                 elif r["status"] == "parsed":
                     session.add(Rating(task_id=r["task_id"], user_id=user_id, scores=r["verdict"]["scores"], created_at=now, updated_at=now))
                 stored.append((r["kind"], r["status"]))
@@ -303,13 +376,13 @@ def judge_project(
 
 
 def _text_verdicts(judge, batch, options: JudgeOptions, templates: JudgeTemplates, guidelines: str, rubric: list[dict]) -> list[dict[str, Any]]:
-    by_kind: dict[str, list[JudgeRequest]] = {"pairwise": [], "rating": []}
+    by_kind: dict[str, list[JudgeRequest]] = {kind: [] for kind in KINDS}
     for task in batch:
         by_kind[task.kind].extend(_requests(task, templates, guidelines, rubric))
     replies: dict[tuple[int, str], ChatReply] = {}
     for kind, requests in by_kind.items():
         if requests:
-            max_tokens = options.pair_max_tokens if kind == "pairwise" else options.rating_max_tokens
+            max_tokens = {"pairwise": options.pair_max_tokens, "rating": options.rating_max_tokens, "ranking": options.ranking_max_tokens}[kind]
             for request, reply in zip(requests, judge.complete_many(requests, max_tokens=max_tokens)):
                 replies[(request.task_id, request.order)] = reply
     records = []
@@ -318,6 +391,10 @@ def _text_verdicts(judge, batch, options: JudgeOptions, templates: JudgeTemplate
             mine = {order: replies[(task.task_id, order)] for order in ORDERS}
             status, verdict = pair_verdict(mine)
             raw = [_raw(order, mine[order]) for order in ORDERS]
+        elif task.kind == "ranking":
+            mine = {order: replies[(task.task_id, order)] for order in RANKING_ORDERS}
+            status, verdict = ranking_verdict(mine, len(task.texts))
+            raw = [_raw(order, mine[order]) for order in RANKING_ORDERS]
         else:
             reply = replies[(task.task_id, "rating")]
             scores = parse_rating_reply(reply.text, rubric)
@@ -328,12 +405,21 @@ def _text_verdicts(judge, batch, options: JudgeOptions, templates: JudgeTemplate
 
 
 def _score_verdicts(judge, batch) -> list[dict[str, Any]]:
-    prompts = [t.prompt for t in batch for _ in (0, 1)]
-    responses = [text for t in batch for text in (t.text_a, t.text_b)]
-    scores = judge.scores(prompts, responses)
-    records = []
-    for index, task in enumerate(batch):
-        score_a, score_b = scores[2 * index], scores[2 * index + 1]
+    """Verdicts of a score judge: each reply scored once; a pair by its two scores, a ranking group by its K scores."""
+    texts = [t.texts if t.kind == "ranking" else (t.text_a, t.text_b) for t in batch]
+    scores_flat = judge.scores([t.prompt for t, replies in zip(batch, texts) for _ in replies], [text for replies in texts for text in replies])
+    records, at = [], 0
+    for task, replies in zip(batch, texts):
+        scores, at = scores_flat[at:at + len(replies)], at + len(replies)
+        if task.kind == "ranking":
+            order = groups_from_scores(scores, judge.tie_margin)
+            records.append({
+                "task_id": task.task_id, "kind": "ranking", "status": "parsed",
+                "verdict": {"order": order, "orders": {"shown": order, "reversed": order}, "tau_between_orders": None},
+                "raw": [{"order": "scores", "scores": [round(float(x), 6) for x in scores]}],
+            })
+            continue
+        score_a, score_b = scores
         choice = "tie" if abs(score_a - score_b) < judge.tie_margin else ("a" if score_a > score_b else "b")
         records.append({
             "task_id": task.task_id, "kind": "pairwise", "status": "parsed",

@@ -12,8 +12,12 @@ far, to check that concurrent requests were gathered). With `api_key`, requests 
 
 Concurrent requests are batched: one generation thread takes the requests waiting in the queue
 (up to `max_batch`, after waiting at most `batch_wait_s` for more) and generates those with the same
-sampling settings together (`rlhf.generate.generate_responses`, left-padded), so 16 concurrent
-clients cost far less than 16 sequential requests.
+sampling settings together, so 16 concurrent clients cost far less than 16 sequential requests.
+Greedy requests (temperature 0, what a judge sends) go through `rlhf.judge.shared_prefix`: the
+batch's common prompt prefix is prefilled once and kept in a prefix cache for the next batches
+(judge prompts share their header, instructions and guidelines; a lone request reuses what it
+shares with the one before); sampled requests, and greedy ones with `prefix_cache=False`
+(`--no-prefix-cache`), go through `rlhf.generate.generate_responses` (left-padded).
 """
 
 from __future__ import annotations
@@ -47,12 +51,16 @@ class _Pending:
 class BatchingGenerator:
     """Generates for queued requests in batches on one thread (the model is not shared between threads)."""
 
-    def __init__(self, model, tokenizer, *, max_batch: int = 16, batch_wait_s: float = 0.01) -> None:
+    def __init__(self, model, tokenizer, *, max_batch: int = 16, batch_wait_s: float = 0.01, prefix_cache: bool = True) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.batch_wait_s = max_batch, batch_wait_s
         self.queue: "queue.Queue[_Pending]" = queue.Queue()
         self.batches: "deque[int]" = deque(maxlen=1000)
         """Sizes of the last 1,000 batches generated (for the tests and the benchmark; bounded, the server runs for days)."""
+        from rlhf.judge.shared_prefix import PrefixCache
+
+        self.prefix_cache = PrefixCache() if prefix_cache else None
+        """Keys and values of the last greedy batch's shared prompt prefix (one entry: bounded memory)."""
         self.thread = threading.Thread(target=self._loop, name="rlhf-serve-generate", daemon=True)
         self.thread.start()
 
@@ -73,6 +81,7 @@ class BatchingGenerator:
 
     def _loop(self) -> None:
         from rlhf.generate import generate_responses
+        from rlhf.judge.shared_prefix import greedy_responses
 
         while True:
             items = self._take()
@@ -81,13 +90,17 @@ class BatchingGenerator:
                 groups.setdefault(item.key, []).append(item)
             for (max_tokens, temperature, top_p, seed), group in groups.items():
                 try:
-                    outputs = generate_responses(
-                        self.model, self.tokenizer, [g.messages for g in group], n=1, temperatures=(temperature,), top_p=top_p,
-                        max_new_tokens=max_tokens, seed=seed if seed is not None else 0, batch_size=len(group),
-                    )
+                    if temperature == 0 and self.prefix_cache is not None:
+                        outputs = greedy_responses(self.model, self.tokenizer, [g.messages for g in group], max_new_tokens=max_tokens,
+                                                   batch_size=len(group), prefix_cache=self.prefix_cache)
+                    else:
+                        outputs = [out[0] for out in generate_responses(
+                            self.model, self.tokenizer, [g.messages for g in group], n=1, temperatures=(temperature,), top_p=top_p,
+                            max_new_tokens=max_tokens, seed=seed if seed is not None else 0, batch_size=len(group),
+                        )]
                     self.batches.append(len(group))
                     for g, out in zip(group, outputs):
-                        g.future.set_result(out[0])
+                        g.future.set_result(out)
                 except Exception as exc:  # noqa: BLE001 - the error goes back to each waiting request
                     for g in group:
                         g.future.set_exception(exc)
@@ -122,9 +135,9 @@ def parse_request(body: Any, default_max_tokens: int = 128) -> _Pending:
 
 
 def make_server(model, tokenizer, *, model_name: str, host: str = "127.0.0.1", port: int = 8000, api_key: Optional[str] = None,
-                max_batch: int = 16, batch_wait_s: float = 0.05, request_timeout_s: float = 600.0) -> ThreadingHTTPServer:
+                max_batch: int = 16, batch_wait_s: float = 0.05, request_timeout_s: float = 600.0, prefix_cache: bool = True) -> ThreadingHTTPServer:
     """A ThreadingHTTPServer (not started) serving `model` as `model_name`; `server.generator` is its BatchingGenerator."""
-    generator = BatchingGenerator(model, tokenizer, max_batch=max_batch, batch_wait_s=batch_wait_s)
+    generator = BatchingGenerator(model, tokenizer, max_batch=max_batch, batch_wait_s=batch_wait_s, prefix_cache=prefix_cache)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -198,14 +211,14 @@ def make_server(model, tokenizer, *, model_name: str, host: str = "127.0.0.1", p
 
 
 def serve(model_ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: Optional[str] = None, model_name: Optional[str] = None,
-          max_batch: int = 16, batch_wait_s: float = 0.05, device: Optional[str] = None, announce=print) -> None:
+          max_batch: int = 16, batch_wait_s: float = 0.05, device: Optional[str] = None, announce=print, prefix_cache: bool = True) -> None:
     """Load `model_ref` and serve it until interrupted; announces `serving <model> on http://host:port/v1` once listening."""
     from rlhf.generate import load_model_for_generation
 
     model, tokenizer, display = load_model_for_generation(model_ref, device=device)
     model.eval()
     server = make_server(model, tokenizer, model_name=model_name or str(model_ref), host=host, port=port, api_key=api_key,
-                         max_batch=max_batch, batch_wait_s=batch_wait_s)
+                         max_batch=max_batch, batch_wait_s=batch_wait_s, prefix_cache=prefix_cache)
     announce(f"serving {model_name or model_ref} on http://{host}:{server.server_address[1]}/v1")
     try:
         server.serve_forever()

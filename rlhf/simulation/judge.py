@@ -9,7 +9,9 @@ picks the first-shown response with probability
 (the simulated annotators' model, `rlhf.simulation.annotators.probability_left`, with "left" read
 as "shown first"), gold g from `rlhf.simulation.gold`. Its ratings are the simulated annotators'
 (`rate_response`). `unparsable_rate` of its replies are prose that no parser reads, to exercise the
-`unparsed` path. Every draw is seeded by (seed, task, order): the same judge gives the same replies.
+`unparsed` path. A ranking group is ordered by gold plus Gumbel noise of scale `noise` (a
+Plackett–Luce draw), the card shown first moved to the top with probability `position_bias`; it
+never writes a tie. Every draw is seeded by (seed, task, order): the same judge gives the same replies.
 """
 
 from __future__ import annotations
@@ -62,10 +64,27 @@ class SimulatedJudge:
     def complete_many(self, requests: Sequence[Any], *, max_tokens: int = 0, reporter=None) -> list[ChatReply]:
         return [ChatReply(text=self.reply(r)) for r in requests]
 
+    def rank(self, request: Any, rng: random.Random) -> str:
+        """'Ranking: C > A > B' over the letters shown: a Plackett–Luce draw on gold (Gumbel noise), the first shown put on top with probability position_bias."""
+        import math
+
+        from rlhf.ranking import LETTERS
+
+        keys = []
+        for text in request.replies:
+            gumbel = -math.log(-math.log(rng.random() or 1e-12) or 1e-12)
+            keys.append(gold_score(request.prompt, text, request.category) / max(self.noise, 1e-9) + gumbel)
+        order = sorted(range(len(keys)), key=lambda i: -keys[i])
+        if rng.random() < self.position_bias:
+            order = [0] + [i for i in order if i != 0]
+        return "Ranking: " + " > ".join(LETTERS[i] for i in order)
+
     def reply(self, request: Any) -> str:
         rng = random.Random(f"simulated-judge:{self.seed}:{request.task_id}:{request.order}")
         if rng.random() < self.unparsable_rate:
             return UNPARSABLE_REPLY
+        if request.replies:
+            return self.rank(request, rng)
         if request.order == "rating":
             rubric = [(d["name"], int(d["min"]), int(d["max"])) for d in request.rubric]
             scores = rate_response(self.profile, rng, gold_components(request.prompt, request.first, request.category), rubric).scores
