@@ -92,6 +92,8 @@ class GoldBenchConfig:
     """Prompts per PPO iteration."""
     ppo_response_length: int = 48
     """Tokens per PPO response at most."""
+    ppo_4bit: bool = True
+    """PPO on a 4-bit NF4 base (QLoRA, as `make e2e`); False: the full-precision base."""
     threads: Optional[int] = None
     """torch CPU threads (None: torch's default)."""
     quick: bool = False
@@ -110,6 +112,7 @@ class GoldBenchConfig:
             "sft_epochs": ("BENCH_GOLD_EPOCHS", float), "sft_max_steps": ("BENCH_GOLD_MAX_STEPS", int), "sft_learning_rate": ("BENCH_GOLD_LR", float),
             "new_tokens": ("BENCH_GOLD_NEW_TOKENS", int), "reward": ("BENCH_GOLD_REWARD", str), "reward_steps": ("BENCH_GOLD_REWARD_STEPS", int),
             "ppo_iterations": ("BENCH_GOLD_PPO_ITERATIONS", int), "threads": ("BENCH_GOLD_THREADS", int),
+            "ppo_4bit": ("BENCH_GOLD_PPO_4BIT", lambda v: v.strip().lower() not in ("0", "false", "no")),
         }
         values = {field: kind(os.environ[name]) for field, (name, kind) in env.items() if os.environ.get(name)}
         config = dataclasses.replace(config, **values, **overrides)
@@ -205,7 +208,7 @@ def run_ppo_from(config: GoldBenchConfig, policy: str, reward_dir: str, prompts_
 
     e2e_config = dataclasses.replace(
         e2e.E2EConfig(), policy=config.policy, ppo_iterations=config.ppo_iterations, ppo_batch_size=config.ppo_batch_size,
-        ppo_response_length=config.ppo_response_length, seed=SEED, progress=False,
+        ppo_response_length=config.ppo_response_length, ppo_4bit=config.ppo_4bit, seed=SEED, progress=False,
     )
     started = time.perf_counter()
     # No deadline: both runs must do every iteration for the comparison to be fair.
@@ -214,64 +217,74 @@ def run_ppo_from(config: GoldBenchConfig, policy: str, reward_dir: str, prompts_
     return {**figures, "starting_policy": policy, "seconds": time.perf_counter() - started}
 
 
-def run_config(config: GoldBenchConfig, work_dir: Optional[Path] = None) -> tuple[list[BenchRow], dict[str, Any]]:
-    """Every step of the module docstring; the rows and every figure behind them."""
-    import torch
+def run_config(config: GoldBenchConfig, work_dir: Optional[Path] = None, keep_dir: Optional[Path] = None) -> tuple[list[BenchRow], dict[str, Any]]:
+    """Every step of the module docstring; the rows and every figure behind them.
 
-    from rlhf.sft import SFTRunConfig, train_sft
+    The models go to a temporary directory under `work_dir`, removed at the end, or to `keep_dir`, kept (its
+    `reward-run/reward` can be reused by a later run with BENCH_GOLD_REWARD).
+    """
+    import torch
 
     if config.threads:
         torch.set_num_threads(config.threads)
+    if keep_dir is not None:
+        Path(keep_dir).mkdir(parents=True, exist_ok=True)
+        return _run_in(config, Path(keep_dir))
+    with tempfile.TemporaryDirectory(prefix="bench-sft-gold-", dir=work_dir) as tmp_name:
+        return _run_in(config, Path(tmp_name))
+
+
+def _log(message: str) -> None:
+    print(f"[bench_sft_gold] {message}", file=sys.stderr, flush=True)
+
+
+def _run_in(config: GoldBenchConfig, tmp: Path) -> tuple[list[BenchRow], dict[str, Any]]:
+    from rlhf.sft import SFTRunConfig, train_sft
+
     records = [json.loads(line) for line in Path(config.sample_file).read_text(encoding="utf-8").splitlines() if line.strip()]
     random.Random(SEED).shuffle(records)
     held_out, train_prompts = records[: config.held_out], records[config.held_out :]
     demos, shown, written = demonstrations(train_prompts, config.demos, config.sloppy_every, SEED)
-    figures: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}}
-
-    def log(message: str) -> None:
-        print(f"[bench_sft_gold] {message}", file=sys.stderr, flush=True)
-
-    with tempfile.TemporaryDirectory(prefix="bench-sft-gold-", dir=work_dir) as tmp_name:
-        tmp = Path(tmp_name)
-        data = tmp / "demos.jsonl"
-        data.write_text("".join(json.dumps(d) + "\n" for d in demos), encoding="utf-8")
-        # PPO's prompts are the training prompts only: the fresh samples are on prompts no stage has seen.
-        ppo_prompts = tmp / "ppo_prompts.jsonl"
-        ppo_prompts.write_text("".join(json.dumps({"prompt": _prompt_input(r)}) + "\n" for r in train_prompts), encoding="utf-8")
-
-        # 3. SFT
-        sft_config = SFTRunConfig(
-            data=str(data), out=str(tmp / "sft"), method="lora", policy=config.policy, device="cpu", lora_r=16, lora_alpha=32,
-            batch_size=8, max_length=384, learning_rate=config.sft_learning_rate, num_epochs=config.sft_epochs, max_steps=config.sft_max_steps,
-            eval_fraction=0.1, save_steps=10**6, seed=SEED,
-        )
-        started = time.perf_counter()
-        sft = train_sft(sft_config)
-        figures["sft"] = {"steps": sft.steps, "seconds": time.perf_counter() - started, "held_out": sft.metrics["held_out"]}
-        log(f"SFT: {sft.steps} steps, {figures['sft']['seconds']:.0f} s")
-
-        # 4. reward model
-        if config.reward:
-            figures["reward"] = {"dir": config.reward, "reused": True}
-        else:
-            figures["reward"] = train_reward_like_e2e(config, tmp / "reward-run")
-            log(f"reward model: accuracy against gold {figures['reward']['accuracy_vs_gold']}, {figures['reward']['seconds']:.0f} s")
-        reward_dir = figures["reward"]["dir"]
-
-        # 5. PPO from the base and from the SFT policy, same reward, seed and iterations
-        figures["ppo_base"] = run_ppo_from(config, config.policy, reward_dir, ppo_prompts, tmp / "ppo-base")
-        log(f"PPO from base: {figures['ppo_base']['seconds']:.0f} s, KL {figures['ppo_base']['kl_last']}")
-        figures["ppo_sft"] = run_ppo_from(config, str(sft.output_dir), reward_dir, ppo_prompts, tmp / "ppo-sft")
-        log(f"PPO from SFT: {figures['ppo_sft']['seconds']:.0f} s, KL {figures['ppo_sft']['kl_last']}")
-
-        # 6. fresh samples of the four policies on the held-out prompts
-        batch = 8
-        policies = {"base": config.policy, "sft": str(sft.output_dir), "ppo_base": figures["ppo_base"]["policy_dir"], "ppo_sft": figures["ppo_sft"]["policy_dir"]}
-        figures["gold"] = {}
-        for name, policy in policies.items():
-            figures["gold"][name] = sample_gold(policy, held_out, max_new_tokens=config.new_tokens, batch_size=batch)
-            log(f"gold {name}: {figures['gold'][name]['mean_gold']:.3f}")
+    figures: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}, "gold": {}}
     figures["demonstrations"] = {"n": len(demos), "gold_written": sum(written) / len(written), "gold_shown": sum(shown) / len(shown)}
+
+    def sample(name: str, policy: str) -> None:
+        figures["gold"][name] = sample_gold(policy, held_out, max_new_tokens=config.new_tokens, batch_size=8)
+        gold = figures["gold"][name]
+        _log(f"gold {name}: {gold['mean_gold']:.3f} (finished {gold['finished_share']:.2f}, {gold['mean_words']:.0f} words, {gold['seconds']:.0f} s)")
+
+    data = tmp / "demos.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in demos), encoding="utf-8")
+    # PPO's prompts are the training prompts only: the fresh samples are on prompts no stage has seen.
+    ppo_prompts = tmp / "ppo_prompts.jsonl"
+    ppo_prompts.write_text("".join(json.dumps({"prompt": _prompt_input(r)}) + "\n" for r in train_prompts), encoding="utf-8")
+
+    # 3. SFT, and the SFT half of the target at once (a missed SFT target shows before the long PPO half)
+    sft_config = SFTRunConfig(
+        data=str(data), out=str(tmp / "sft"), method="lora", policy=config.policy, device="cpu", lora_r=16, lora_alpha=32,
+        batch_size=8, max_length=384, learning_rate=config.sft_learning_rate, num_epochs=config.sft_epochs, max_steps=config.sft_max_steps,
+        eval_fraction=0.1, save_steps=10**6, seed=SEED,
+    )
+    started = time.perf_counter()
+    sft = train_sft(sft_config)
+    figures["sft"] = {"steps": sft.steps, "seconds": time.perf_counter() - started, "held_out": sft.metrics["held_out"]}
+    _log(f"SFT: {sft.steps} steps, {figures['sft']['seconds']:.0f} s; demonstrations' gold {figures['demonstrations']['gold_written']:.3f}")
+    sample("base", config.policy)
+    sample("sft", str(sft.output_dir))
+
+    # 4. reward model
+    if config.reward:
+        figures["reward"] = {"dir": config.reward, "reused": True}
+    else:
+        figures["reward"] = train_reward_like_e2e(config, tmp / "reward-run")
+        _log(f"reward model: accuracy against gold {figures['reward']['accuracy_vs_gold']}, {figures['reward']['seconds']:.0f} s")
+    reward_dir = figures["reward"]["dir"]
+
+    # 5. PPO from the base and from the SFT policy, same reward, seed and iterations; then their fresh samples
+    for name, start in (("ppo_base", config.policy), ("ppo_sft", str(sft.output_dir))):
+        figures[name] = run_ppo_from(config, start, reward_dir, ppo_prompts, tmp / name.replace("_", "-"))
+        _log(f"{name}: {figures[name]['seconds']:.0f} s, KL last {figures[name]['kl_last']}, RM score {figures[name]['score_first']} → {figures[name]['score_last']}")
+        sample(name, figures[name]["policy_dir"])
     return rows_from(figures, config), figures
 
 
@@ -311,7 +324,7 @@ def rows_from(figures: dict[str, Any], config: GoldBenchConfig) -> list[BenchRow
             f"{held['after']['loss']:.3f} ({sft['steps']} steps, {sft['seconds']:.0f} s)",
         ),
         BenchRow(
-            work=f"mean gold of fresh samples, PPO from SFT vs PPO from base (QLoRA, same reward model and seed, {config.ppo_iterations} "
+            work=f"mean gold of fresh samples, PPO from SFT vs PPO from base ({'QLoRA' if config.ppo_4bit else 'LoRA, fp32 base'}, same reward model and seed, {config.ppo_iterations} "
             f"iterations × {config.ppo_batch_size} prompts each), {sampling}",
             ours=ppo_sft,
             unit="gold",
@@ -328,7 +341,8 @@ def rows_from(figures: dict[str, Any], config: GoldBenchConfig) -> list[BenchRow
 def run(quick: bool = False) -> list[BenchRow]:
     config = GoldBenchConfig.from_env(quick)
     started = time.perf_counter()
-    rows, figures = run_config(config)
+    keep = os.environ.get("BENCH_GOLD_KEEP")
+    rows, figures = run_config(config, keep_dir=Path(keep) if keep else None)
     figures["seconds_total"] = time.perf_counter() - started
     if os.environ.get("BENCH_GOLD_FIGURES"):
         from rlhf.jobs import json_safe

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 BENCH_VARIABLES = (
     "BENCH_GOLD_DEMOS", "BENCH_GOLD_HELD_OUT", "BENCH_GOLD_SLOPPY_EVERY", "BENCH_GOLD_EPOCHS", "BENCH_GOLD_MAX_STEPS", "BENCH_GOLD_LR",
     "BENCH_GOLD_NEW_TOKENS", "BENCH_GOLD_REWARD", "BENCH_GOLD_REWARD_STEPS", "BENCH_GOLD_PPO_ITERATIONS", "BENCH_GOLD_THREADS",
+    "BENCH_GOLD_PPO_4BIT",
 )
 
 
@@ -32,8 +33,10 @@ def test_sizes_come_from_quick_then_the_environment_and_demonstrations_stay_with
     clean_env.setenv("BENCH_GOLD_PPO_ITERATIONS", "7")
     clean_env.setenv("BENCH_GOLD_EPOCHS", "3.5")
     clean_env.setenv("BENCH_GOLD_DEMOS", "1000")
+    clean_env.setenv("BENCH_GOLD_PPO_4BIT", "0")
     config = bench.GoldBenchConfig.from_env(quick=True)
     assert (config.ppo_iterations, config.sft_epochs, config.demos) == (7, 3.5, 300)  # the target allows at most 300
+    assert full.ppo_4bit and not config.ppo_4bit
 
 
 def test_demonstrations_plant_one_sloppy_writer_in_seven_and_careful_ones_raise_gold():
