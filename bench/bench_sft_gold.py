@@ -81,12 +81,12 @@ class GoldBenchConfig:
     """A reward model directory to reuse; None: train one as e2e does."""
     reward_prompt_limit: Optional[int] = None
     """Seed only the first N records into the reward model's project (None: all, as e2e)."""
-    reward_steps: int = 400
+    reward_steps: int = 300
     """Optimiser steps of the reward model (e2e: 830, four epochs; fewer here to fit the bench's time)."""
     annotators: int = 20
     """Simulated people comparing the reward model's pairs (3 of them spammers, as in e2e)."""
     spammers: int = 3
-    ppo_iterations: int = 12
+    ppo_iterations: int = 6
     """PPO iterations of each of the two runs."""
     ppo_batch_size: int = 8
     """Prompts per PPO iteration."""
@@ -96,6 +96,8 @@ class GoldBenchConfig:
     """PPO on a 4-bit NF4 base (QLoRA, as `make e2e`); False: the full-precision base."""
     threads: Optional[int] = None
     """torch CPU threads (None: torch's default)."""
+    stop_after: Optional[str] = None
+    """`sft`: stop once base and SFT are sampled (the SFT half alone, for tuning the SFT recipe)."""
     quick: bool = False
 
     @classmethod
@@ -112,6 +114,7 @@ class GoldBenchConfig:
             "sft_epochs": ("BENCH_GOLD_EPOCHS", float), "sft_max_steps": ("BENCH_GOLD_MAX_STEPS", int), "sft_learning_rate": ("BENCH_GOLD_LR", float),
             "new_tokens": ("BENCH_GOLD_NEW_TOKENS", int), "reward": ("BENCH_GOLD_REWARD", str), "reward_steps": ("BENCH_GOLD_REWARD_STEPS", int),
             "ppo_iterations": ("BENCH_GOLD_PPO_ITERATIONS", int), "threads": ("BENCH_GOLD_THREADS", int),
+            "stop_after": ("BENCH_GOLD_STOP_AFTER", str),
             "ppo_4bit": ("BENCH_GOLD_PPO_4BIT", lambda v: v.strip().lower() not in ("0", "false", "no")),
         }
         values = {field: kind(os.environ[name]) for field, (name, kind) in env.items() if os.environ.get(name)}
@@ -271,6 +274,8 @@ def _run_in(config: GoldBenchConfig, tmp: Path) -> tuple[list[BenchRow], dict[st
     _log(f"SFT: {sft.steps} steps, {figures['sft']['seconds']:.0f} s; demonstrations' gold {figures['demonstrations']['gold_written']:.3f}")
     sample("base", config.policy)
     sample("sft", str(sft.output_dir))
+    if config.stop_after == "sft":
+        return rows_from(figures, config), figures
 
     # 4. reward model
     if config.reward:
@@ -289,13 +294,29 @@ def _run_in(config: GoldBenchConfig, tmp: Path) -> tuple[list[BenchRow], dict[st
 
 
 def rows_from(figures: dict[str, Any], config: GoldBenchConfig) -> list[BenchRow]:
-    """The two target rows from a run's figures."""
-    gold, sft, reward, demos = figures["gold"], figures["sft"], figures["reward"], figures["demonstrations"]
-    base, tuned, ppo_base, ppo_sft = (gold[k]["mean_gold"] for k in ("base", "sft", "ppo_base", "ppo_sft"))
+    """The two target rows from a run's figures (the SFT row alone when the run stopped after SFT)."""
+    gold, sft, demos = figures["gold"], figures["sft"], figures["demonstrations"]
+    base, tuned = gold["base"]["mean_gold"], gold["sft"]["mean_gold"]
     gain = tuned - base
     sampling = f"{len(gold['base']['scores'])} held-out prompts, {config.new_tokens} new tokens, T={TEMPERATURE}"
     four = "; ".join(f"{k} {gold[k]['mean_gold']:.3f} (finished {gold[k]['finished_share']:.2f}, {gold[k]['mean_words']:.0f} words)" for k in gold)
     held = sft["held_out"]
+    sft_row = BenchRow(
+        work=f"mean gold of fresh samples, SFT (LoRA r16, {demos['n']} simulated demonstrations, {config.sft_epochs:g} epochs, lr "
+        f"{config.sft_learning_rate:g}) vs base, {sampling}",
+        ours=tuned,
+        unit="gold",
+        anchor=base,
+        anchor_name="base SmolLM2-135M-Instruct",
+        ratio=tuned / base if base else float("nan"),
+        target=f"gain ≥ +{SFT_GAIN_TARGET:g}",
+        note=f"gain {gain:+.3f} ({'met' if gain >= SFT_GAIN_TARGET else 'NOT met'}); demonstrations' gold {demos['gold_written']:.3f} vs the "
+        f"replies shown to the writers {demos['gold_shown']:.3f}; held-out SFT loss {held['before']['loss']:.3f} → "
+        f"{held['after']['loss']:.3f} ({sft['steps']} steps, {sft['seconds']:.0f} s); {four}",
+    )
+    if "ppo_sft" not in figures:
+        return [sft_row]
+    reward, ppo_base, ppo_sft = figures["reward"], gold["ppo_base"]["mean_gold"], gold["ppo_sft"]["mean_gold"]
     if reward.get("reused"):
         reward_note = f"reward model reused from {reward['dir']}"
     else:
@@ -311,18 +332,7 @@ def rows_from(figures: dict[str, Any], config: GoldBenchConfig) -> list[BenchRow
         )
 
     return [
-        BenchRow(
-            work=f"mean gold of fresh samples, SFT (LoRA r16, {demos['n']} simulated demonstrations, {config.sft_epochs:g} epochs) vs base, {sampling}",
-            ours=tuned,
-            unit="gold",
-            anchor=base,
-            anchor_name="base SmolLM2-135M-Instruct",
-            ratio=tuned / base if base else float("nan"),
-            target=f"gain ≥ +{SFT_GAIN_TARGET:g}",
-            note=f"gain {gain:+.3f} ({'met' if gain >= SFT_GAIN_TARGET else 'NOT met'}); demonstrations' gold {demos['gold_written']:.3f} vs the "
-            f"replies shown to the writers {demos['gold_shown']:.3f}; held-out SFT loss {held['before']['loss']:.3f} → "
-            f"{held['after']['loss']:.3f} ({sft['steps']} steps, {sft['seconds']:.0f} s)",
-        ),
+        sft_row,
         BenchRow(
             work=f"mean gold of fresh samples, PPO from SFT vs PPO from base ({'QLoRA' if config.ppo_4bit else 'LoRA, fp32 base'}, same reward model and seed, {config.ppo_iterations} "
             f"iterations × {config.ppo_batch_size} prompts each), {sampling}",
