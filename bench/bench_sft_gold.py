@@ -9,18 +9,25 @@ from the base. Steps:
 2. demonstrations: simulated writers (`rlhf.simulation.writers`) rewrite each shown reply of a
    training prompt, up to BENCH_GOLD_DEMOS (≤ 300); one writer in BENCH_GOLD_SLOPPY_EVERY is
    sloppy (`sloppy_reply`: the edit does little), as the issue plants them;
-3. SFT: `rlhf.sft.train_sft`, LoRA r16 on the packaged SmolLM2-135M, CPU, BENCH_GOLD_EPOCHS epochs;
+3. SFT: `rlhf.sft.train_sft`, LoRA r16 on the packaged SmolLM2-135M, CPU, BENCH_GOLD_EPOCHS epochs at
+   BENCH_GOLD_LR; base and SFT are sampled at once (step 6), so a missed SFT target shows before the
+   PPO half (BENCH_GOLD_STOP_AFTER=sft stops there);
 4. reward model, trained as `make e2e` trains it (its own functions): the sample project and its
    extra round-0 replies seeded into a fresh database, 20 simulated people (3 spammers) compare
    every pair, Dawid–Skene labels exported, LoRA on the packaged MiniLM for BENCH_GOLD_REWARD_STEPS
-   steps; its held-out accuracy against gold is reported. BENCH_GOLD_REWARD=DIR reuses a reward
-   model trained before (by this bench or `bench/e2e.py --stop-after reward`) instead;
-5. PPO twice with that one reward model, e2e's PPO settings (QLoRA: 4-bit NF4 base, LoRA r16),
-   the same seed and BENCH_GOLD_PPO_ITERATIONS iterations on the training prompts: from the base
-   (today's path) and from the SFT adapter (then the SFT policy is also PPO's reference);
+   steps (default 300; e2e trains 830, too long here); its held-out accuracy against gold is
+   reported. BENCH_GOLD_REWARD=DIR reuses a reward model trained before instead (a run with
+   BENCH_GOLD_KEEP=DIR keeps its models, the reward model in DIR/reward-run/reward);
+5. PPO twice with that one reward model and e2e's PPO settings (`e2e.run_ppo`: 4-bit NF4 base with
+   LoRA r16, batch 8, 48 new tokens; BENCH_GOLD_PPO_4BIT=0 for a full-precision base), the same seed
+   and BENCH_GOLD_PPO_ITERATIONS iterations (default 6, about 80 s each here) on the training
+   prompts: from the base (today's path) and from the SFT adapter (then the SFT policy is also PPO's
+   reference);
 6. fresh samples: the four policies (base, SFT, PPO from base, PPO from SFT) sampled alike (same
-   seed, temperature, length) on the held-out prompts, scored by `rlhf.simulation.gold_score`.
-Rows: SFT against the base (gain ≥ +0.05) and PPO from SFT against PPO from the base (≥).
+   seed, temperature, BENCH_GOLD_NEW_TOKENS tokens) on the held-out prompts, scored by
+   `rlhf.simulation.gold_score`.
+Rows: SFT against the base (gain ≥ +0.05) and PPO from SFT against PPO from the base (≥), with each
+PPO run's KL and reward-model score. BENCH_GOLD_FIGURES=FILE writes every figure as JSON.
 
     .venv/bin/python bench/bench_sft_gold.py [--quick]
 """
