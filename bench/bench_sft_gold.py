@@ -211,6 +211,15 @@ def train_reward_like_e2e(config: GoldBenchConfig, out: Path) -> dict[str, Any]:
     return {**figures, "dir": str(out / "reward"), "seconds": time.perf_counter() - started, "comparisons": simulated.preferences}
 
 
+def reused_reward_held_out(reward_dir: Path) -> Optional[dict[str, Any]]:
+    """A reused reward model's own held-out figures (accuracy against its labels, human agreement) from its metrics.json."""
+    path = reward_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    held_out = json.loads(path.read_text()).get("held_out") or {}
+    return {k: held_out[k] for k in ("pairs", "accuracy", "human_agreement") if k in held_out}
+
+
 def run_ppo_from(config: GoldBenchConfig, policy: str, reward_dir: str, prompts_file: Path, out: Path) -> dict[str, Any]:
     """PPO from `policy` with e2e's settings (QLoRA) and `config`'s iterations on `prompts_file`; e2e's figures
     (KL, reward-model score first and last) with the policy directory and the time taken."""
@@ -286,7 +295,7 @@ def _run_in(config: GoldBenchConfig, tmp: Path) -> tuple[list[BenchRow], dict[st
 
     # 4. reward model
     if config.reward:
-        figures["reward"] = {"dir": config.reward, "reused": True}
+        figures["reward"] = {"dir": config.reward, "reused": True, "held_out": reused_reward_held_out(Path(config.reward))}
     else:
         figures["reward"] = train_reward_like_e2e(config, tmp / "reward-run")
         _log(f"reward model: accuracy against gold {figures['reward']['accuracy_vs_gold']}, {figures['reward']['seconds']:.0f} s")
@@ -325,7 +334,10 @@ def rows_from(figures: dict[str, Any], config: GoldBenchConfig) -> list[BenchRow
         return [sft_row]
     reward, ppo_base, ppo_sft = figures["reward"], gold["ppo_base"]["mean_gold"], gold["ppo_sft"]["mean_gold"]
     if reward.get("reused"):
-        reward_note = f"reward model reused from {reward['dir']}"
+        own = reward.get("held_out") or {}
+        reward_note = f"reward model reused from {reward['dir']}" + (
+            f" (held-out accuracy against its labels {own['accuracy']:.3f} on {own['pairs']} pairs)" if "accuracy" in own and "pairs" in own else ""
+        )
     else:
         reward_note = (
             f"reward model (MiniLM LoRA, {reward['steps']} steps on {reward['train_pairs']} pairs of {reward['comparisons']} simulated comparisons) "

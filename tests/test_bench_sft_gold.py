@@ -86,3 +86,32 @@ def test_quick_run_on_the_tiny_model_scores_all_four_policies_on_the_same_prompt
     assert "KL last" in ppo_row.note and "accuracy against gold" in ppo_row.note
     json.dumps(figures)  # every figure is plain JSON (BENCH_GOLD_FIGURES writes them)
     assert not list(tmp_path.glob("bench-sft-gold-*"))  # the models are written to a temporary directory that is removed
+
+
+def _gold(mean: float) -> dict:
+    return {"mean_gold": mean, "scores": [mean, mean], "finished_share": 0.5, "mean_words": 40.0}
+
+
+def test_rows_say_whether_each_target_is_met_and_name_a_reused_reward_model(tmp_path):
+    import bench_sft_gold as bench
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"held_out": {"pairs": 420, "accuracy": 0.676, "bins": []}}))
+    ppo = {"kl_last": 0.5, "kl_max": 0.7, "score_first": -0.2, "score_last": 0.1, "eos_rate_first": 0.4, "eos_rate_last": 0.6, "seconds": 300.0}
+    figures = {
+        "gold": {"base": _gold(0.66), "sft": _gold(0.70), "ppo_base": _gold(0.68), "ppo_sft": _gold(0.72)},
+        "sft": {"steps": 68, "seconds": 400.0, "held_out": {"before": {"loss": 2.0}, "after": {"loss": 1.5}}},
+        "demonstrations": {"n": 300, "gold_written": 0.92, "gold_shown": 0.61},
+        "reward": {"dir": str(tmp_path), "reused": True, "held_out": bench.reused_reward_held_out(tmp_path)},
+        "ppo_base": ppo, "ppo_sft": ppo,
+    }
+    config = bench.GoldBenchConfig(ppo_iterations=4)
+    sft_row, ppo_row = bench.rows_from(figures, config)
+    assert sft_row.ours == 0.70 and sft_row.anchor == 0.66 and "gain +0.040 (NOT met)" in sft_row.note  # 0.04 < 0.05
+    assert "difference +0.040 (met)" in ppo_row.note and "4 iterations" in ppo_row.work
+    assert f"reused from {tmp_path} (held-out accuracy against its labels 0.676 on 420 pairs)" in ppo_row.note
+    assert "KL last 0.500 (max 0.700)" in ppo_row.note
+    figures["gold"]["sft"] = _gold(0.72)
+    del figures["ppo_sft"]  # a run stopped after SFT: the SFT row alone
+    (only,) = bench.rows_from(figures, config)
+    assert "gain +0.060 (met)" in only.note
+    assert bench.reused_reward_held_out(tmp_path / "nowhere") is None
