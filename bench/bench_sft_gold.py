@@ -20,7 +20,7 @@ from the base. Steps:
    BENCH_GOLD_KEEP=DIR keeps its models, the reward model in DIR/reward-run/reward);
 5. PPO twice with that one reward model and e2e's PPO settings (`e2e.run_ppo`: 4-bit NF4 base with
    LoRA r16, batch 8, 48 new tokens; BENCH_GOLD_PPO_4BIT=0 for a full-precision base), the same seed
-   and BENCH_GOLD_PPO_ITERATIONS iterations (default 6, about 80 s each here) on the training
+   and BENCH_GOLD_PPO_ITERATIONS iterations (default 6; 29-38 s each on the 2-core machine) on the training
    prompts: from the base (today's path) and from the SFT adapter (then the SFT policy is also PPO's
    reference);
 6. fresh samples: the four policies (base, SFT, PPO from base, PPO from SFT) sampled alike (same
