@@ -463,15 +463,22 @@ def head_to_head(engine, config: E2EConfig, round1, control_texts: dict[int, str
     return figures
 
 
-def run_ppo(config: E2EConfig, out: Path, reward_dir: Path, database_url: str, deadline: float, echo) -> tuple[Path, dict[str, Any]]:
-    """PPO until `ppo_iterations` or the deadline (then from its last checkpoint); the policy directory and figures."""
+def run_ppo(
+    config: E2EConfig, out: Path, reward_dir: Path, database_url: Optional[str], deadline: float, echo, *, policy: Optional[str] = None,
+    prompts: str = PROJECT,
+) -> tuple[Path, dict[str, Any]]:
+    """PPO until `ppo_iterations` or the deadline (then from its last checkpoint); the policy directory and figures.
+
+    `policy`: where PPO starts (default `config.policy`); an SFT adapter makes the SFT policy the reference too.
+    `prompts`: the project's prompts (default) or a JSONL file of `prompt` lines (e.g. training prompts only).
+    """
     from rlhf.ppo import PPOConfig
     from rlhf.ppo.checkpoint import latest_checkpoint
     from rlhf.ppo.trainer import train_ppo
     from rlhf.progress import Cancelled
 
     ppo_config = PPOConfig(
-        policy=config.policy, reward=str(reward_dir), prompts=PROJECT, database_url=database_url, out=str(out), device=config.device,
+        policy=policy or config.policy, reward=str(reward_dir), prompts=prompts, database_url=database_url, out=str(out), device=config.device,
         load_in_4bit=config.ppo_4bit, total_iterations=config.ppo_iterations, batch_size=config.ppo_batch_size,
         num_mini_batches=2 if config.ppo_batch_size % 2 == 0 else 1, response_length=config.ppo_response_length,
         learning_rate=config.ppo_learning_rate, kl_coef=config.ppo_kl_coef, seed=config.seed, checkpoint_every=5, truncate_prompts=True,
