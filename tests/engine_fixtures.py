@@ -253,3 +253,14 @@ def process_annotators(url: str, user_ids: list[int], project_id: int, kind: str
         return annotate_in_threads(engine, users, project_id, kind, seed)
     finally:
         engine.dispose()
+
+
+def rows_where(engine: Engine, table, **where) -> list:
+    """Every row of `table` whose columns equal the given values (ORM objects, detached)."""
+    from sqlmodel import Session, select as sql_select
+
+    with Session(engine) as session:
+        query = sql_select(table)
+        for key, value in where.items():
+            query = query.where(getattr(table, key) == value)
+        return list(session.exec(query))

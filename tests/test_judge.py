@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from sqlmodel import Session, select
 
-from engine_fixtures import build_project
+from engine_fixtures import build_project, rows_where as _rows
 from rlhf.judge.parse import parse_pair_reply, parse_rating_reply
 from rlhf.judge.run import JudgeError, JudgeOptions, judge_project, judge_username, pair_verdict
 from rlhf.judge.client import ChatReply
@@ -117,14 +117,6 @@ def test_judge_names():
 
 
 # --------------------------------------------------------------------------- runs
-
-
-def _rows(engine, table, **where):
-    with Session(engine) as session:
-        query = select(table)
-        for key, value in where.items():
-            query = query.where(getattr(table, key) == value)
-        return list(session.exec(query))
 
 
 def test_a_run_stores_verdicts_as_the_external_judge_with_lineage_and_resumes(engine):

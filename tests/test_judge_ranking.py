@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings, strategies as st
-from sqlmodel import Session, select
 
-from engine_fixtures import add_annotators, build_project
+from engine_fixtures import add_annotators, build_project, rows_where as _rows
 from ranking_fixtures import add_ranking_tasks
 from rlhf.judge.client import ChatReply
 from rlhf.judge.metrics import consensus_order, judge_report, report_tables
@@ -132,14 +131,6 @@ class ScriptedJudge:
     def complete_many(self, requests, *, max_tokens, reporter=None):
         self.seen = getattr(self, "seen", []) + [(r.task_id, r.order) for r in requests]
         return [ChatReply(text=self.script.get((r.task_id, r.order), "Verdict: A")) for r in requests]
-
-
-def _rows(engine, table, **where):
-    with Session(engine) as session:
-        query = select(table)
-        for key, value in where.items():
-            query = query.where(getattr(table, key) == value)
-        return list(session.exec(query))
 
 
 def test_ranking_groups_are_judged_in_two_orders_stored_and_resumed(engine):
