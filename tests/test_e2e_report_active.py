@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -38,7 +39,7 @@ def test_the_section_includes_the_curve_and_the_figures(tmp_path):
     assert "## Active selection against random" in text
     assert "![reward-model accuracy against labels used, per strategy](active_selection.png) ([SVG](active_selection.svg))" in text
     assert (tmp_path / "out" / "active_selection.png").is_file() and (tmp_path / "out" / "active_selection.svg").is_file()
-    assert "| uncertainty | 150.0 | [150.0, 150.0, 150.0] | 0.800 | 0.810 | 1.50 |" in text
+    assert "| uncertainty | 150.0 | [150.0, 150.0, 150.0] | n/a | — | 0.800 | 0.810 | 1.50 |" in text
     assert "| mixed | n/a |" in text
     assert "Fewest labels: uncertainty (150.0, 25% fewer than random's 200.0)" in text
 
@@ -62,3 +63,24 @@ def test_the_curve_is_drawn_when_seeds_end_at_different_label_counts(tmp_path):
     ]
     assert bench_active.plot(curves, {0: 0.6, 1: 0.6}, tmp_path / "active_selection.png")
     assert (tmp_path / "active_selection.png").stat().st_size > 0 and (tmp_path / "active_selection.svg").stat().st_size > 0
+
+
+def test_a_seed_that_never_reached_the_target_shows_a_lower_bound_and_the_curve_gain(tmp_path):
+    active = _active_output(tmp_path / "active", {"random": 40.0, "uncertainty": None})
+    summary = json.loads((active / "summary.json").read_text())
+    summary["strategies"]["uncertainty"].update(
+        labels_to_90pct=[20, None, 30], mean_labels_to_90pct_censored=113.3, seeds_not_reached=1,
+        curve_mean_accuracy=0.712, curve_gain_vs_random=-0.004, seeds_better_than_random=1, seeds_worse_than_random=2,
+    )
+    (active / "summary.json").write_text(json.dumps(summary))
+    text = _report(tmp_path / "out", active)
+    assert "| uncertainty | ≥ 113.3 (1 not reached) | [20, None, 30] | 0.712 | -0.004 (1 / 2) |" in text
+
+
+def test_bench_active_summaries_count_a_censored_seed_at_its_budget_and_average_the_whole_curve():
+    import bench_active
+
+    assert bench_active.censored_mean([10, None, 30], [100, 200, 300]) == (80.0, 1)
+    assert bench_active.censored_mean([10, 20], [100, 100]) == (15.0, 0)
+    # points past one label per pool pair (the extra votes) are left out of the curve's mean
+    assert bench_active.curve_mean_accuracy([10, 20, 30, 40], [0.5, 0.6, 0.7, 0.1], up_to=30) == np.float64(0.6).item()
