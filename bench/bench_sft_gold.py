@@ -27,7 +27,9 @@ from the base. Steps:
    seed, temperature, BENCH_GOLD_NEW_TOKENS tokens) on the held-out prompts, scored by
    `rlhf.simulation.gold_score`.
 Rows: SFT against the base (gain ≥ +0.05) and PPO from SFT against PPO from the base (≥), with each
-PPO run's KL and reward-model score. BENCH_GOLD_FIGURES=FILE writes every figure as JSON.
+PPO run's KL and reward-model score. BENCH_GOLD_FIGURES=FILE writes every figure as JSON. The split, the
+demonstrations, the SFT recipe and the sampling with its gold are `bench/e2e_sft.py`'s, shared with
+`bench/e2e.py --pipeline instructgpt|both`.
 
     .venv/bin/python bench/bench_sft_gold.py [--quick]
 """
