@@ -75,7 +75,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -84,6 +84,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import e2e_checks as checks  # noqa: E402
+from e2e_sft import SFTRecipe  # noqa: E402
 import e2e_report as report  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -208,12 +209,8 @@ class E2EConfig:
     """Simulated writers."""
     sloppy_writers: int = 1
     """Of them, sloppy (one in seven, as the issue plants them)."""
-    sft_epochs: float = 2.0
-    """SFT passes over the demonstrations (bench_sft_gold's measured recipe: LoRA r16, lr 2e-4)."""
-    sft_max_steps: int = -1
-    """SFT optimiser steps (-1: `sft_epochs`)."""
-    sft_learning_rate: float = 2e-4
-    """SFT peak learning rate."""
+    sft: SFTRecipe = field(default_factory=SFTRecipe)
+    """The SFT run (bench_sft_gold's measured recipe: LoRA r16, 2 epochs, lr 2e-4)."""
     comparison_samples: int = 4
     """SFT samples per training prompt, all their pairs compared (4: 6 pairs per prompt)."""
     sft_reward_epochs: float = 4.0
@@ -246,7 +243,7 @@ class E2EConfig:
             self, quick=True, prompt_limit=self.prompt_limit or 12, reward_steps=3, reward_batch_size=4, reward_max_length=192,
             ppo_iterations=2, ppo_batch_size=4, ppo_response_length=12, round_max_new_tokens=24, round_batch_size=12, stats_bootstrap=20,
             budget_minutes=min(self.budget_minutes, QUICK_BUDGET_MINUTES[self.pipeline]),
-            held_out=min(self.held_out, 4), demos=min(self.demos, 24), sft_max_steps=2, comparison_samples=min(self.comparison_samples, 3), sft_reward_steps=3,
+            held_out=min(self.held_out, 4), demos=min(self.demos, 24), sft=dataclasses.replace(self.sft, max_steps=2), comparison_samples=min(self.comparison_samples, 3), sft_reward_steps=3,
         )
 
 
@@ -669,8 +666,6 @@ class Run:
 
 def classic_before_ppo(run: Run) -> Optional[dict[str, Any]]:
     """Steps 1-6 of the classic run (seed, round 0, agreement, export, reward model, control); None after `--stop-after reward`."""
-    import pandas as pd  # noqa: F401
-
     from rlhf.agreement import AgreementConfig
     from rlhf.export import ExportOptions, export_project, read_export_rows
     from rlhf.frames import response_frame
@@ -744,12 +739,29 @@ def classic_before_ppo(run: Run) -> Optional[dict[str, Any]]:
     return {"sim0": sim0, "profiles": profiles, "annotators0": annotators0, "prompt_ids": prompt_ids, "old_gold": old_gold, "stats_config": stats_config}
 
 
+def generate_next_round(run: Run, policy_dir: Path, project: str, model_name: str):
+    """Round 1 of `project`: `generate_round` samples the PPO policy like the control, paired against round 0 (at most 4 pairs a prompt)."""
+    from rlhf.generate import generate_round
+    from rlhf.roles import SYSTEM
+
+    config = run.config
+    reporter = _reporter(config, f"round 1 ({model_name})", "response")
+    try:
+        return generate_round(
+            run.engine, SYSTEM, policy=str(policy_dir), project=project, round=1, n=1, temperatures=(config.round_temperature,),
+            max_new_tokens=config.round_max_new_tokens, seed=config.seed, batch_size=config.round_batch_size,
+            load_in_4bit=config.generation_4bit, model_name=model_name, max_pairs_per_prompt=4, make_rating_tasks=False, reporter=reporter,
+        )
+    finally:
+        _close(reporter)
+        _free()
+
+
 def classic_after_ppo(run: Run, state: dict[str, Any], policy_dir: Path) -> dict[str, Any]:
     """Steps 8-11 of the classic run: round 1 from the PPO policy, its judgments, the leaderboard, the head to head."""
     import pandas as pd
 
     from rlhf.frames import preference_frame, response_frame
-    from rlhf.generate import generate_round
     from rlhf.roles import SYSTEM
     from rlhf.simulation import gold_score, simulate
     from rlhf.stats import project_stats
@@ -757,16 +769,7 @@ def classic_after_ppo(run: Run, state: dict[str, Any], policy_dir: Path) -> dict
     config, engine, summary = run.config, run.engine, run.summary
     # 8-9. round 1 and its judgments
     with run.step("generate_round1"):
-        reporter = _reporter(config, "round 1", "response")
-        try:
-            generated = generate_round(
-                engine, SYSTEM, policy=str(policy_dir), project=PROJECT, round=1, n=1, temperatures=(config.round_temperature,),
-                max_new_tokens=config.round_max_new_tokens, seed=config.seed, batch_size=config.round_batch_size,
-                load_in_4bit=config.generation_4bit, model_name=ROUND1_MODEL, max_pairs_per_prompt=4, make_rating_tasks=False, reporter=reporter,
-            )
-        finally:
-            _close(reporter)
-        _free()
+        generated = generate_next_round(run, policy_dir, PROJECT, ROUND1_MODEL)
     with run.step("simulate_round1"):
         reporter = _reporter(config, "simulate round 1", "annotation")
         try:
@@ -834,8 +837,7 @@ def instructgpt_before_ppo(run: Run, train: list[dict], guidelines: str) -> dict
         )
         figures["demonstrations"] = e2e_sft.write_demonstrations(engine, train, writing, out / "export" / "demonstrations.jsonl", guidelines)
     with run.step("sft"):
-        recipe = e2e_sft.SFTRecipe(epochs=config.sft_epochs, max_steps=config.sft_max_steps, learning_rate=config.sft_learning_rate)
-        figures["sft"] = e2e_sft.train_sft_policy(Path(figures["demonstrations"]["path"]), out / "sft", config.policy, recipe, config.seed, config.device)
+        figures["sft"] = e2e_sft.train_sft_policy(Path(figures["demonstrations"]["path"]), out / "sft", config.policy, config.sft, config.seed, config.device)
     summary["instructgpt"] = figures
 
     # Comparisons on the SFT policy's samples: K per training prompt (alternating temperatures for variety), every pair.
@@ -879,22 +881,11 @@ def instructgpt_before_ppo(run: Run, train: list[dict], guidelines: str) -> dict
 def instructgpt_after_ppo(run: Run, policy_dir: Path) -> None:
     """The next round of the InstructGPT order: PPO-from-SFT's samples paired against the SFT samples, judged by the same people."""
     from rlhf.frames import preference_frame
-    from rlhf.generate import generate_round
-    from rlhf.roles import SYSTEM
     from rlhf.simulation import simulate
 
     config, engine, figures = run.config, run.engine, run.summary["instructgpt"]
     with run.step("generate_round1_sft"):
-        reporter = _reporter(config, "round 1 (PPO from SFT)", "response")
-        try:
-            generated = generate_round(
-                engine, SYSTEM, policy=str(policy_dir), project=INSTRUCTGPT_PROJECT, round=1, n=1, temperatures=(config.round_temperature,),
-                max_new_tokens=config.round_max_new_tokens, seed=config.seed, batch_size=config.round_batch_size,
-                load_in_4bit=config.generation_4bit, model_name=PPO_SFT_MODEL, max_pairs_per_prompt=4, make_rating_tasks=False, reporter=reporter,
-            )
-        finally:
-            _close(reporter)
-        _free()
+        generated = generate_next_round(run, policy_dir, INSTRUCTGPT_PROJECT, PPO_SFT_MODEL)
     with run.step("simulate_round1_sft"):
         sim = simulate(engine, INSTRUCTGPT_PROJECT, simulation_config(config, "pairwise"))
     figures["round1"] = {
