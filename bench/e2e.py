@@ -757,13 +757,24 @@ def generate_next_round(run: Run, policy_dir: Path, project: str, model_name: st
         _free()
 
 
+def simulate_pairwise(run: Run, project: str, description: str):
+    """The run's simulated people compare every open pair of `project` (same accounts, traits and seed)."""
+    from rlhf.simulation import simulate
+
+    reporter = _reporter(run.config, description, "annotation")
+    try:
+        return simulate(run.engine, project, simulation_config(run.config, "pairwise"), reporter=reporter)
+    finally:
+        _close(reporter)
+
+
 def classic_after_ppo(run: Run, state: dict[str, Any], policy_dir: Path) -> dict[str, Any]:
     """Steps 8-11 of the classic run: round 1 from the PPO policy, its judgments, the leaderboard, the head to head."""
     import pandas as pd
 
     from rlhf.frames import preference_frame, response_frame
     from rlhf.roles import SYSTEM
-    from rlhf.simulation import gold_score, simulate
+    from rlhf.simulation import gold_score
     from rlhf.stats import project_stats
 
     config, engine, summary = run.config, run.engine, run.summary
@@ -771,11 +782,7 @@ def classic_after_ppo(run: Run, state: dict[str, Any], policy_dir: Path) -> dict
     with run.step("generate_round1"):
         generated = generate_next_round(run, policy_dir, PROJECT, ROUND1_MODEL)
     with run.step("simulate_round1"):
-        reporter = _reporter(config, "simulate round 1", "annotation")
-        try:
-            sim1 = simulate(engine, PROJECT, simulation_config(config, "pairwise"), reporter=reporter)
-        finally:
-            _close(reporter)
+        sim1 = simulate_pairwise(run, PROJECT, "simulate round 1")
     summary["simulation_round1"] = {"preferences": sim1.preferences, "seconds": round(sim1.seconds, 2)}
 
     # 10. leaderboard, preference for the new round, final recovery
@@ -827,7 +834,6 @@ def instructgpt_before_ppo(run: Run, train: list[dict], guidelines: str) -> dict
     from rlhf.importer import import_records
     from rlhf.projects import create_project
     from rlhf.roles import SYSTEM
-    from rlhf.simulation import simulate
 
     config, engine, out, summary = run.config, run.engine, run.out, run.summary
     figures: dict[str, Any] = {}
@@ -859,11 +865,7 @@ def instructgpt_before_ppo(run: Run, train: list[dict], guidelines: str) -> dict
         create_project(engine, SYSTEM, INSTRUCTGPT_PROJECT, description="Comparisons of the SFT policy's samples (InstructGPT order)", guidelines=guidelines, task_kinds=["compare"])
         imported = import_records(engine, records, INSTRUCTGPT_PROJECT, max_pairs_per_prompt=k * (k - 1) // 2, make_rating_tasks=False, source_name="e2e SFT samples")
     with run.step("simulate_sft_comparisons"):
-        reporter = _reporter(config, "compare SFT samples", "annotation")
-        try:
-            sim = simulate(engine, INSTRUCTGPT_PROJECT, simulation_config(config, "pairwise"), reporter=reporter)
-        finally:
-            _close(reporter)
+        sim = simulate_pairwise(run, INSTRUCTGPT_PROJECT, "compare SFT samples")
     figures["comparisons"] = {"samples": sum(len(r["responses"]) for r in records), "pairwise_tasks": imported.pairwise_tasks_added, "preferences": sim.preferences}
     with run.step("reward_sft"):
         export_path = out / "export" / "sft-pairs.jsonl"
@@ -881,13 +883,12 @@ def instructgpt_before_ppo(run: Run, train: list[dict], guidelines: str) -> dict
 def instructgpt_after_ppo(run: Run, policy_dir: Path) -> None:
     """The next round of the InstructGPT order: PPO-from-SFT's samples paired against the SFT samples, judged by the same people."""
     from rlhf.frames import preference_frame
-    from rlhf.simulation import simulate
 
     config, engine, figures = run.config, run.engine, run.summary["instructgpt"]
     with run.step("generate_round1_sft"):
         generated = generate_next_round(run, policy_dir, INSTRUCTGPT_PROJECT, PPO_SFT_MODEL)
     with run.step("simulate_round1_sft"):
-        sim = simulate(engine, INSTRUCTGPT_PROJECT, simulation_config(config, "pairwise"))
+        sim = simulate_pairwise(run, INSTRUCTGPT_PROJECT, "simulate round 1 (PPO from SFT)")
     figures["round1"] = {
         "pairwise_tasks": generated.pairwise_tasks_added, "preferences": sim.preferences,
         **checks.new_round_preference(preference_frame(engine, INSTRUCTGPT_PROJECT), 1),
