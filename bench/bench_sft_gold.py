@@ -27,7 +27,9 @@ from the base. Steps:
    seed, temperature, BENCH_GOLD_NEW_TOKENS tokens) on the held-out prompts, scored by
    `rlhf.simulation.gold_score`.
 Rows: SFT against the base (gain ≥ +0.05) and PPO from SFT against PPO from the base (≥), with each
-PPO run's KL and reward-model score. BENCH_GOLD_FIGURES=FILE writes every figure as JSON.
+PPO run's KL and reward-model score. BENCH_GOLD_FIGURES=FILE writes every figure as JSON. The split, the
+demonstrations, the SFT recipe and the sampling with its gold are `bench/e2e_sft.py`'s, shared with
+`bench/e2e.py --pipeline instructgpt|both`.
 
     .venv/bin/python bench/bench_sft_gold.py [--quick]
 """
@@ -37,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -49,13 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import BenchRow, main  # noqa: E402
+from e2e_sft import SFT_GAIN_TARGET, TEMPERATURE, SFTRecipe, demonstrations, held_out_split, sample_gold, train_sft_policy, write_prompts_file  # noqa: E402,F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "data" / "sample_project.jsonl"
 EXTRA_ROUND0 = REPO_ROOT / "data" / "e2e_round0_extra.jsonl"
 SEED = 0
-TEMPERATURE = 0.7
-SFT_GAIN_TARGET = 0.05
 
 
 @dataclass
@@ -128,54 +128,6 @@ class GoldBenchConfig:
         config = dataclasses.replace(config, **values, **overrides)
         config.demos = min(config.demos, 300)  # the target's ceiling
         return config
-
-
-def _prompt_input(record: dict):
-    return record["prompt"]
-
-
-def demonstrations(records: list[dict], limit: int, sloppy_every: int, seed: int) -> tuple[list[dict], list[float], list[float]]:
-    """SFT rows (`messages`, split train) written by simulated writers from the shown replies (every `sloppy_every`-th
-    by a sloppy one), with the gold of each shown reply and of what was written."""
-    from rlhf.simulation import gold_score
-    from rlhf.simulation.writers import careful_reply, sloppy_reply
-
-    rng = random.Random(seed)
-    rows, shown, written = [], [], []
-    for record in records:
-        prompt, category = _prompt_input(record), record.get("category")
-        for response in record["responses"]:
-            if len(rows) >= limit:
-                return rows, shown, written
-            sloppy = sloppy_every > 0 and len(rows) % sloppy_every == sloppy_every - 1
-            reply = sloppy_reply(response["text"], rng) if sloppy else careful_reply(prompt, response["text"], category)
-            turns = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-            rows.append({"messages": [*turns, {"role": "assistant", "content": reply}], "split": "train"})
-            shown.append(gold_score(prompt, response["text"], category))
-            written.append(gold_score(prompt, reply, category))
-    return rows, shown, written
-
-
-def sample_gold(policy: str, held_out: list[dict], *, max_new_tokens: int, batch_size: int) -> dict:
-    """Mean gold score of one fresh sample per held-out prompt from `policy`, CPU, seeded."""
-    from rlhf.generate import generate_responses, load_model_for_generation
-    from rlhf.simulation import gold_score
-    from rlhf.simulation.gold import finished_component
-
-    started = time.perf_counter()
-    lm, tokenizer, _ = load_model_for_generation(policy, device="cpu")
-    prompts = [_prompt_input(r) for r in held_out]
-    sampled = generate_responses(
-        lm, tokenizer, prompts, n=1, temperatures=(TEMPERATURE,), top_p=0.95, top_k=0, max_new_tokens=max_new_tokens, seed=SEED,
-        batch_size=batch_size,
-    )
-    del lm
-    texts = [per[0].text if per else "" for per in sampled]
-    scores = [gold_score(p, t, r.get("category")) for p, t, r in zip(prompts, texts, held_out)]
-    return {
-        "mean_gold": sum(scores) / len(scores), "scores": scores, "seconds": time.perf_counter() - started, "first_text": texts[0],
-        "finished_share": sum(finished_component(t) for t in texts) / len(texts), "mean_words": sum(len(t.split()) for t in texts) / len(texts),
-    }
 
 
 def train_reward_like_e2e(config: GoldBenchConfig, out: Path) -> dict[str, Any]:
@@ -258,38 +210,29 @@ def _log(message: str) -> None:
 
 
 def _run_in(config: GoldBenchConfig, tmp: Path) -> tuple[list[BenchRow], dict[str, Any]]:
-    from rlhf.sft import SFTRunConfig, train_sft
-
     records = [json.loads(line) for line in Path(config.sample_file).read_text(encoding="utf-8").splitlines() if line.strip()]
-    random.Random(SEED).shuffle(records)
-    held_out, train_prompts = records[: config.held_out], records[config.held_out :]
+    held_out, train_prompts = held_out_split(records, config.held_out, SEED)
     demos, shown, written = demonstrations(train_prompts, config.demos, config.sloppy_every, SEED)
     figures: dict[str, Any] = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}, "gold": {}}
     figures["demonstrations"] = {"n": len(demos), "gold_written": sum(written) / len(written), "gold_shown": sum(shown) / len(shown)}
 
     def sample(name: str, policy: str) -> None:
-        figures["gold"][name] = sample_gold(policy, held_out, max_new_tokens=config.new_tokens, batch_size=8)
+        prompts, categories = [r["prompt"] for r in held_out], [r.get("category") for r in held_out]
+        figures["gold"][name] = sample_gold(policy, prompts, categories, max_new_tokens=config.new_tokens, seed=SEED, batch_size=8)
         gold = figures["gold"][name]
         _log(f"gold {name}: {gold['mean_gold']:.3f} (finished {gold['finished_share']:.2f}, {gold['mean_words']:.0f} words, {gold['seconds']:.0f} s)")
 
     data = tmp / "demos.jsonl"
     data.write_text("".join(json.dumps(d) + "\n" for d in demos), encoding="utf-8")
     # PPO's prompts are the training prompts only: the fresh samples are on prompts no stage has seen.
-    ppo_prompts = tmp / "ppo_prompts.jsonl"
-    ppo_prompts.write_text("".join(json.dumps({"prompt": _prompt_input(r)}) + "\n" for r in train_prompts), encoding="utf-8")
+    ppo_prompts = write_prompts_file(train_prompts, tmp / "ppo_prompts.jsonl")
 
     # 3. SFT, and the SFT half of the target at once (a missed SFT target shows before the long PPO half)
-    sft_config = SFTRunConfig(
-        data=str(data), out=str(tmp / "sft"), method="lora", policy=config.policy, device="cpu", lora_r=16, lora_alpha=32,
-        batch_size=8, max_length=384, learning_rate=config.sft_learning_rate, num_epochs=config.sft_epochs, max_steps=config.sft_max_steps,
-        eval_fraction=0.1, save_steps=10**6, seed=SEED,
-    )
-    started = time.perf_counter()
-    sft = train_sft(sft_config)
-    figures["sft"] = {"steps": sft.steps, "seconds": time.perf_counter() - started, "held_out": sft.metrics["held_out"]}
-    _log(f"SFT: {sft.steps} steps, {figures['sft']['seconds']:.0f} s; demonstrations' gold {figures['demonstrations']['gold_written']:.3f}")
+    recipe = SFTRecipe(epochs=config.sft_epochs, max_steps=config.sft_max_steps, learning_rate=config.sft_learning_rate)
+    figures["sft"] = train_sft_policy(data, tmp / "sft", config.policy, recipe, SEED)
+    _log(f"SFT: {figures['sft']['steps']} steps, {figures['sft']['seconds']:.0f} s; demonstrations' gold {figures['demonstrations']['gold_written']:.3f}")
     sample("base", config.policy)
-    sample("sft", str(sft.output_dir))
+    sample("sft", figures["sft"]["dir"])
     if config.stop_after == "sft":
         return rows_from(figures, config), figures
 
@@ -302,7 +245,7 @@ def _run_in(config: GoldBenchConfig, tmp: Path) -> tuple[list[BenchRow], dict[st
     reward_dir = figures["reward"]["dir"]
 
     # 5. PPO from the base and from the SFT policy, same reward, seed and iterations; then their fresh samples
-    for name, start in (("ppo_base", config.policy), ("ppo_sft", str(sft.output_dir))):
+    for name, start in (("ppo_base", config.policy), ("ppo_sft", figures["sft"]["dir"])):
         figures[name] = run_ppo_from(config, start, reward_dir, ppo_prompts, tmp / name.replace("_", "-"))
         _log(f"{name}: {figures[name]['seconds']:.0f} s, KL last {figures[name]['kl_last']}, RM score {figures[name]['score_first']} → {figures[name]['score_last']}")
         sample(name, figures[name]["policy_dir"])

@@ -1,8 +1,41 @@
 """End to end on CPU: simulated annotators label real model outputs, and the loop makes the model better by their measure.
 
-    .venv/bin/python bench/e2e.py                       # `make e2e`: full size, packaged SmolLM2, about 45 minutes budget
-    .venv/bin/python bench/e2e.py --quick               # smoke run: 12 prompts, a few steps of everything
+    .venv/bin/python bench/e2e.py --pipeline both       # `make e2e`: the two pipelines and the gold table, about 85-95 minutes (budget 100)
+    .venv/bin/python bench/e2e.py                       # the classic loop alone (issue 9), full size, about 41-45 minutes (budget 45)
+    .venv/bin/python bench/e2e.py --pipeline instructgpt    # the InstructGPT order alone (budget 60)
+    .venv/bin/python bench/e2e.py --quick               # smoke run: 12 prompts, a few steps of everything (any pipeline)
     .venv/bin/python bench/e2e.py --budget-minutes 30   # PPO stops early enough to finish within the budget
+
+Pipelines (`--pipeline`):
+- `classic` (the default of this script): comparisons of the base model's samples → reward model → PPO from the
+  base, the steps below, unchanged;
+- `instructgpt` (the InstructGPT order, issue 17): the sample file's prompts split by a seeded shuffle, `held_out`
+  (40) of them seen by no training stage; on the others, (a) demonstrations: a project collecting write tasks (one
+  per prompt, pre-filled with its first sampled reply, `write_overlap` 3 writers each), 7 simulated writers (one
+  sloppy) write them through the engine as annotators do, exported with `rlhf export --format sft` (≤ 300;
+  careful writers shown the same reply write the same text, so the 300 hold about 100 distinct careful replies,
+  where bench_sft_gold rewrites each of a prompt's three replies once);
+  (b) SFT: LoRA r16 on the base, bench_sft_gold's measured recipe (2 epochs, lr 2e-4); (c) comparisons: 4 samples
+  of the SFT policy per prompt in a project of their own, all 6 pairs judged by the same simulated people;
+  (d) reward model (MiniLM, as below) on those comparisons, four epochs of them; (e) PPO from the SFT policy, which
+  is also its reference, on the training prompts, as many iterations as the classic run; (f) next round: PPO
+  from SFT's samples paired against the SFT samples and judged; (g) the gold table: base, SFT and PPO from SFT
+  sampled alike on the held-out prompts and scored by `rlhf.simulation.gold_score`;
+- `both` (`make e2e`): the classic steps 1-6, then (a)-(d), then the two PPO runs, each with its own reward model
+  and both on the training prompts only (so the held-out prompts stay unseen; the classic run alone trains PPO on
+  every prompt), sharing the time the budget leaves equally (`ppo_deadlines`); then the classic steps 8-11, (f),
+  and the gold table's four rows: base, SFT, PPO from base (today's path), PPO from SFT. Targets: SFT ≥ base
+  + 0.05 and PPO from SFT ≥ PPO from base.
+
+Time (2-core CPU, packaged models): the classic loop measured 41.0 minutes (seed 0) and takes 42-45 on a loaded
+machine; the InstructGPT half adds, estimated from its parts (not yet measured at full size), SFT on 300
+demonstrations (about 8-10 min), 400 SFT samples (5-8), a reward model on about 600 pairs (300 steps, about 6),
+a second PPO run of 30 iterations (29-38 s each: 15-19), its next round and the four policies on the held-out
+prompts (about 5): `make e2e` (`both`) is expected at 85-95 minutes. It does not fit the 45 minutes of the
+classic loop's target with two 30-iteration PPO runs on two cores, and no stage is cut to pretend it does: the
+report gives the whole run's minutes against 45 (not met at this size) and the classic loop's own steps against
+45 as a separate row. The budget (100 minutes for `both`) only stops PPO early when the machine is slower
+than that; a run stopped so says it in the report's notes.
 
 Steps (each timed; every figure goes to `summary.json`, the story with plots to `report.md`, both
 in `reports/<timestamp>/` together with the run's SQLite database and models):
@@ -28,7 +61,8 @@ in `reports/<timestamp>/` together with the run's SQLite database and models):
 11. head to head: each prompt's PPO reply against the control's, judged by the same simulated
     people in a project of their own (what PPO added, the sampler being the same); report.
 
-The targets (issue 9) and whether each was met are the first table of the report.
+The targets (issue 9; issue 17's gold targets with `instructgpt` and `both`) and whether each was met are the
+first table of the report, the gold table of the policies next.
 """
 
 from __future__ import annotations
@@ -41,7 +75,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -50,6 +84,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import e2e_checks as checks  # noqa: E402
+from e2e_sft import SFTRecipe  # noqa: E402
 import e2e_report as report  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -61,12 +96,22 @@ PACKAGED_ENCODER = "all-minilm-l6-v2"
 ROUND1_MODEL = "ppo-policy"
 KL_LIMIT = 6.0
 TARGET_MINUTES = 45.0
+SAMPLE_GUIDELINES = "sample_guidelines.md"
+"""rlhf.seed.SAMPLE_GUIDELINES (not imported here to keep --help free of the backend)."""
+PIPELINES = ("classic", "instructgpt", "both")
+PIPELINE_BUDGET_MINUTES = {"classic": TARGET_MINUTES, "instructgpt": 60.0, "both": 100.0}
+"""Default wall-clock budget per pipeline on the 2-core CPU (see the module docstring for what each figure holds)."""
+QUICK_BUDGET_MINUTES = {"classic": 20.0, "instructgpt": 20.0, "both": 40.0}
 
 
 @dataclass
 class E2EConfig:
     """Everything the end-to-end run does; `quick()` shrinks it to a smoke run."""
 
+    pipeline: str = "classic"
+    """`classic`: the loop on the base's samples (comparisons → reward model → PPO from the base); `instructgpt`:
+    demonstrations → SFT → comparisons of the SFT policy's samples → reward model → PPO from SFT → next round;
+    `both` (`make e2e`): the two, and the gold table of base, SFT, PPO from base and PPO from SFT."""
     out_dir: Optional[Path] = None
     """Where the report, database and models go (default reports/<UTC timestamp>)."""
     database_url: Optional[str] = None
@@ -153,6 +198,25 @@ class E2EConfig:
     """Adam learning rate of the policy and value adapters."""
     ppo_kl_coef: float = 0.05
     """KL penalty coefficient."""
+    # ---- the InstructGPT order (pipelines instructgpt and both)
+    held_out: int = 40
+    """Prompts of the sample file held out from every training stage (seeded shuffle); the gold table samples them."""
+    demos: int = 300
+    """Demonstrations written at most (the target allows 300)."""
+    write_overlap: int = 3
+    """Writers per write task (one task per training prompt, pre-filled with its first sampled reply)."""
+    writers: int = 7
+    """Simulated writers."""
+    sloppy_writers: int = 1
+    """Of them, sloppy (one in seven, as the issue plants them)."""
+    sft: SFTRecipe = field(default_factory=SFTRecipe)
+    """The SFT run (bench_sft_gold's measured recipe: LoRA r16, 2 epochs, lr 2e-4)."""
+    comparison_samples: int = 4
+    """SFT samples per training prompt, all their pairs compared (4: 6 pairs per prompt)."""
+    sft_reward_epochs: float = 4.0
+    """Epochs of the reward model on the SFT samples' comparisons (the classic one trains four)."""
+    sft_reward_steps: Optional[int] = None
+    """Its optimiser steps (None: `sft_reward_epochs` of its training pairs)."""
     # ---- round 1
     round_temperature: float = 0.7
     """Sampling temperature of round 1 (and of the control)."""
@@ -178,7 +242,8 @@ class E2EConfig:
         return dataclasses.replace(
             self, quick=True, prompt_limit=self.prompt_limit or 12, reward_steps=3, reward_batch_size=4, reward_max_length=192,
             ppo_iterations=2, ppo_batch_size=4, ppo_response_length=12, round_max_new_tokens=24, round_batch_size=12, stats_bootstrap=20,
-            budget_minutes=min(self.budget_minutes, 20.0),
+            budget_minutes=min(self.budget_minutes, QUICK_BUDGET_MINUTES[self.pipeline]),
+            held_out=min(self.held_out, 4), demos=min(self.demos, 24), sft=dataclasses.replace(self.sft, max_steps=2), comparison_samples=min(self.comparison_samples, 3), sft_reward_steps=3,
         )
 
 
@@ -520,81 +585,101 @@ def run_ppo(
     }
 
 
+CLASSIC_STEPS = (
+    "seed", "simulate_round0", "stats_round0", "export", "reward", "control", "ppo", "generate_round1", "simulate_round1", "stats_final", "head_to_head",
+)
+"""The classic run's timed steps (with `--pipeline both`, their sum is the classic loop's own minutes)."""
+
+
 def targets(summary: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
-    """The issue's targets, each with its value, goal and whether it was met (None: not measurable here)."""
+    """The issues' targets for the stages the pipeline ran, each with its value, goal and whether it was met (None: not measurable here)."""
+    import e2e_sft
 
     def at_least(value, goal):
         return None if value is None else value >= goal
 
-    spam = summary["annotator_recovery"].get("spammer", {})
-    reward, ppo, pref = summary["reward"], summary["ppo"], summary["preference_for_new_round"]
-    head = summary.get("head_to_head") or {}
-    best = reward.get("best_achievable")
-    minutes = summary["timings_s"]["total"] / 60
-    return [
-        {"name": "spammer flag precision (round 0)", "value": spam.get("precision"), "goal": "≥ 0.9", "passed": at_least(spam.get("precision"), 0.9)},
-        {"name": "spammer flag recall (round 0)", "value": spam.get("recall"), "goal": "≥ 0.9", "passed": at_least(spam.get("recall"), 0.9)},
-        {
-            "name": "reward-model accuracy against gold",
-            "value": reward.get("accuracy_vs_gold"),
-            "goal": f"≥ best achievable − 5 points ({'n/a' if best is None else f'{best - 0.05:.3f}'})",
-            "passed": None if best is None or reward.get("accuracy_vs_gold") is None else reward["accuracy_vs_gold"] >= best - 0.05,
-        },
-        {"name": "votes preferring round 1 (PPO) over round 0", "value": pref.get("vote_share"), "goal": "≥ 0.60", "passed": at_least(pref.get("vote_share"), 0.60)},
-        {
-            "name": "votes preferring PPO over the control (same prompts, same sampling)",
-            "value": head.get("vote_share"), "goal": "≥ 0.60", "passed": at_least(head.get("vote_share"), 0.60),
-        },
-        {"name": "KL(policy ‖ reference) at the last iteration, nats", "value": ppo.get("kl_last"), "goal": f"≤ {KL_LIMIT:g}", "passed": None if ppo.get("kl_last") is None else ppo["kl_last"] <= KL_LIMIT},
-        {"name": "whole run, minutes (CPU, packaged models)", "value": round(minutes, 2), "goal": f"≤ {TARGET_MINUTES:g}", "passed": None if quick else minutes <= TARGET_MINUTES},
-    ]
+    def at_most_kl(name, ppo):
+        return {"name": name, "value": ppo.get("kl_last"), "goal": f"≤ {KL_LIMIT:g}", "passed": None if ppo.get("kl_last") is None else ppo["kl_last"] <= KL_LIMIT}
+
+    rows: list[dict[str, Any]] = []
+    timings = summary["timings_s"]
+    if "ppo" in summary:
+        spam = summary["annotator_recovery"].get("spammer", {})
+        reward, pref = summary["reward"], summary["preference_for_new_round"]
+        head = summary.get("head_to_head") or {}
+        best = reward.get("best_achievable")
+        rows += [
+            {"name": "spammer flag precision (round 0)", "value": spam.get("precision"), "goal": "≥ 0.9", "passed": at_least(spam.get("precision"), 0.9)},
+            {"name": "spammer flag recall (round 0)", "value": spam.get("recall"), "goal": "≥ 0.9", "passed": at_least(spam.get("recall"), 0.9)},
+            {
+                "name": "reward-model accuracy against gold",
+                "value": reward.get("accuracy_vs_gold"),
+                "goal": f"≥ best achievable − 5 points ({'n/a' if best is None else f'{best - 0.05:.3f}'})",
+                "passed": None if best is None or reward.get("accuracy_vs_gold") is None else reward["accuracy_vs_gold"] >= best - 0.05,
+            },
+            {"name": "votes preferring round 1 (PPO) over round 0", "value": pref.get("vote_share"), "goal": "≥ 0.60", "passed": at_least(pref.get("vote_share"), 0.60)},
+            {
+                "name": "votes preferring PPO over the control (same prompts, same sampling)",
+                "value": head.get("vote_share"), "goal": "≥ 0.60", "passed": at_least(head.get("vote_share"), 0.60),
+            },
+            at_most_kl("KL(policy ‖ reference) at the last iteration, nats", summary["ppo"]),
+        ]
+    if "instructgpt" in summary and "ppo" in summary["instructgpt"]:
+        rows.append(at_most_kl("KL(PPO from SFT ‖ SFT) at the last iteration, nats", summary["instructgpt"]["ppo"]))
+    verdicts = summary.get("gold_targets") or {}
+    demos = (summary.get("instructgpt") or {}).get("demonstrations", {}).get("n")
+    if "sft_gain" in verdicts:
+        v = verdicts["sft_gain"]
+        rows.append({"name": f"mean gold, SFT ({demos} demonstrations, ≤ {e2e_sft.MAX_DEMONSTRATIONS}) − base (held-out prompts)", "value": v["value"], "goal": v["goal"], "passed": v["met"]})
+    if verdicts.get("ppo_sft_vs_ppo_base", {}).get("met") is not None:
+        v = verdicts["ppo_sft_vs_ppo_base"]
+        rows.append({"name": "mean gold, PPO from SFT − PPO from base (held-out prompts)", "value": v["value"], "goal": v["goal"], "passed": v["met"]})
+    minutes = timings["total"] / 60
+    if summary.get("pipeline") == "both":
+        classic_minutes = sum(float(timings.get(step, 0.0)) for step in CLASSIC_STEPS) / 60
+        rows.append({"name": "classic loop's own steps, minutes (CPU, packaged models)", "value": round(classic_minutes, 2), "goal": f"≤ {TARGET_MINUTES:g}", "passed": None if quick else classic_minutes <= TARGET_MINUTES})
+    rows.append({"name": "whole run, minutes (CPU, packaged models)", "value": round(minutes, 2), "goal": f"≤ {TARGET_MINUTES:g}", "passed": None if quick else minutes <= TARGET_MINUTES})
+    return rows
 
 
 # --------------------------------------------------------------------------- the run
 
 
-def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
-    """Run every step (see the module docstring); returns the summary also written to summary.json."""
-    import pandas as pd
-    import torch
+@dataclass
+class Run:
+    """What every stage of one run shares: its config, database, output directory, clock and summary."""
 
+    config: E2EConfig
+    engine: Any
+    url: str
+    out: Path
+    say: Any
+    timings: Timings
+    notes: list[str]
+    summary: dict[str, Any]
+    t0: float
+    deadline: float
+
+    def step(self, name: str):
+        return self.timings.step(name, self.say)
+
+
+def classic_before_ppo(run: Run) -> Optional[dict[str, Any]]:
+    """Steps 1-6 of the classic run (seed, round 0, agreement, export, reward model, control); None after `--stop-after reward`."""
     from rlhf.agreement import AgreementConfig
-    from rlhf.db import init_database, make_engine
     from rlhf.export import ExportOptions, export_project, read_export_rows
-    from rlhf.frames import preference_frame, response_frame
-    from rlhf.generate import generate_round
+    from rlhf.frames import response_frame
     from rlhf.roles import SYSTEM
     from rlhf.simulation import gold_score, simulate
     from rlhf.stats import StatsConfig, project_stats
 
-    def say(message: str) -> None:
-        echo(message, flush=True) if echo is print else echo(message)
-
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    started_at = datetime.now(timezone.utc)
-    t0 = time.monotonic()
-    deadline = t0 + config.budget_minutes * 60
-    out = Path(config.out_dir) if config.out_dir else REPO_ROOT / "reports" / started_at.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    url = config.database_url or f"sqlite:///{out / 'e2e.db'}"
-    engine = make_engine(url)
-    init_database(engine)
-    timings = Timings()
-    notes: list[str] = []
-    summary: dict[str, Any] = {
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
-        "machine": {"device": config.device, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
-        "database_url": url if url.startswith("sqlite") else "(given)",
-        "timings_s": timings,
-    }
+    config, engine, out, summary = run.config, run.engine, run.out, run.summary
     stats_config = StatsConfig(agreement=AgreementConfig(n_bootstrap=config.stats_bootstrap), leaderboard_bootstrap=config.stats_bootstrap)
 
     # 1-3. seed, simulate, measure
-    with timings.step("seed", say):
+    with run.step("seed"):
         summary["data"] = seed_project(engine, config)
-    with timings.step("simulate_round0", say):
+    with run.step("simulate_round0"):
         reporter = _reporter(config, "simulate round 0", "annotation")
         try:
             sim0 = simulate(engine, PROJECT, simulation_config(config, "both"), reporter=reporter, planted_truth_path=out / "planted_truth.json")
@@ -602,7 +687,7 @@ def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
             _close(reporter)
     profiles = sim0.profiles
     summary["simulation_round0"] = {"ratings": sim0.ratings, "preferences": sim0.preferences, "seconds": round(sim0.seconds, 2), "planted": sim0.planted_truth()["planted"]}
-    with timings.step("stats_round0", say):
+    with run.step("stats_round0"):
         stats0 = project_stats(engine, SYSTEM, PROJECT, stats_config)
     summary["agreement"] = agreement_summary(stats0)
     summary["annotator_recovery"] = {k: v.as_dict() for k, v in checks.flag_recoveries(stats0.annotators, profiles).items()}
@@ -618,7 +703,7 @@ def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
     summary["round0"] = _text_stats(round0)
 
     # 4-5. export, reward model
-    with timings.step("export", say):
+    with run.step("export"):
         export_path = out / "export" / "pairs.jsonl"
         options = ExportOptions(test_size=config.test_size, seed=config.seed, aggregate=config.export_aggregate)
         manifest = export_project(engine, SYSTEM, PROJECT, format="trl", out=export_path, options=options)
@@ -630,7 +715,7 @@ def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
             export_project(engine, SYSTEM, PROJECT, format="trl", out=majority_path, options=dataclasses.replace(options, aggregate="majority"))
             majority_rows = read_export_rows(majority_path)
     summary["export"] = {"aggregate": config.export_aggregate, "rows": manifest.rows, "split_counts": manifest.split_counts, "content_hash": manifest.content_hash, "path": str(export_path)}
-    with timings.step("reward", say):
+    with run.step("reward"):
         ratings_path = None
         if set(config.reward_objectives) - {"pairwise"}:
             ratings_path = out / "export" / "ratings.jsonl"
@@ -643,58 +728,66 @@ def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
                 engine, config, export_path, out / f"reward-{objective}", rows, categories, profiles, majority_rows, objective, ratings_path
             )
     if config.stop_after == "reward":
-        timings["total"] = round(time.monotonic() - t0, 2)
-        engine.dispose()
-        write_summary(out / "summary.json", summary)
-        for objective, figures in summary["reward_objectives"].items():
-            say(f"[e2e] reward {objective}: accuracy vs gold {figures['accuracy_vs_gold']}, best achievable {figures['best_achievable']}")
-        say(f"[e2e] stopped after the reward stage: {out / 'summary.json'}")
-        return summary
+        return None
 
     # 6. control: the untrained policy sampled like round 1 (and the generation time, for the budget)
-    control_seconds = None
     if config.control:
-        with timings.step("control", say):
+        with run.step("control"):
             summary["control"] = sample_control(config, prompt_ids, prompts, categories, old_gold)
-        control_seconds = summary["control"]["seconds"]
     else:
         summary["control"] = {}
+    return {"sim0": sim0, "profiles": profiles, "annotators0": annotators0, "prompt_ids": prompt_ids, "old_gold": old_gold, "stats_config": stats_config}
 
-    # 7. PPO, leaving time for round 1
-    per_annotation = sim0.seconds / max(sim0.annotations, 1)
-    expected_round1 = len(prompt_ids) * max(len(v) for v in old_gold.values()) * 3 if old_gold else 0
-    expected_head_to_head = len(prompt_ids) * 3 if config.control else 0
-    reserve = (control_seconds * 1.3 if control_seconds else 0.15 * config.budget_minutes * 60) + per_annotation * (expected_round1 + expected_head_to_head) + 60
-    ppo_deadline = deadline - reserve
-    summary["budget"] = {"minutes": config.budget_minutes, "reserved_after_ppo_s": round(reserve, 1), "ppo_deadline_in_s": round(ppo_deadline - time.monotonic(), 1)}
-    with timings.step("ppo", say):
-        policy_dir, summary["ppo"] = run_ppo(config, out / "ppo", out / "reward", url, ppo_deadline, say)
-    if summary["ppo"]["stopped_by_budget"]:
-        notes.append(f"PPO stopped after {summary['ppo']['iterations_done']} of {config.ppo_iterations} iterations to stay within {config.budget_minutes:g} minutes.")
 
-    # 8-9. round 1 and its judgments
-    with timings.step("generate_round1", say):
-        reporter = _reporter(config, "round 1", "response")
-        try:
-            generated = generate_round(
-                engine, SYSTEM, policy=str(policy_dir), project=PROJECT, round=1, n=1, temperatures=(config.round_temperature,),
-                max_new_tokens=config.round_max_new_tokens, seed=config.seed, batch_size=config.round_batch_size,
-                load_in_4bit=config.generation_4bit, model_name=ROUND1_MODEL, max_pairs_per_prompt=4, make_rating_tasks=False, reporter=reporter,
-            )
-        finally:
-            _close(reporter)
+def generate_next_round(run: Run, policy_dir: Path, project: str, model_name: str):
+    """Round 1 of `project`: `generate_round` samples the PPO policy like the control, paired against round 0 (at most 4 pairs a prompt)."""
+    from rlhf.generate import generate_round
+    from rlhf.roles import SYSTEM
+
+    config = run.config
+    reporter = _reporter(config, f"round 1 ({model_name})", "response")
+    try:
+        return generate_round(
+            run.engine, SYSTEM, policy=str(policy_dir), project=project, round=1, n=1, temperatures=(config.round_temperature,),
+            max_new_tokens=config.round_max_new_tokens, seed=config.seed, batch_size=config.round_batch_size,
+            load_in_4bit=config.generation_4bit, model_name=model_name, max_pairs_per_prompt=4, make_rating_tasks=False, reporter=reporter,
+        )
+    finally:
+        _close(reporter)
         _free()
-    with timings.step("simulate_round1", say):
-        reporter = _reporter(config, "simulate round 1", "annotation")
-        try:
-            sim1 = simulate(engine, PROJECT, simulation_config(config, "pairwise"), reporter=reporter)
-        finally:
-            _close(reporter)
+
+
+def simulate_pairwise(run: Run, project: str, description: str):
+    """The run's simulated people compare every open pair of `project` (same accounts, traits and seed)."""
+    from rlhf.simulation import simulate
+
+    reporter = _reporter(run.config, description, "annotation")
+    try:
+        return simulate(run.engine, project, simulation_config(run.config, "pairwise"), reporter=reporter)
+    finally:
+        _close(reporter)
+
+
+def classic_after_ppo(run: Run, state: dict[str, Any], policy_dir: Path) -> dict[str, Any]:
+    """Steps 8-11 of the classic run: round 1 from the PPO policy, its judgments, the leaderboard, the head to head."""
+    import pandas as pd
+
+    from rlhf.frames import preference_frame, response_frame
+    from rlhf.roles import SYSTEM
+    from rlhf.simulation import gold_score
+    from rlhf.stats import project_stats
+
+    config, engine, summary = run.config, run.engine, run.summary
+    # 8-9. round 1 and its judgments
+    with run.step("generate_round1"):
+        generated = generate_next_round(run, policy_dir, PROJECT, ROUND1_MODEL)
+    with run.step("simulate_round1"):
+        sim1 = simulate_pairwise(run, PROJECT, "simulate round 1")
     summary["simulation_round1"] = {"preferences": sim1.preferences, "seconds": round(sim1.seconds, 2)}
 
     # 10. leaderboard, preference for the new round, final recovery
-    with timings.step("stats_final", say):
-        stats1 = project_stats(engine, SYSTEM, PROJECT, stats_config)
+    with run.step("stats_final"):
+        stats1 = project_stats(engine, SYSTEM, PROJECT, state["stats_config"])
         prefs = preference_frame(engine, PROJECT)
     flagged_spammers = set(stats1.annotators.loc[stats1.annotators["is_spammer"], "annotator"].astype(int))
     responses = response_frame(engine, PROJECT)
@@ -705,12 +798,12 @@ def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
     new_gold = round1.groupby("prompt_id")["gold"].apply(list).to_dict()
     preference = checks.new_round_preference(prefs, 1)
     preference["vote_share_unflagged"] = checks.new_round_preference(prefs, 1, exclude_annotators=flagged_spammers)["vote_share"]
-    preference["gold_win_rate"] = checks.gold_win_rate(new_gold, old_gold)
+    preference["gold_win_rate"] = checks.gold_win_rate(new_gold, state["old_gold"])
     preference["control_gold_win_rate"] = summary["control"].get("gold_win_rate")
     summary["preference_for_new_round"] = preference
     control_texts = summary["control"].pop("texts", None)
     if control_texts:
-        with timings.step("head_to_head", say):
+        with run.step("head_to_head"):
             reporter = _reporter(config, "head to head", "annotation")
             try:
                 summary["head_to_head"] = head_to_head(engine, config, round1, control_texts, flagged_spammers, reporter)
@@ -720,22 +813,221 @@ def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
         summary["head_to_head"] = {}
     summary["round1"] = {**_text_stats(round1), "pairwise_tasks": generated.pairwise_tasks_added, "model_name": ROUND1_MODEL}
     summary["leaderboard"] = json.loads(pd.DataFrame(stats1.leaderboard).to_json(orient="records"))
-    summary["annotator_recovery_final"] = {k: v.as_dict() for k, v in checks.flag_recoveries(stats1.annotators, profiles).items()}
+    summary["annotator_recovery_final"] = {k: v.as_dict() for k, v in checks.flag_recoveries(stats1.annotators, state["profiles"]).items()}
+    return {"leaderboard": stats1.leaderboard, "preference": preference}
+
+
+INSTRUCTGPT_PROJECT = "instructgpt"
+SFT_MODEL = "sft-policy"
+PPO_SFT_MODEL = "ppo-from-sft"
+
+
+def instructgpt_before_ppo(run: Run, train: list[dict], guidelines: str) -> dict[str, Any]:
+    """The InstructGPT order up to PPO: demonstrations written in write tasks → SFT (LoRA) → K samples of the SFT policy
+    per training prompt, all their pairs compared by the same simulated people → reward model on those comparisons."""
+    import math
+
+    import e2e_sft
+
+    from rlhf.export import ExportOptions, export_project, read_export_rows
+    from rlhf.frames import response_frame
+    from rlhf.importer import import_records
+    from rlhf.projects import create_project
+    from rlhf.roles import SYSTEM
+
+    config, engine, out, summary = run.config, run.engine, run.out, run.summary
+    figures: dict[str, Any] = {}
+    with run.step("demonstrations"):
+        writing = e2e_sft.WritingConfig(
+            demos=config.demos, write_overlap=config.write_overlap, writers=config.writers, sloppy=config.sloppy_writers, seed=config.seed,
+        )
+        figures["demonstrations"] = e2e_sft.write_demonstrations(engine, train, writing, out / "export" / "demonstrations.jsonl", guidelines)
+    with run.step("sft"):
+        figures["sft"] = e2e_sft.train_sft_policy(Path(figures["demonstrations"]["path"]), out / "sft", config.policy, config.sft, config.seed, config.device)
+    summary["instructgpt"] = figures
+
+    # Comparisons on the SFT policy's samples: K per training prompt (alternating temperatures for variety), every pair.
+    k = config.comparison_samples
+    with run.step("sft_samples"):
+        reporter = _reporter(config, "SFT samples", "response")
+        try:
+            texts = e2e_sft.sample_texts(
+                figures["sft"]["dir"], [r["prompt"] for r in train], n=k, temperatures=(config.round_temperature, 1.0),
+                max_new_tokens=config.round_max_new_tokens, seed=config.seed, batch_size=config.round_batch_size, device=config.device, reporter=reporter,
+            )
+        finally:
+            _close(reporter)
+        records = []
+        for record, per in zip(train, texts):
+            kept = [{"text": t, "model": SFT_MODEL} for t in per if t.strip()]
+            if kept:
+                records.append({"prompt": record["prompt"], "responses": kept, **({"category": record["category"]} if record.get("category") else {})})
+        create_project(engine, SYSTEM, INSTRUCTGPT_PROJECT, description="Comparisons of the SFT policy's samples (InstructGPT order)", guidelines=guidelines, task_kinds=["compare"])
+        imported = import_records(engine, records, INSTRUCTGPT_PROJECT, max_pairs_per_prompt=k * (k - 1) // 2, make_rating_tasks=False, source_name="e2e SFT samples")
+    with run.step("simulate_sft_comparisons"):
+        sim = simulate_pairwise(run, INSTRUCTGPT_PROJECT, "compare SFT samples")
+    figures["comparisons"] = {"samples": sum(len(r["responses"]) for r in records), "pairwise_tasks": imported.pairwise_tasks_added, "preferences": sim.preferences}
+    with run.step("reward_sft"):
+        export_path = out / "export" / "sft-pairs.jsonl"
+        options = ExportOptions(test_size=config.test_size, seed=config.seed, aggregate=config.export_aggregate)
+        export_project(engine, SYSTEM, INSTRUCTGPT_PROJECT, format="trl", out=export_path, options=options)
+        rows = read_export_rows(export_path)
+        _, _, categories = round_prompts(response_frame(engine, INSTRUCTGPT_PROJECT))
+        train_pairs = int((rows["split"] == "train").sum())
+        # As many epochs as the classic reward model gets, on these pairs (fewer pairs: fewer steps).
+        steps = config.sft_reward_steps or max(1, math.ceil(config.sft_reward_epochs * train_pairs / config.reward_batch_size))
+        figures["reward"] = train_reward(engine, dataclasses.replace(config, reward_steps=steps), export_path, out / "reward-sft", rows, categories, sim.profiles)
+    return figures
+
+
+def instructgpt_after_ppo(run: Run, policy_dir: Path) -> None:
+    """The next round of the InstructGPT order: PPO-from-SFT's samples paired against the SFT samples, judged by the same people."""
+    from rlhf.frames import preference_frame
+
+    config, engine, figures = run.config, run.engine, run.summary["instructgpt"]
+    with run.step("generate_round1_sft"):
+        generated = generate_next_round(run, policy_dir, INSTRUCTGPT_PROJECT, PPO_SFT_MODEL)
+    with run.step("simulate_round1_sft"):
+        sim = simulate_pairwise(run, INSTRUCTGPT_PROJECT, "simulate round 1 (PPO from SFT)")
+    figures["round1"] = {
+        "pairwise_tasks": generated.pairwise_tasks_added, "preferences": sim.preferences,
+        **checks.new_round_preference(preference_frame(engine, INSTRUCTGPT_PROJECT), 1),
+    }
+
+
+def ppo_deadlines(now: float, deadline: float, reserve: float, runs: int) -> list[float]:
+    """Each PPO run's deadline when `runs` of them share what is left after `reserve` seconds: equal shares, in turn.
+
+    A run that finishes early leaves its time to the next only through the later deadline (each share ends at
+    now + i × share), so the comparison runs get the same time whatever the first did."""
+    share = max(deadline - reserve - now, 0.0) / runs
+    return [now + (i + 1) * share for i in range(runs)]
+
+
+def held_out_records(config: E2EConfig) -> tuple[list[dict], list[dict]]:
+    """The sample file's records (its first `prompt_limit`) split into held out and training (`e2e_sft.held_out_split`)."""
+    import e2e_sft
+
+    records = [json.loads(line) for line in Path(config.sample_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = records[: config.prompt_limit] if config.prompt_limit else records
+    return e2e_sft.held_out_split(records, config.held_out, config.seed)
+
+
+def run_e2e(config: E2EConfig, echo=print) -> dict[str, Any]:
+    """Run every step of the pipeline (see the module docstring); returns the summary also written to summary.json."""
+    import torch
+
+    import e2e_sft
+
+    from rlhf.db import init_database, make_engine
+
+    def say(message: str) -> None:
+        echo(message, flush=True) if echo is print else echo(message)
+
+    if config.pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {', '.join(PIPELINES)}, got {config.pipeline!r}")
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    started_at = datetime.now(timezone.utc)
+    t0 = time.monotonic()
+    out = Path(config.out_dir) if config.out_dir else REPO_ROOT / "reports" / started_at.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    url = config.database_url or f"sqlite:///{out / 'e2e.db'}"
+    engine = make_engine(url)
+    init_database(engine)
+    summary: dict[str, Any] = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "pipeline": config.pipeline,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
+        "machine": {"device": config.device, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+        "database_url": url if url.startswith("sqlite") else "(given)",
+        "timings_s": Timings(),
+    }
+    run = Run(config, engine, url, out, say, summary["timings_s"], [], summary, t0, t0 + config.budget_minutes * 60)
+    classic, instructgpt = config.pipeline in ("classic", "both"), config.pipeline in ("instructgpt", "both")
+    held_out, train = held_out_records(config) if instructgpt else ([], [])
+    guidelines_file = Path(config.sample_file).parent / SAMPLE_GUIDELINES
+    guidelines = guidelines_file.read_text(encoding="utf-8") if guidelines_file.is_file() else ""
+
+    # Classic steps 1-6; the InstructGPT order's up to PPO
+    state = classic_before_ppo(run) if classic else None
+    if classic and state is None:  # --stop-after reward
+        run.timings["total"] = round(time.monotonic() - t0, 2)
+        engine.dispose()
+        write_summary(out / "summary.json", summary)
+        for objective, figures in summary["reward_objectives"].items():
+            say(f"[e2e] reward {objective}: accuracy vs gold {figures['accuracy_vs_gold']}, best achievable {figures['best_achievable']}")
+        say(f"[e2e] stopped after the reward stage: {out / 'summary.json'}")
+        return summary
+    if instructgpt:
+        instructgpt_before_ppo(run, train, guidelines)
+
+    # 7. PPO: from the base (classic) and from the SFT policy (InstructGPT), sharing what the budget leaves
+    # after the rounds that follow. With both pipelines, held-out prompts are no PPO prompt of either run.
+    control_seconds = summary.get("control", {}).get("seconds")
+    n_prompts = summary.get("data", {}).get("prompts") or len(held_out) + len(train)
+    per_prompt = control_seconds / max(n_prompts, 1) if control_seconds else None
+    reserve = 60.0
+    if classic:
+        sim0 = state["sim0"]
+        per_annotation = sim0.seconds / max(sim0.annotations, 1)
+        old_gold = state["old_gold"]
+        expected_round1 = len(state["prompt_ids"]) * max(len(v) for v in old_gold.values()) * 3 if old_gold else 0
+        expected_head_to_head = len(state["prompt_ids"]) * 3 if config.control else 0
+        reserve += (control_seconds * 1.3 if control_seconds else 0.15 * config.budget_minutes * 60) + per_annotation * (expected_round1 + expected_head_to_head)
+    if instructgpt:
+        # the next round on the training prompts, and four policies sampled on the held-out prompts
+        reserve += (per_prompt or 1.5) * 1.3 * (len(train) + 4 * len(held_out))
+    starts = ([("ppo", config.policy, out / "ppo", out / "reward")] if classic else []) + (
+        [("ppo_sft", summary["instructgpt"]["sft"]["dir"], out / "ppo-sft", out / "reward-sft")] if instructgpt else []
+    )
+    deadlines = ppo_deadlines(time.monotonic(), run.deadline, reserve, len(starts))
+    prompts = str(e2e_sft.write_prompts_file(train, out / "ppo_prompts.jsonl")) if instructgpt else PROJECT
+    summary["budget"] = {"minutes": config.budget_minutes, "reserved_after_ppo_s": round(reserve, 1), "ppo_deadlines_in_s": [round(d - time.monotonic(), 1) for d in deadlines]}
+    policies: dict[str, Path] = {}
+    for (name, start, ppo_out, reward_dir), ppo_deadline in zip(starts, deadlines):
+        with run.step(name):
+            policies[name], figures = run_ppo(config, ppo_out, reward_dir, url, ppo_deadline, say, policy=start, prompts=prompts)
+        figures["starting_policy"] = str(start)
+        if name == "ppo":
+            summary["ppo"] = figures
+        else:
+            summary["instructgpt"]["ppo"] = figures
+        if figures["stopped_by_budget"]:
+            run.notes.append(f"PPO ({name}) stopped after {figures['iterations_done']} of {config.ppo_iterations} iterations to stay within {config.budget_minutes:g} minutes.")
+
+    # 8-11. the rounds after PPO
+    after = classic_after_ppo(run, state, policies["ppo"]) if classic else None
+    if instructgpt:
+        instructgpt_after_ppo(run, policies["ppo_sft"])
+
+    # 12. the gold table: every policy of the run sampled alike on the held-out prompts
+    if instructgpt:
+        with run.step("gold"):
+            named = {"base": config.policy, "sft": summary["instructgpt"]["sft"]["dir"], "ppo_base": policies.get("ppo"), "ppo_sft": policies["ppo_sft"]}
+            prompts_held, categories_held = [r["prompt"] for r in held_out], [r.get("category") for r in held_out]
+            summary["gold"] = {
+                name: e2e_sft.sample_gold(str(policy), prompts_held, categories_held, max_new_tokens=config.round_max_new_tokens, seed=config.seed, batch_size=config.round_batch_size)
+                for name, policy in named.items() if policy is not None
+            }
+        summary["gold_targets"] = e2e_sft.gold_verdicts(summary["gold"])
     engine.dispose()
 
-    timings["total"] = round(time.monotonic() - t0, 2)
+    run.timings["total"] = round(time.monotonic() - t0, 2)
     summary["targets"] = targets(summary, config.quick)
-    with timings.step("report", say):
+    with run.step("report"):
         plots: dict[str, Optional[str]] = {}
-        report.draw(plots, notes, "agreement", lambda p: report.plot_agreement(summary["agreement"], p), out)
-        report.draw(plots, notes, "annotators", lambda p: report.plot_annotators(annotators0, p), out)
-        report.draw(plots, notes, "reward", lambda p: report.plot_reward(summary["reward"], p), out)
-        report.draw(plots, notes, "ppo", lambda p: report.plot_ppo(summary["ppo"]["history"], p), out)
-        report.draw(plots, notes, "leaderboard", lambda p: report.plot_leaderboard(stats1.leaderboard, preference, p), out)
+        notes = run.notes
+        if classic:
+            report.draw(plots, notes, "agreement", lambda p: report.plot_agreement(summary["agreement"], p), out)
+            report.draw(plots, notes, "annotators", lambda p: report.plot_annotators(state["annotators0"], p), out)
+            report.draw(plots, notes, "reward", lambda p: report.plot_reward(summary["reward"], p), out)
+            report.draw(plots, notes, "ppo", lambda p: report.plot_ppo(summary["ppo"]["history"], p), out)
+            report.draw(plots, notes, "leaderboard", lambda p: report.plot_leaderboard(after["leaderboard"], after["preference"], p), out)
         if config.quick:
             notes.append("Quick run: sizes are a smoke test; the targets are reported, not expected to be met.")
         summary["notes"] = notes
-        summary["report"] = str(report.write_markdown(out, summary, annotators0, stats1.leaderboard, plots, notes))
+        summary["report"] = str(report.write_markdown(out, summary, state["annotators0"] if classic else None, after["leaderboard"] if classic else None, plots, notes))
         write_summary(out / "summary.json", summary)
     write_summary(out / "summary.json", summary)
     say(f"[e2e] report: {summary['report']}")
@@ -760,7 +1052,18 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 12 prompts, a few steps of each training")
-    parser.add_argument("--budget-minutes", type=float, default=None, help=f"wall-clock budget (default {TARGET_MINUTES:g}; 20 with --quick)")
+    parser.add_argument(
+        "--pipeline", choices=PIPELINES, default="classic",
+        help="classic: PPO from the base on comparisons of its samples; instructgpt: demonstrations → SFT → comparisons of SFT samples → "
+        "reward model → PPO from SFT; both (make e2e): the two and the gold table of the four policies",
+    )
+    parser.add_argument("--held-out", type=int, default=None, help="prompts held out from every training stage for the gold table (default 40)")
+    parser.add_argument("--demos", type=int, default=None, help="demonstrations written (≤ 300)")
+    parser.add_argument(
+        "--budget-minutes", type=float, default=None,
+        help=f"wall-clock budget (default per pipeline: {', '.join(f'{k} {v:g}' for k, v in PIPELINE_BUDGET_MINUTES.items())}; with --quick "
+        f"{', '.join(f'{k} {v:g}' for k, v in QUICK_BUDGET_MINUTES.items())})",
+    )
     parser.add_argument("--out-dir", type=Path, default=None, help="report directory (default reports/<timestamp>)")
     parser.add_argument("--database-url", default=None, help="an empty database for the run (default SQLite in the report directory)")
     parser.add_argument("--sample-file", type=Path, default=None, help="sample records (default data/sample_project.jsonl; another file is used without the extra round-0 responses)")
@@ -783,7 +1086,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core; 1 on a busy shared machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    config = E2EConfig()
+    config = E2EConfig(pipeline=args.pipeline, budget_minutes=PIPELINE_BUDGET_MINUTES[args.pipeline])
     if args.quick:
         config = config.quick_version()
     overrides = {
@@ -791,7 +1094,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
         "prompt_limit": args.prompt_limit, "reward_base": args.reward_base, "policy": args.policy, "reward_steps": args.reward_steps,
         "reward_lora_layers": args.reward_lora_layers, "export_aggregate": args.aggregate,
         "ppo_iterations": args.ppo_iterations, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
-        "torch_threads": args.threads, "stop_after": args.stop_after,
+        "torch_threads": args.threads, "stop_after": args.stop_after, "held_out": args.held_out, "demos": args.demos,
         "reward_objectives": tuple(o.strip() for o in args.reward_objectives.split(",")) if args.reward_objectives else None,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -812,6 +1115,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "targets" not in summary:  # --stop-after: no targets beyond the stage
         return 0
     print(report.targets_table(summary["targets"]))
+    if summary.get("gold"):
+        print("\n" + "\n".join(report.gold_section(summary)))
     print(f"\nreport: {summary['report']}")
     return 0
 

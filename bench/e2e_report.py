@@ -180,16 +180,13 @@ def write_markdown(
     out_dir: Path, summary: Mapping[str, Any], annotators: pd.DataFrame, board: pd.DataFrame, plots: Mapping[str, Optional[str]], notes: Sequence[str],
     *, active_dir: Optional[Path] = None,
 ) -> Path:
-    """report.md: targets first, then each step with its figure and table; the active-selection
+    """report.md: targets first, the gold table of the four policies when the run has one, then each step with its figure
+    and table (the classic loop's only when it ran: `annotators` and `board` may be None otherwise); the active-selection
     section when bench/bench_active.py has left its output in `active_dir` (default: its own default)."""
     s = summary
-    reward, ppo, pref = s.get("reward", {}), s.get("ppo", {}), s.get("preference_for_new_round", {})
-
-    def image(name: str, alt: str) -> str:
-        return f"![{alt}]({plots[name]})" if plots.get(name) else f"_({alt}: plot not drawn)_"
-
     timings = s.get("timings_s", {})
-    parts = [
+    classic = "ppo" in s
+    head = [
         f"# RLHF Studio end to end — {s.get('started_at', '')}{' (quick)' if s.get('config', {}).get('quick') else ''}",
         "",
         f"Total {_fmt(timings.get('total', 0) / 60, 1)} minutes on {s.get('machine', {}).get('device', 'cpu')} "
@@ -201,6 +198,7 @@ def write_markdown(
         "",
         targets_table(s.get("targets", [])),
         "",
+        *gold_section(s),
         "## What the simulated annotators want (the gold)",
         "",
         "Each simulated annotator judges with `rlhf.simulation.gold.gold_score` (a weighted sum: finished sentence 0.30, "
@@ -209,6 +207,33 @@ def write_markdown(
         "A 135M policy can realistically move the first two within a few dozen PPO iterations (stop sooner, end on a "
         "full stop); the others move little. The figures below measure exactly that, no more.",
         "",
+        *instructgpt_section(s),
+    ]
+    parts = head + (classic_sections(s, annotators, board, plots) if classic else []) + [
+        "## Timings (seconds)",
+        "",
+        "| step | seconds |",
+        "|---|---|",
+        *[f"| {name} | {_fmt(float(sec), 1)} |" for name, sec in timings.items()],
+        "",
+    ]
+    parts += active_selection_section(out_dir, active_dir if active_dir is not None else default_active_dir())
+    if notes:
+        parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def classic_sections(s: Mapping[str, Any], annotators: pd.DataFrame, board: pd.DataFrame, plots: Mapping[str, Optional[str]]) -> list[str]:
+    """The classic loop's sections: agreement, annotator flags, reward model, PPO, round 1, head to head, leaderboard."""
+    reward, ppo, pref = s.get("reward", {}), s.get("ppo", {}), s.get("preference_for_new_round", {})
+    timings = s.get("timings_s", {})
+
+    def image(name: str, alt: str) -> str:
+        return f"![{alt}]({plots[name]})" if plots.get(name) else f"_({alt}: plot not drawn)_"
+
+    return [
         "## Agreement (round 0)",
         "",
         image("agreement", "agreement per dimension"),
@@ -274,19 +299,83 @@ def write_markdown(
         "",
         frame_table(board, ["rank", "model", "elo", "elo_low", "elo_high", "wins", "losses", "ties", "n_comparisons"]),
         "",
-        "## Timings (seconds)",
+    ]
+
+
+GOLD_ROWS = {
+    "base": "base (the starting policy)",
+    "sft": "SFT (LoRA on the demonstrations)",
+    "ppo_base": "PPO from base (classic: reward model on the base's samples)",
+    "ppo_sft": "PPO from SFT (InstructGPT: reward model on the SFT samples, SFT as reference)",
+}
+
+
+def gold_section(s: Mapping[str, Any]) -> list[str]:
+    """The gold table (every policy of the run sampled alike on the held-out prompts) and the two target lines; none without it."""
+    gold = s.get("gold") or {}
+    if not gold:
+        return []
+    verdicts = s.get("gold_targets") or {}
+    config = s.get("config", {})
+    n = max((len(g.get("scores", [])) for g in gold.values()), default=0)
+    lines = [
+        "## Gold of fresh samples (held-out prompts)",
         "",
-        "| step | seconds |",
-        "|---|---|",
-        *[f"| {name} | {_fmt(float(sec), 1)} |" for name, sec in timings.items()],
+        f"Each policy sampled once per held-out prompt ({n} prompts no training stage saw: no demonstration, comparison or PPO prompt), "
+        f"alike: seed {config.get('seed', '?')}, temperature {config.get('round_temperature', '?')}, at most {config.get('round_max_new_tokens', '?')} new tokens; "
+        "scored by `rlhf.simulation.gold_score`.",
+        "",
+        "| policy | mean gold | finished | mean words | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for name, label in GOLD_ROWS.items():
+        g = gold.get(name)
+        lines.append(
+            f"| {label} | {_fmt(g.get('mean_gold'))} | {_fmt(g.get('finished_share'), 2)} | {_fmt(g.get('mean_words'), 1)} | {_fmt(g.get('seconds'), 0)} |"
+            if g else f"| {label} | not run | | | |"
+        )
+    lines.append("")
+    gain, diff = verdicts.get("sft_gain", {}), verdicts.get("ppo_sft_vs_ppo_base", {})
+    lines.append(f"- SFT − base: {_signed(gain.get('value'))} (target {gain.get('goal', '≥ +0.05')}: {_met(gain.get('met'))})")
+    lines.append(f"- PPO from SFT − PPO from base: {_signed(diff.get('value'))} (target {diff.get('goal', '≥ 0')}: {_met(diff.get('met'))})")
+    lines.append("")
+    return lines
+
+
+def instructgpt_section(s: Mapping[str, Any]) -> list[str]:
+    """What the InstructGPT order did: demonstrations, SFT, comparisons of its samples, its reward model, PPO from SFT, next round."""
+    i = s.get("instructgpt") or {}
+    if not i:
+        return []
+    demos, sft, comp, reward, ppo, round1 = (i.get(k) or {} for k in ("demonstrations", "sft", "comparisons", "reward", "ppo", "round1"))
+    held = sft.get("held_out") or {}
+    before, after = (held.get("before") or {}).get("loss"), (held.get("after") or {}).get("loss")
+    sloppy = sum(1 for w in demos.get("writers", []) if w.get("sloppy"))
+    return [
+        "## InstructGPT order (demonstrations → SFT → comparisons of SFT samples → reward model → PPO from SFT)",
+        "",
+        f"Demonstrations: {demos.get('n', '?')} written in {demos.get('write_tasks', '?')} write tasks of project `{demos.get('project', '?')}` by "
+        f"{len(demos.get('writers', []))} simulated writers ({sloppy} sloppy); gold of the replies shown {_fmt(demos.get('gold_shown'))} → written "
+        f"{_fmt(demos.get('gold_written'))}. SFT: {sft.get('steps', '?')} steps, held-out loss {_fmt(before)} → {_fmt(after)}, {_fmt((sft.get('seconds') or 0) / 60, 1)} minutes.",
+        "",
+        f"Comparisons: {comp.get('samples', '?')} SFT samples, {comp.get('pairwise_tasks', '?')} pairs, {comp.get('preferences', '?')} judgments. "
+        f"Reward model: {reward.get('steps', '?')} steps on {reward.get('train_pairs', '?')} pairs, accuracy against gold {_fmt(reward.get('accuracy_vs_gold'))} "
+        f"(best achievable {_fmt(reward.get('best_achievable'))}).",
+        "",
+        f"PPO from SFT: {ppo.get('iterations_done', '?')} of {ppo.get('iterations_planned', '?')} iterations"
+        f"{' (stopped by the time budget)' if ppo.get('stopped_by_budget') else ''}; score {_fmt(ppo.get('score_first'))} → {_fmt(ppo.get('score_last'))}; "
+        f"KL last {_fmt(ppo.get('kl_last'))} nats. Next round: {round1.get('pairwise_tasks', '?')} pairs against the SFT samples, share of decisive "
+        f"votes for PPO from SFT {_fmt(round1.get('vote_share'))} ({round1.get('n_votes', '?')} votes).",
         "",
     ]
-    parts += active_selection_section(out_dir, active_dir if active_dir is not None else default_active_dir())
-    if notes:
-        parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
-    path = out_dir / "report.md"
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+
+
+def _signed(value: Any) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def _met(met: Optional[bool]) -> str:
+    return "not measured" if met is None else ("met" if met else "NOT met")
 
 
 def _head_to_head_line(head: Mapping[str, Any]) -> str:

@@ -159,3 +159,100 @@ def test_e2e_stops_after_the_reward_stage_with_every_objective(tmp_path, tiny_mo
         assert figures["objective"] == objective and figures["test_pairs"] >= 1 and figures["best_achievable"] is not None
     assert "ratings" in saved["reward_objectives"]["joint"]["held_out"]
     assert (tmp_path / "report" / "export" / "ratings.jsonl").is_file()
+
+
+def test_parse_args_pipeline_and_its_budget():
+    import e2e
+
+    assert e2e.parse_args([]).pipeline == "classic" and e2e.parse_args([]).budget_minutes == 45.0
+    both = e2e.parse_args(["--pipeline", "both"])
+    assert both.pipeline == "both" and both.budget_minutes == e2e.PIPELINE_BUDGET_MINUTES["both"] and both.ppo_iterations == 30
+    quick = e2e.parse_args(["--pipeline", "both", "--quick", "--held-out", "3"])
+    assert quick.quick and quick.held_out == 3 and quick.demos <= 24 and quick.budget_minutes == e2e.QUICK_BUDGET_MINUTES["both"]
+    with pytest.raises(SystemExit):
+        e2e.parse_args(["--pipeline", "dpo"])
+
+
+def test_two_ppo_runs_share_what_the_budget_leaves_equally():
+    import e2e
+
+    assert e2e.ppo_deadlines(100.0, 1100.0, 200.0, 2) == [500.0, 900.0]
+    assert e2e.ppo_deadlines(100.0, 1100.0, 200.0, 1) == [900.0]
+    assert e2e.ppo_deadlines(100.0, 200.0, 500.0, 2) == [100.0, 100.0]  # nothing left: each run still does its one iteration
+
+
+def _quick_config(tmp_path, tiny_model_dir, pipeline):
+    import e2e
+
+    return dataclasses.replace(
+        e2e.E2EConfig(pipeline=pipeline, budget_minutes=e2e.PIPELINE_BUDGET_MINUTES[pipeline]).quick_version(),
+        out_dir=tmp_path / "report", sample_file=write_sample(tmp_path / "records.jsonl"), reward_base=str(tiny_model_dir), policy=str(tiny_model_dir),
+        annotators=6, spammers=1, progress=False, extra_round0_file=None, held_out=2, writers=3, write_overlap=2,
+    )
+
+
+@pytest.mark.slow
+def test_e2e_instructgpt_quick_on_the_tiny_model(tmp_path, tiny_model_dir):
+    """Demonstrations in write tasks → SFT → comparisons of SFT samples → reward model → PPO from SFT → next round; gold of three policies."""
+    import torch
+
+    import e2e
+    from rlhf.db import make_engine
+    from rlhf.sft_export import demonstration_frame
+
+    torch.set_num_threads(1)
+    summary = e2e.run_e2e(_quick_config(tmp_path, tiny_model_dir, "instructgpt"), echo=lambda *a, **k: None)
+    out = tmp_path / "report"
+    saved = json.loads((out / "summary.json").read_text())
+    i = saved["instructgpt"]
+    # 6 training prompts × 2 writers, through the engine: stored as demonstrations of the write project
+    assert i["demonstrations"]["n"] == 12 and i["demonstrations"]["write_tasks"] == 6
+    engine = make_engine(f"sqlite:///{out / 'e2e.db'}")
+    try:
+        assert len(demonstration_frame(engine, "demonstrations")) == 12
+    finally:
+        engine.dispose()
+    assert i["sft"]["steps"] == 2
+    assert i["comparisons"]["pairwise_tasks"] > 0 and i["comparisons"]["preferences"] == i["comparisons"]["pairwise_tasks"] * 3
+    assert i["reward"]["steps"] == 3 and i["reward"]["test_pairs"] >= 1
+    ppo = i["ppo"]
+    assert ppo["starting_policy"] == i["sft"]["dir"] and 1 <= ppo["iterations_done"] <= 2
+    assert i["round1"]["pairwise_tasks"] > 0 and i["round1"]["n_votes"] > 0
+    # no classic stage ran; the gold table has the three policies of this pipeline, on the 2 held-out prompts
+    assert "ppo" not in saved and "reward" not in saved
+    assert set(saved["gold"]) == {"base", "sft", "ppo_sft"} and all(len(g["scores"]) == 2 for g in saved["gold"].values())
+    assert saved["gold_targets"]["ppo_sft_vs_ppo_base"]["met"] is None
+    names = [t["name"] for t in saved["targets"]]
+    assert any(n.startswith("mean gold, SFT (12 demonstrations") for n in names) and not any("PPO from SFT − PPO from base" in n for n in names)
+    report = (out / "report.md").read_text()
+    assert "## Gold of fresh samples (held-out prompts)" in report and "| PPO from base (classic" in report and "not run" in report
+    assert "## InstructGPT order" in report and "## Agreement (round 0)" not in report
+    assert summary["gold"]["sft"]["mean_gold"] == saved["gold"]["sft"]["mean_gold"]
+
+
+@pytest.mark.slow
+def test_e2e_both_quick_on_the_tiny_model_reports_the_four_rows(tmp_path, tiny_model_dir):
+    import torch
+
+    import e2e
+
+    torch.set_num_threads(1)
+    config = _quick_config(tmp_path, tiny_model_dir, "both")
+    e2e.run_e2e(config, echo=lambda *a, **k: None)
+    out = tmp_path / "report"
+    saved = json.loads((out / "summary.json").read_text())
+    assert set(saved["gold"]) == {"base", "sft", "ppo_base", "ppo_sft"}
+    # both PPO runs trained on the training prompts only, from their own start, with their own reward model
+    assert saved["ppo"]["starting_policy"] == str(tiny_model_dir) and saved["instructgpt"]["ppo"]["starting_policy"] == saved["instructgpt"]["sft"]["dir"]
+    prompts = (out / "ppo_prompts.jsonl").read_text().splitlines()
+    assert len(prompts) == 8 - config.held_out
+    # the classic loop ran whole: its rounds, its head to head, its plots
+    assert saved["head_to_head"]["n_votes"] > 0 and saved["preference_for_new_round"]["n_votes"] > 0
+    verdicts = saved["gold_targets"]
+    assert verdicts["ppo_sft_vs_ppo_base"]["value"] == pytest.approx(saved["gold"]["ppo_sft"]["mean_gold"] - saved["gold"]["ppo_base"]["mean_gold"])
+    names = [t["name"] for t in saved["targets"]]
+    assert "mean gold, PPO from SFT − PPO from base (held-out prompts)" in names and "classic loop's own steps, minutes (CPU, packaged models)" in names
+    report = (out / "report.md").read_text()
+    assert "## Agreement (round 0)" in report and "## InstructGPT order" in report and "not run" not in report
+    for name in ("agreement", "annotators", "reward", "ppo", "leaderboard"):
+        assert (out / f"{name}.png").stat().st_size > 1000, name
