@@ -1086,6 +1086,9 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core; 1 on a busy shared machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.stop_after == "reward" and args.pipeline != "classic":
+        # The stop ends the classic steps; with the InstructGPT order it would be ignored and the whole run go on.
+        parser.error(f"--stop-after reward stops the classic pipeline only (got --pipeline {args.pipeline})")
     config = E2EConfig(pipeline=args.pipeline, budget_minutes=PIPELINE_BUDGET_MINUTES[args.pipeline])
     if args.quick:
         config = config.quick_version()

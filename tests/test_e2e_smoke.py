@@ -173,6 +173,16 @@ def test_parse_args_pipeline_and_its_budget():
         e2e.parse_args(["--pipeline", "dpo"])
 
 
+@pytest.mark.parametrize("pipeline", ["instructgpt", "both"])
+def test_stop_after_reward_is_refused_outside_the_classic_pipeline(pipeline, capsys):
+    import e2e
+
+    with pytest.raises(SystemExit):
+        e2e.parse_args(["--pipeline", pipeline, "--stop-after", "reward"])
+    assert "--stop-after reward stops the classic pipeline only" in capsys.readouterr().err
+    assert e2e.parse_args(["--stop-after", "reward"]).stop_after == "reward"
+
+
 def test_two_ppo_runs_share_what_the_budget_leaves_equally():
     import e2e
 
