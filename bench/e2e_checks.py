@@ -15,6 +15,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from rlhf.simulation import AnnotatorProfile, GoldPair, best_achievable_accuracy, gold_score
+from rlhf.simulation.gold import GOLD_WEIGHTS, gold_components
 
 FLAG_TRAITS = {"spammer": "is_spammer", "position_bias": "position_bias", "length_bias": "length_bias", "too_fast": "is_spammer"}
 """Each annotator-table flag and the planted trait it should recover (spammers are also the fast ones)."""
@@ -115,6 +116,7 @@ def gold_pairs(rows: pd.DataFrame, categories: Mapping[int, Optional[str]]) -> l
                 "rejected": rejected,
                 "gold_chosen": gold_score(prompt, chosen, category),
                 "gold_rejected": gold_score(prompt, rejected, category),
+                "category": category,
                 "votes": int(getattr(row, "votes", 1) or 1),
             }
         )
@@ -137,6 +139,45 @@ def agreement_with_gold(score_chosen: Sequence[float], score_rejected: Sequence[
         elif (sc > sr) == (gc > gr):
             right += 1
     return right / total if total else None
+
+
+def deciding_component(prompt: Any, chosen: str, rejected: str, category: Optional[str]) -> Optional[str]:
+    """The gold component whose weighted difference between the two replies is largest; None when gold ties.
+
+    A pair "decided by length" is one whose gold preference comes mostly from the length band, and so on.
+    """
+    a, b = gold_components(prompt, chosen, category), gold_components(prompt, rejected, category)
+    if a.score == b.score:
+        return None
+    contributions = {name: weight * (getattr(a, name) - getattr(b, name)) for name, weight in GOLD_WEIGHTS.items()}
+    return max(contributions, key=lambda name: abs(contributions[name]))
+
+
+def accuracy_by_component(pairs: Sequence[Mapping[str, Any]], score_chosen: Sequence[float], score_rejected: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """Per deciding gold component (`deciding_component`): pairs, the model's accuracy against gold, and the labels'.
+
+    Shows which part of the gold a reward model fails to carry to new prompts (a model right on
+    `finished` pairs and at chance on `on_topic` ones has learnt the surface, not the prompt).
+    """
+    groups: dict[str, dict[str, list]] = {}
+    for pair, sc, sr in zip(pairs, score_chosen, score_rejected, strict=True):
+        name = deciding_component(pair["prompt"], pair["chosen"], pair["rejected"], pair.get("category"))
+        if name is None:
+            continue
+        group = groups.setdefault(name, {"c": [], "r": [], "gc": [], "gr": []})
+        group["c"].append(sc)
+        group["r"].append(sr)
+        group["gc"].append(pair["gold_chosen"])
+        group["gr"].append(pair["gold_rejected"])
+    out = {}
+    for name in sorted(groups, key=lambda n: -len(groups[n]["c"])):
+        g = groups[name]
+        out[name] = {
+            "pairs": len(g["c"]),
+            "model": agreement_with_gold(g["c"], g["r"], g["gc"], g["gr"]),
+            "labels": agreement_with_gold([1.0] * len(g["c"]), [0.0] * len(g["c"]), g["gc"], g["gr"]),
+        }
+    return out
 
 
 def label_accuracy_vs_gold(pairs: Sequence[Mapping[str, Any]]) -> Optional[float]:

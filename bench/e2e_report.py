@@ -269,6 +269,7 @@ def classic_sections(s: Mapping[str, Any], annotators: pd.DataFrame, board: pd.D
         "",
         image("reward", "reward model accuracy"),
         "",
+        *component_table(reward.get("by_gold_component") or {}),
         "## PPO",
         "",
         f"{ppo.get('iterations_done', '?')} of {ppo.get('iterations_planned', '?')} iterations"
@@ -366,6 +367,21 @@ def instructgpt_section(s: Mapping[str, Any]) -> list[str]:
         f"{' (stopped by the time budget)' if ppo.get('stopped_by_budget') else ''}; score {_fmt(ppo.get('score_first'))} → {_fmt(ppo.get('score_last'))}; "
         f"KL last {_fmt(ppo.get('kl_last'))} nats. Next round: {round1.get('pairwise_tasks', '?')} pairs against the SFT samples, share of decisive "
         f"votes for PPO from SFT {_fmt(round1.get('vote_share'))} ({round1.get('n_votes', '?')} votes).",
+        "",
+    ]
+
+
+def component_table(by_component: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Held-out pairs grouped by the gold component that decides them: where the reward model fails to generalise."""
+    if not by_component:
+        return []
+    return [
+        "Held-out pairs by the gold component that decides them (its weighted difference is the largest): the reward model's "
+        "accuracy against gold beside the exported labels'.",
+        "",
+        "| deciding component | pairs | reward model | labels |",
+        "|---|---|---|---|",
+        *[f"| {name} | {row.get('pairs', '?')} | {_fmt(row.get('model'))} | {_fmt(row.get('labels'))} |" for name, row in by_component.items()],
         "",
     ]
 
