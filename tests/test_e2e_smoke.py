@@ -157,6 +157,8 @@ def test_e2e_stops_after_the_reward_stage_with_every_objective(tmp_path, tiny_mo
     assert saved["reward"]["objective"] == "regression"  # the first feeds PPO
     for objective, figures in saved["reward_objectives"].items():
         assert figures["objective"] == objective and figures["test_pairs"] >= 1 and figures["best_achievable"] is not None
+        groups = figures["by_gold_component"]  # every held-out pair with a gold preference is in one group
+        assert sum(g["pairs"] for g in groups.values()) == figures["test_pairs_with_gold_preference"]
     assert "ratings" in saved["reward_objectives"]["joint"]["held_out"]
     assert (tmp_path / "report" / "export" / "ratings.jsonl").is_file()
 
