@@ -270,7 +270,7 @@ def test_train_from_a_project_records_the_artifact(tiny_model_dir, tmp_path, sql
     out_root = tmp_path / "out"
     out_root.mkdir()
     result = train_reward_model(tiny_config(tiny_model_dir, max_steps=2, eval_fraction=0.25), out_root / "rm", project="proj", engine=sqlite_engine)
-    assert result.metrics["data"] == {"train_pairs": 6, "test_pairs": 2, "ties_skipped": 0, "pairs": 6, "prompts_truncated": 0, "responses_truncated": 0}
+    assert result.metrics["data"] == {"train_pairs": 6, "off_prompt_pairs": 0, "test_pairs": 2, "ties_skipped": 0, "pairs": 6, "prompts_truncated": 0, "responses_truncated": 0}
     assert result.model_config.export_hash and len(result.model_config.export_hash) == 64
     lineage = json.loads((out_root / "rm" / "lineage.json").read_text())
     assert lineage["data"] == "exported from the project for this run" and lineage["export_manifest"]["project"] == "proj"

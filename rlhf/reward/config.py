@@ -90,6 +90,10 @@ class RewardConfig:
     when any is given); None: the project's rubric weights, else 1 each. The weights must sum to a positive number."""
     regression_weight: float = 1.0
     """joint: weight λ of the ratings' squared error next to the pairs' Bradley–Terry loss (L = L_BT + λ L_MSE)."""
+    off_prompt_pairs: float = 0.0
+    """Add this many pairs per training pair (0.25: one for every four) whose rejected reply is a preferred reply
+    to another training prompt (rlhf.reward.data.add_off_prompt_pairs): they teach the model to read the prompt,
+    which preferences inside one prompt never force. 0: only the exported pairs. Not with `listwise`."""
     annotator_offsets: bool = False
     """regression / joint with a raw export: fit each annotator's own offset per dimension next to the heads (the
     heads then predict the average annotator), instead of normalising each annotator's scores beforehand."""
@@ -102,6 +106,10 @@ class RewardConfig:
             problems.append(f"lora_r {self.lora_r}: must be at least 1")
         if self.batch_size < 1:
             problems.append(f"batch_size {self.batch_size}: must be at least 1")
+        if not 0.0 <= self.off_prompt_pairs <= 4.0 or self.off_prompt_pairs != self.off_prompt_pairs:
+            problems.append(f"off_prompt_pairs {self.off_prompt_pairs}: must be between 0 and 4")
+        elif self.off_prompt_pairs and self.listwise:
+            problems.append("off_prompt_pairs: not with listwise training (an added pair belongs to no ranking)")
         if not 0.0 <= self.eval_fraction < 1.0:
             problems.append(f"eval_fraction {self.eval_fraction}: must be in [0, 1)")
         if self.learning_rate <= 0:

@@ -39,7 +39,7 @@ from rlhf import __version__
 from rlhf.progress import Cancelled, Reporter
 from rlhf.redact import redact
 from rlhf.reward.config import RewardConfig, RewardModelConfig
-from rlhf.reward.data import PreferenceData, RewardDataError, encode_pairs, load_preference_data, prompt_key, uses_chat_template
+from rlhf.reward.data import PreferenceData, RewardDataError, add_off_prompt_pairs, encode_pairs, load_preference_data, prompt_key, uses_chat_template
 from rlhf.reward.evaluate import preference_metrics
 from rlhf.reward.heldout import accuracy_by_strength, leave_one_out_ceiling, rating_metrics
 from rlhf.reward.ratings_data import RatingsData, read_ratings
@@ -160,6 +160,8 @@ def load_objective_data(config: RewardConfig, pairs_path, ratings_path, weights_
         keep = np.array([prompt_key(p) not in held_out for p in pairs.train["prompt"]], dtype=bool)
         dropped["train_pairs_on_held_out_prompts"] = int((~keep).sum())
         pairs.train = pairs.train[keep].reset_index(drop=True)
+        if config.off_prompt_pairs and len(pairs.train):
+            pairs.train = add_off_prompt_pairs(pairs.train, config.off_prompt_pairs, config.seed)
     if ratings is not None:
         keep = ~ratings.train["prompt_key"].isin(held_out).to_numpy()
         dropped["train_ratings_on_held_out_prompts"] = int((~keep).sum())

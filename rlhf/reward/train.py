@@ -40,7 +40,7 @@ from rlhf.models import default_device, load_sequence_classifier, load_tokenizer
 from rlhf.progress import Cancelled, NullReporter, Reporter
 from rlhf.redact import redact
 from rlhf.reward.config import LINEAGE_FILE, METRICS_FILE, SCORE_HEAD_FILE, RewardConfig, RewardModelConfig
-from rlhf.reward.data import PreferenceData, encode_pairs, load_preference_data, uses_chat_template
+from rlhf.reward.data import PreferenceData, add_off_prompt_pairs, encode_pairs, load_preference_data, uses_chat_template
 from rlhf.reward.evaluate import preference_metrics
 from rlhf.reward.heldout import accuracy_by_strength
 from rlhf.reward.objectives import margin_per_strength
@@ -372,6 +372,10 @@ def train_reward_model(
 def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, overwrite, reporter, job_id, timings, started, exported_on_the_fly):
     data = load_preference_data(data_path, eval_fraction=config.eval_fraction, seed=config.seed)
     reporter.log(f"{len(data.train)} training pairs, {len(data.test)} held out, {data.ties_skipped} ties skipped")
+    exported_train_pairs = len(data.train)
+    if config.off_prompt_pairs:
+        data.train = add_off_prompt_pairs(data.train, config.off_prompt_pairs, config.seed)
+        reporter.log(f"{len(data.train) - exported_train_pairs} off-prompt pairs added (a reply to another prompt as the rejected one)")
 
     # 2. tokens
     source = resolve_model(config.base_model)
@@ -454,7 +458,7 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
     metrics = {
         "held_out": held_out,
         "train": {"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None, "steps": trainer.state.global_step},
-        "data": {"train_pairs": len(data.train), "test_pairs": len(data.test), "ties_skipped": data.ties_skipped, **truncation},
+        "data": {"train_pairs": len(data.train), "off_prompt_pairs": len(data.train) - exported_train_pairs, "test_pairs": len(data.test), "ties_skipped": data.ties_skipped, **truncation},
         "normalization": {"mean": mean, "std": std, "responses": len(responses)},
         "export_hash": data.manifest.content_hash if data.manifest else None,
         "timings": timings,
