@@ -181,6 +181,8 @@ class E2EConfig:
     reward_off_prompt_pairs: float = 0.0
     """Off-prompt pairs added per exported training pair (`rlhf train-reward --off-prompt-pairs`): a preferred reply
     to another prompt as the rejected one, so the model has to read the prompt (issue 20)."""
+    reward_average_weights_from: float = 0.0
+    """Save the reward model's weights averaged over the steps after this share of training (0: the last step's)."""
     stop_after: Optional[str] = None
     """`reward`: stop once the reward models are measured (a seed's reward stage in minutes, without PPO)."""
     reward_lora_layers: Optional[int] = None
@@ -412,6 +414,7 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         warmup_ratio=0.1, logging_steps=5, save_steps=max(config.reward_steps, 1),
         # The normalisation only centres and scales the scores: a few hundred responses pin it down on CPU.
         normalization_samples=256, objective=objective, off_prompt_pairs=config.reward_off_prompt_pairs,
+        average_weights_from=config.reward_average_weights_from,
     )
     reporter = _reporter(config, "reward model", "step")
     try:
@@ -438,6 +441,7 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         "steps": result.global_step,
         "batch_size": config.reward_batch_size,
         "off_prompt_pairs": config.reward_off_prompt_pairs,
+        "average_weights_from": config.reward_average_weights_from,
         "train_pairs": int((rows["split"] == "train").sum()),
         "test_pairs": len(pairs),
         "test_pairs_with_gold_preference": sum(1 for c, r in zip(gold_c, gold_r) if c != r),
@@ -1081,6 +1085,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--reward-lora-layers", type=int, default=None, help="LoRA on the top N decoder layers only (8 for a SmolLM2 reward base)")
     parser.add_argument("--reward-objectives", default=None, help="comma-separated: pairwise, regression, joint (the first one feeds PPO)")
     parser.add_argument("--reward-off-prompt-pairs", type=float, default=None, help="off-prompt pairs added per training pair (0.25: one in four)")
+    parser.add_argument("--reward-average-weights-from", type=float, default=None, help="average the reward model's weights over the steps after this share of training")
     parser.add_argument("--stop-after", choices=("reward",), default=None, help="stop after this stage (reward: seed, simulate, export, reward models)")
     parser.add_argument("--ppo-iterations", type=int, default=None)
     parser.add_argument("--annotators", type=int, default=None)
@@ -1101,7 +1106,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     overrides = {
         "budget_minutes": args.budget_minutes, "out_dir": args.out_dir, "database_url": args.database_url, "sample_file": args.sample_file,
         "prompt_limit": args.prompt_limit, "reward_base": args.reward_base, "policy": args.policy, "reward_steps": args.reward_steps,
-        "reward_lora_layers": args.reward_lora_layers, "reward_off_prompt_pairs": args.reward_off_prompt_pairs, "export_aggregate": args.aggregate,
+        "reward_lora_layers": args.reward_lora_layers, "reward_off_prompt_pairs": args.reward_off_prompt_pairs, "reward_average_weights_from": args.reward_average_weights_from, "export_aggregate": args.aggregate,
         "ppo_iterations": args.ppo_iterations, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
         "torch_threads": args.threads, "stop_after": args.stop_after, "held_out": args.held_out, "demos": args.demos,
         "reward_objectives": tuple(o.strip() for o in args.reward_objectives.split(",")) if args.reward_objectives else None,

@@ -128,7 +128,7 @@ def test_cli_flag_reaches_training(tiny_model_dir, tmp_path):
 
     data = echo_preferences(tmp_path / "echo.jsonl", n=16)
     args = ["train-reward", "--data", str(data), "--base", str(tiny_model_dir), "--out", str(tmp_path / "rm"), "--max-steps", "1", "--lora-r", "2", "--device", "cpu", "--max-length", "64"]
-    result = CliRunner().invoke(app, [*args, "--off-prompt-pairs", "0.5"])
+    result = CliRunner().invoke(app, [*args, "--off-prompt-pairs", "0.5", "--average-weights-from", "0.5"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
     assert metrics["data"]["train_pairs"] == 12 + 6 and metrics["data"]["off_prompt_pairs"] == 6

@@ -111,6 +111,7 @@ def train_reward_command(
     weights: Optional[str] = typer.Option(None, "--weights", help="regression / joint: the scalar's weights, e.g. helpfulness=2,honesty=1 (default: the project's rubric weights, else equal)."),
     regression_weight: float = typer.Option(1.0, "--regression-weight", help="joint: weight of the ratings' squared error beside the pairs' loss."),
     annotator_offsets: bool = typer.Option(False, "--annotator-offsets", help="regression / joint with a raw export: fit per-annotator offsets instead of normalising each annotator."),
+    average_weights_from: float = typer.Option(0.0, "--average-weights-from", help="Save the weights averaged over the steps after this share of training (0.5: the second half)."),
     off_prompt_pairs: float = typer.Option(0.0, "--off-prompt-pairs", help="Add this many pairs per training pair whose rejected reply answers another prompt (0.5: one per two pairs)."),
 ) -> None:
     """Train a reward model (TRL RewardTrainer + LoRA, optionally on a 4-bit base) on an export or a project."""
@@ -151,6 +152,7 @@ def train_reward_command(
         regression_weight=regression_weight,
         annotator_offsets=annotator_offsets,
         off_prompt_pairs=off_prompt_pairs,
+        average_weights_from=average_weights_from,
     )
     engine = _engine(database_url) if project is not None else None
     export_options = ExportOptions(aggregate=aggregate, min_votes=min_votes, min_agreement=min_agreement, test_size=eval_fraction, seed=seed)

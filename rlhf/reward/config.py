@@ -94,6 +94,10 @@ class RewardConfig:
     """Add this many pairs per training pair (0.25: one for every four) whose rejected reply is a preferred reply
     to another training prompt (rlhf.reward.data.add_off_prompt_pairs): they teach the model to read the prompt,
     which preferences inside one prompt never force. 0: only the exported pairs. Not with `listwise`."""
+    average_weights_from: float = 0.0
+    """Pairwise: save the mean of the trainable weights over the steps after this share of training (0.5: the second
+    half; stochastic weight averaging), not the last step's, to damp the step-to-step noise of a small data set.
+    0: the last step's weights. A resumed run averages from where it resumed."""
     annotator_offsets: bool = False
     """regression / joint with a raw export: fit each annotator's own offset per dimension next to the heads (the
     heads then predict the average annotator), instead of normalising each annotator's scores beforehand."""
@@ -110,6 +114,8 @@ class RewardConfig:
             problems.append(f"off_prompt_pairs {self.off_prompt_pairs}: must be between 0 and 4")
         elif self.off_prompt_pairs and self.listwise:
             problems.append("off_prompt_pairs: not with listwise training (an added pair belongs to no ranking)")
+        if not 0.0 <= self.average_weights_from < 1.0:
+            problems.append(f"average_weights_from {self.average_weights_from}: must be in [0, 1)")
         if not 0.0 <= self.eval_fraction < 1.0:
             problems.append(f"eval_fraction {self.eval_fraction}: must be in [0, 1)")
         if self.learning_rate <= 0:

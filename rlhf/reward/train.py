@@ -186,6 +186,43 @@ def _reporter_callback(reporter: Reporter):
     return ReporterCallback()
 
 
+def _weight_averaging_callback(start_fraction: float):
+    """Averages the trainable weights over the steps after `start_fraction` of training; the mean replaces them at the end."""
+    from transformers import TrainerCallback
+
+    class WeightAveraging(TrainerCallback):
+        """Stochastic weight averaging (Izmailov et al. 2018): a uniform mean of the weights after each late step."""
+
+        def __init__(self) -> None:
+            self.sums: dict[str, torch.Tensor] = {}
+            self.count = 0
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if model is None or state.global_step <= start_fraction * state.max_steps:
+                return control
+            with torch.no_grad():
+                for name, parameter in model.named_parameters():
+                    if parameter.requires_grad:
+                        value = parameter.detach().to(torch.float32)
+                        if name in self.sums:
+                            self.sums[name] += value
+                        else:
+                            self.sums[name] = value.clone()
+            self.count += 1
+            return control
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            if model is None or not self.count:
+                return control
+            with torch.no_grad():
+                for name, parameter in model.named_parameters():
+                    if name in self.sums:
+                        parameter.copy_((self.sums[name] / self.count).to(parameter.dtype))
+            return control
+
+    return WeightAveraging()
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -416,7 +453,7 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
         args=_trl_args(config, checkpoints, device),
         train_dataset=train_set,
         processing_class=tokenizer,
-        callbacks=[callback],
+        callbacks=[callback] + ([_weight_averaging_callback(config.average_weights_from)] if config.average_weights_from else []),
         group_by_length=config.group_by_length,
     )
     if device.type == "cpu":
