@@ -134,3 +134,15 @@ def test_cli_flag_reaches_training(tiny_model_dir, tmp_path):
     assert metrics["data"]["train_pairs"] == 12 + 6 and metrics["data"]["off_prompt_pairs"] == 6
     result = CliRunner().invoke(app, [*args[:-6], "--out", str(tmp_path / "rm2"), "--off-prompt-pairs", "9"])
     assert result.exit_code == 2 and "off_prompt_pairs 9" in result.output and not (tmp_path / "rm2").exists()
+
+
+def test_joint_training_adds_them_from_training_prompts_only(tmp_path):
+    from rlhf.reward.objectives import load_objective_data
+
+    data = echo_preferences(tmp_path / "echo.jsonl")
+    joint = load_objective_data(RewardConfig(objective="joint", off_prompt_pairs=1.0), data, None, None)
+    assert len(joint.pairs.train) == 96 and len(joint.pairs.test) == 16
+    held_out = {prompt_key(p) for p in joint.pairs.test["prompt"]}
+    added = joint.pairs.train.iloc[48:]
+    assert not held_out & {prompt_key(p) for p in added["prompt"]}
+    assert not set(joint.pairs.test["chosen"]) & set(added["rejected"])

@@ -55,7 +55,7 @@ def test_averaged_training_saves_other_weights_than_the_last_step(tiny_model_dir
     assert differs
 
 
-@pytest.mark.parametrize("value", [-0.1, 1.0])
-def test_bad_start_is_refused(value):
+@pytest.mark.parametrize("overrides", [{"average_weights_from": -0.1}, {"average_weights_from": 1.0}, {"average_weights_from": 0.5, "objective": "joint"}])
+def test_bad_settings_are_refused(overrides):
     with pytest.raises(ValueError, match="average_weights_from"):
-        RewardConfig(average_weights_from=value).validate()
+        RewardConfig(**overrides).validate()

@@ -143,6 +143,8 @@ def objective_problems(config: RewardConfig) -> list[str]:
             problems.append(f"dimension_weights {weights!r}: must sum to a positive number (they sum to {sum(weights.values()):g})")
         elif config.dimensions is not None and set(weights) - set(config.dimensions):
             problems.append(f"dimension_weights: {', '.join(sorted(set(weights) - set(config.dimensions)))} not among dimensions {config.dimensions}")
+    if config.average_weights_from and config.objective != "pairwise":
+        problems.append(f"average_weights_from: pairwise training only (objective {config.objective})")
     if config.regression_weight < 0:
         problems.append(f"regression_weight {config.regression_weight}: must not be negative")
     return problems

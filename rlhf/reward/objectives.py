@@ -160,7 +160,7 @@ def load_objective_data(config: RewardConfig, pairs_path, ratings_path, weights_
         keep = np.array([prompt_key(p) not in held_out for p in pairs.train["prompt"]], dtype=bool)
         dropped["train_pairs_on_held_out_prompts"] = int((~keep).sum())
         pairs.train = pairs.train[keep].reset_index(drop=True)
-        if config.off_prompt_pairs and len(pairs.train):
+        if config.off_prompt_pairs and config.objective == "joint" and len(pairs.train):  # regression trains on ratings only
             pairs.train = add_off_prompt_pairs(pairs.train, config.off_prompt_pairs, config.seed)
     if ratings is not None:
         keep = ~ratings.train["prompt_key"].isin(held_out).to_numpy()
