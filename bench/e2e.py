@@ -408,13 +408,14 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
     from rlhf.reward import RewardConfig, RewardModel, train_reward_model
 
     scope = top_layers_regex(config.reward_base, config.reward_lora_layers)
+    average_weights_from = config.reward_average_weights_from if objective == "pairwise" else 0.0  # pairwise only
     reward_config = RewardConfig(
         base_model=config.reward_base, max_steps=config.reward_steps, batch_size=config.reward_batch_size, max_length=config.reward_max_length,
         learning_rate=config.reward_learning_rate, lora_target_modules=scope, eval_fraction=config.test_size, seed=config.seed, device=config.device,
         warmup_ratio=0.1, logging_steps=5, save_steps=max(config.reward_steps, 1),
         # The normalisation only centres and scales the scores: a few hundred responses pin it down on CPU.
         normalization_samples=256, objective=objective, off_prompt_pairs=config.reward_off_prompt_pairs,
-        average_weights_from=config.reward_average_weights_from if objective == "pairwise" else 0.0,
+        average_weights_from=average_weights_from,
     )
     reporter = _reporter(config, "reward model", "step")
     try:
@@ -441,7 +442,7 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         "steps": result.global_step,
         "batch_size": config.reward_batch_size,
         "off_prompt_pairs": config.reward_off_prompt_pairs,
-        "average_weights_from": config.reward_average_weights_from if objective == "pairwise" else 0.0,
+        "average_weights_from": average_weights_from,
         "train_pairs": int((rows["split"] == "train").sum()),
         "test_pairs": len(pairs),
         "test_pairs_with_gold_preference": sum(1 for c, r in zip(gold_c, gold_r) if c != r),

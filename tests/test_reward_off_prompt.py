@@ -78,7 +78,7 @@ def test_fuzzed_frames_keep_the_invariants(prompts, share, seed):
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [({"off_prompt_pairs": -0.1}, "between 0 and 4"), ({"off_prompt_pairs": 5.0}, "between 0 and 4"), ({"off_prompt_pairs": 0.5, "listwise": True}, "listwise")],
+    [({"off_prompt_pairs": -0.1}, "between 0 and 4"), ({"off_prompt_pairs": 5.0}, "between 0 and 4"), ({"off_prompt_pairs": float("nan")}, "between 0 and 4"), ({"off_prompt_pairs": 0.5, "listwise": True}, "listwise")],
 )
 def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -136,13 +136,15 @@ def test_cli_flag_reaches_training(tiny_model_dir, tmp_path):
     assert result.exit_code == 2 and "off_prompt_pairs 9" in result.output and not (tmp_path / "rm2").exists()
 
 
-def test_joint_training_adds_them_from_training_prompts_only(tmp_path):
+def test_joint_training_adds_them_from_training_prompts_only(tiny_model_dir, tmp_path):
     from rlhf.reward.objectives import load_objective_data
 
     data = echo_preferences(tmp_path / "echo.jsonl")
     joint = load_objective_data(RewardConfig(objective="joint", off_prompt_pairs=1.0), data, None, None)
-    assert len(joint.pairs.train) == 96 and len(joint.pairs.test) == 16
+    assert len(joint.pairs.train) == 96 and len(joint.pairs.test) == 16 and joint.off_prompt_pairs == 48
     held_out = {prompt_key(p) for p in joint.pairs.test["prompt"]}
     added = joint.pairs.train.iloc[48:]
     assert not held_out & {prompt_key(p) for p in added["prompt"]}
     assert not set(joint.pairs.test["chosen"]) & set(added["rejected"])
+    trained = train_reward_model(tiny_config(tiny_model_dir, objective="joint", off_prompt_pairs=1.0, max_steps=2), tmp_path / "rm", data=data)
+    assert (trained.metrics["data"]["train_pairs"], trained.metrics["data"]["off_prompt_pairs"]) == (96, 48)

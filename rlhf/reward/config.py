@@ -110,7 +110,7 @@ class RewardConfig:
             problems.append(f"lora_r {self.lora_r}: must be at least 1")
         if self.batch_size < 1:
             problems.append(f"batch_size {self.batch_size}: must be at least 1")
-        if not 0.0 <= self.off_prompt_pairs <= 4.0 or self.off_prompt_pairs != self.off_prompt_pairs:
+        if not 0.0 <= self.off_prompt_pairs <= 4.0:  # NaN fails this too
             problems.append(f"off_prompt_pairs {self.off_prompt_pairs}: must be between 0 and 4")
         elif self.off_prompt_pairs and self.listwise:
             problems.append("off_prompt_pairs: not with listwise training (an added pair belongs to no ranking)")

@@ -273,7 +273,6 @@ def encode_pairs(
     return EncodedBatch(encoded, prompts_cut, responses_cut, cuts, lengths)
 
 
-
 def add_off_prompt_pairs(train: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
     """`train` plus about share × len(train) pairs that teach the model to read the prompt, in mirrored twos.
 

@@ -136,6 +136,8 @@ class ObjectiveData:
     dimensions: list[str]
     weights: list[float]
     dropped: dict[str, int]
+    off_prompt_pairs: int = 0
+    """Pairs added by `add_off_prompt_pairs` (joint), counted in `pairs.train`."""
 
 
 def load_objective_data(config: RewardConfig, pairs_path, ratings_path, weights_of_project: Mapping[str, float] | None) -> ObjectiveData:
@@ -151,6 +153,7 @@ def load_objective_data(config: RewardConfig, pairs_path, ratings_path, weights_
         dimensions = list(config.dimensions or config.dimension_weights or weights_of_project or ["reward"])
     weights = resolve_weights(dimensions, config.dimension_weights, weights_of_project)
     dropped = {"train_pairs_on_held_out_prompts": 0, "train_ratings_on_held_out_prompts": 0}
+    off_prompt = 0
     held_out = set()
     if pairs is not None:
         held_out |= {prompt_key(p) for p in pairs.test["prompt"]}
@@ -161,7 +164,9 @@ def load_objective_data(config: RewardConfig, pairs_path, ratings_path, weights_
         dropped["train_pairs_on_held_out_prompts"] = int((~keep).sum())
         pairs.train = pairs.train[keep].reset_index(drop=True)
         if config.off_prompt_pairs and config.objective == "joint" and len(pairs.train):  # regression trains on ratings only
+            exported = len(pairs.train)
             pairs.train = add_off_prompt_pairs(pairs.train, config.off_prompt_pairs, config.seed)
+            off_prompt = len(pairs.train) - exported
     if ratings is not None:
         keep = ~ratings.train["prompt_key"].isin(held_out).to_numpy()
         dropped["train_ratings_on_held_out_prompts"] = int((~keep).sum())
@@ -170,7 +175,7 @@ def load_objective_data(config: RewardConfig, pairs_path, ratings_path, weights_
         raise RewardDataError("no training data left once the held-out prompts are set aside")
     if config.objective == "regression" and ratings.train.empty:
         raise RewardDataError(f"{ratings.source}: no training ratings once the held-out prompts are set aside")
-    return ObjectiveData(pairs, ratings if config.objective != "pairwise" else None, dimensions, weights, dropped)
+    return ObjectiveData(pairs, ratings if config.objective != "pairwise" else None, dimensions, weights, dropped, off_prompt)
 
 
 # --------------------------------------------------------------------------- batches and losses
@@ -316,6 +321,7 @@ def train_objective(
         },
         "data": {
             "train_pairs": len(data.pairs.train) if data.pairs is not None else 0,
+            "off_prompt_pairs": data.off_prompt_pairs,
             "test_pairs": len(data.pairs.test) if data.pairs is not None else 0,
             "ties_skipped": data.pairs.ties_skipped if data.pairs is not None else 0,
             "rating_normalization": data.ratings.normalization if data.ratings is not None else None,
