@@ -183,6 +183,9 @@ class E2EConfig:
     to another prompt as the rejected one, so the model has to read the prompt (issue 20)."""
     reward_average_weights_from: float = 0.0
     """Save the reward model's weights averaged over the steps after this share of training (0: the last step's)."""
+    reward_prompt_similarity: bool = False
+    """Pairwise: add a learned weight times the frozen base's prompt–reply cosine to the reward
+    (`rlhf train-reward --prompt-similarity`; issue 20)."""
     stop_after: Optional[str] = None
     """`reward`: stop once the reward models are measured (a seed's reward stage in minutes, without PPO)."""
     reward_lora_layers: Optional[int] = None
@@ -409,13 +412,14 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
 
     scope = top_layers_regex(config.reward_base, config.reward_lora_layers)
     average_weights_from = config.reward_average_weights_from if objective == "pairwise" else 0.0  # pairwise only
+    prompt_similarity = config.reward_prompt_similarity and objective == "pairwise"  # pairwise only
     reward_config = RewardConfig(
         base_model=config.reward_base, max_steps=config.reward_steps, batch_size=config.reward_batch_size, max_length=config.reward_max_length,
         learning_rate=config.reward_learning_rate, lora_target_modules=scope, eval_fraction=config.test_size, seed=config.seed, device=config.device,
         warmup_ratio=0.1, logging_steps=5, save_steps=max(config.reward_steps, 1),
         # The normalisation only centres and scales the scores: a few hundred responses pin it down on CPU.
         normalization_samples=256, objective=objective, off_prompt_pairs=config.reward_off_prompt_pairs,
-        average_weights_from=average_weights_from,
+        average_weights_from=average_weights_from, prompt_similarity=prompt_similarity,
     )
     reporter = _reporter(config, "reward model", "step")
     try:
@@ -443,6 +447,7 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         "batch_size": config.reward_batch_size,
         "off_prompt_pairs": config.reward_off_prompt_pairs,
         "average_weights_from": average_weights_from,
+        "prompt_similarity": result.metrics.get("prompt_similarity"),
         "train_pairs": int((rows["split"] == "train").sum()),
         "test_pairs": len(pairs),
         "test_pairs_with_gold_preference": sum(1 for c, r in zip(gold_c, gold_r) if c != r),
@@ -1087,6 +1092,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--reward-objectives", default=None, help="comma-separated: pairwise, regression, joint (the first one feeds PPO)")
     parser.add_argument("--reward-off-prompt-pairs", type=float, default=None, help="off-prompt pairs added per training pair (0.25: one in four)")
     parser.add_argument("--reward-average-weights-from", type=float, default=None, help="average the reward model's weights over the steps after this share of training")
+    parser.add_argument("--reward-prompt-similarity", action="store_true", default=None, help="add the learned prompt–reply similarity term to the pairwise reward model")
     parser.add_argument("--stop-after", choices=("reward",), default=None, help="stop after this stage (reward: seed, simulate, export, reward models)")
     parser.add_argument("--ppo-iterations", type=int, default=None)
     parser.add_argument("--annotators", type=int, default=None)
@@ -1107,7 +1113,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     overrides = {
         "budget_minutes": args.budget_minutes, "out_dir": args.out_dir, "database_url": args.database_url, "sample_file": args.sample_file,
         "prompt_limit": args.prompt_limit, "reward_base": args.reward_base, "policy": args.policy, "reward_steps": args.reward_steps,
-        "reward_lora_layers": args.reward_lora_layers, "reward_off_prompt_pairs": args.reward_off_prompt_pairs, "reward_average_weights_from": args.reward_average_weights_from, "export_aggregate": args.aggregate,
+        "reward_lora_layers": args.reward_lora_layers, "reward_off_prompt_pairs": args.reward_off_prompt_pairs, "reward_average_weights_from": args.reward_average_weights_from, "reward_prompt_similarity": args.reward_prompt_similarity, "export_aggregate": args.aggregate,
         "ppo_iterations": args.ppo_iterations, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
         "torch_threads": args.threads, "stop_after": args.stop_after, "held_out": args.held_out, "demos": args.demos,
         "reward_objectives": tuple(o.strip() for o in args.reward_objectives.split(",")) if args.reward_objectives else None,

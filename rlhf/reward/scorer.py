@@ -221,7 +221,17 @@ class RewardModel:
         raw = raw_scores(
             self.model, self.encode(prompts, responses), pad_id=self.tokenizer.pad_token_id, batch_size=batch_size, device=self.device, weights=self.weights
         )
+        if self.config.prompt_similarity_weight is not None and len(prompts):
+            raw = raw + self.config.prompt_similarity_weight * self.prompt_similarity(prompts, responses, batch_size=batch_size)
         return self.normalize(raw) if normalize else raw
+
+    def prompt_similarity(self, prompts: Sequence[PromptInput], responses: Sequence[str], *, batch_size: int = 16) -> torch.Tensor:
+        """cos(prompt, response) of the frozen base's mean-pooled embeddings, (N,): the feature `prompt_similarity_weight` multiplies."""
+        from rlhf.reward.similarity import prompt_similarities
+
+        return prompt_similarities(
+            self.model, self.tokenizer, prompts, responses, max_length=self.config.max_length, batch_size=batch_size, device=self.device
+        )
 
     def score_dimensions(self, prompts: Sequence[PromptInput], responses: Sequence[str], *, batch_size: int = 16) -> dict[str, torch.Tensor]:
         """Each rubric dimension's predicted score in rubric points, {dimension: (N,)}; empty for a pairwise model.
@@ -244,7 +254,10 @@ class RewardModel:
 
         The score is read at each row's last position whose mask is 1; that token should be
         the EOS ending the response (as in training). Uses the reward model's tokenizer ids.
+        A model with a prompt-similarity term needs the prompt and reply apart: use `score`.
         """
+        if self.config.prompt_similarity_weight is not None:
+            raise ValueError("this reward model adds the prompt–reply similarity, which needs prompt and reply apart: use score(prompts, responses)")
         raw = pooled_rewards(self.model, input_ids.to(self.device), attention_mask.to(self.device), self.weights).to(input_ids.device)
         return self.normalize(raw) if normalize else raw
 

@@ -45,10 +45,13 @@ from rlhf.reward.evaluate import preference_metrics
 from rlhf.reward.heldout import accuracy_by_strength
 from rlhf.reward.objectives import margin_per_strength
 from rlhf.reward.scorer import head_name_of, pooled_rewards, raw_scores, score_head_module
+from rlhf.reward.similarity import SIMILARITY_LEARNING_RATE, prompt_similarities
 from rlhf.roles import SYSTEM, Actor
 
 RUN_FILE = "run.json"
 """Inside the checkpoint directory: what the run trains on, so a resume with other data is refused."""
+SIMILARITY_WEIGHT_FILE = "prompt_similarity.json"
+"""Inside each checkpoint of a run with `prompt_similarity`: the learned weight (it is not one of the adapter's tensors)."""
 
 
 class RewardTrainingError(ValueError):
@@ -132,13 +135,30 @@ def _make_trainer_class():
     from trl import RewardTrainer
 
     class LastTokenRewardTrainer(LengthGroupedBatches, RewardTrainer):
-        """TRL's RewardTrainer; only the pooling of the reward and the batch order differ."""
+        """TRL's RewardTrainer; only the pooling of the reward and the batch order differ.
+
+        With `similarity_weight` set (a scalar parameter, RewardConfig.prompt_similarity), the reward is
+        the cross-encoder's score + weight · the batch's `similarity` column (rlhf.reward.similarity);
+        the weight is trained by the same loss, in its own optimiser group with its own step size.
+        """
+
+        similarity_weight: nn.Parameter | None = None
+
+        def create_optimizer(self, *args, **kwargs):
+            optimizer = super().create_optimizer(*args, **kwargs)
+            if self.similarity_weight is not None and not any(
+                self.similarity_weight is p for group in optimizer.param_groups for p in group["params"]
+            ):
+                optimizer.add_param_group({"params": [self.similarity_weight], "lr": SIMILARITY_LEARNING_RATE, "weight_decay": 0.0})
+            return optimizer
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # Same loss as RewardTrainer (−log σ(r_c − r_r − margin), optional centring term),
             # with rewards read at each sequence's EOS by the attention mask.
             mode = "train" if self.model.training else "eval"
             rewards = pooled_rewards(model, inputs["input_ids"], inputs["attention_mask"])  # (2B,)
+            if self.similarity_weight is not None:
+                rewards = rewards + self.similarity_weight.to(rewards.device) * inputs["similarity"].to(rewards.device, rewards.dtype)
             rewards_chosen, rewards_rejected = torch.chunk(rewards, chunks=2)  # (B,), (B,)
             difference = rewards_chosen - rewards_rejected
             if "margin" in inputs:
@@ -152,9 +172,40 @@ def _make_trainer_class():
                 self._metrics[mode]["accuracy"].append((rewards_chosen > rewards_rejected).float().mean().item())
                 self._metrics[mode]["margin"].append((rewards_chosen - rewards_rejected).mean().item())
                 self._metrics[mode]["mean_reward"].append(rewards.mean().item())
+                if self.similarity_weight is not None:
+                    self._metrics[mode]["similarity_weight"].append(self.similarity_weight.item())
             return (loss, {"rewards": rewards}) if return_outputs else loss
 
     return LastTokenRewardTrainer
+
+
+class SimilarityCollator:
+    """TRL's preference collator, plus `similarity`: the chosen rows' cosines, then the rejected rows' (as input_ids)."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        from trl.trainer.reward_trainer import DataCollatorForPreference
+
+        self.base = DataCollatorForPreference(pad_token_id=pad_token_id)
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.base(examples)
+        values = [e["chosen_similarity"] for e in examples] + [e["rejected_similarity"] for e in examples]
+        batch["similarity"] = torch.tensor(values, dtype=torch.float32)
+        return batch
+
+
+def _similarity_weight_callback(weight: nn.Parameter):
+    """Writes the similarity weight into every checkpoint, so a resumed run starts from it."""
+    from transformers import TrainerCallback
+
+    class SaveSimilarityWeight(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            directory = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if directory.is_dir():
+                (directory / SIMILARITY_WEIGHT_FILE).write_text(json.dumps({"weight": float(weight.detach())}))
+            return control
+
+    return SaveSimilarityWeight()
 
 
 def _reporter_callback(reporter: Reporter):
@@ -437,6 +488,14 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
     torch.manual_seed(config.seed)  # the score head's initialisation
     model = load_sequence_classifier(source, load_in_4bit=config.load_in_4bit, device=device, pad_token_id=tokenizer.pad_token_id)
     head_name = head_name_of(model)
+    if config.prompt_similarity:  # a fixed feature of each text pair: computed once, on the base before any adapter
+        prompts = data.train["prompt"].tolist()
+        similarity_of = lambda replies: prompt_similarities(  # noqa: E731
+            model, tokenizer, prompts, replies, max_length=config.max_length, batch_size=config.eval_batch_size, device=device
+        ).tolist()
+        train_set = train_set.add_column("chosen_similarity", similarity_of(data.train["chosen"].tolist()))
+        train_set = train_set.add_column("rejected_similarity", similarity_of(data.train["rejected"].tolist()))
+        torch.manual_seed(config.seed)  # the head's initialisation does not depend on the feature being on
     from peft import get_peft_model
 
     lora = lora_config(
@@ -447,15 +506,22 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
 
     # 4. train
     callback = _reporter_callback(reporter)
+    callbacks = [callback] + ([_weight_averaging_callback(config.average_weights_from)] if config.average_weights_from else [])
     trainer_class = listwise_trainer_class() if config.listwise else _make_trainer_class()
+    similarity_weight = None
+    if config.prompt_similarity:
+        similarity_weight = nn.Parameter(torch.tensor(_resumed_similarity_weight(resume_from), dtype=torch.float32))
+        callbacks.append(_similarity_weight_callback(similarity_weight))
     trainer = trainer_class(
         model=model,
         args=_trl_args(config, checkpoints, device),
         train_dataset=train_set,
         processing_class=tokenizer,
-        callbacks=[callback] + ([_weight_averaging_callback(config.average_weights_from)] if config.average_weights_from else []),
+        callbacks=callbacks,
         group_by_length=config.group_by_length,
+        **({"data_collator": SimilarityCollator(tokenizer.pad_token_id)} if similarity_weight is not None else {}),
     )
+    trainer.similarity_weight = similarity_weight
     if device.type == "cpu":
         # TRL casts a 4-bit model's trainable parameters to bf16, which fp32 compute cannot mix with.
         trainable_to_fp32(trainer.model)
@@ -476,6 +542,24 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
     test_rejected = encode_pairs(tokenizer, data.test["prompt"].tolist(), data.test["rejected"].tolist(), max_length=config.max_length, use_chat_template=use_template).ids
     chosen_scores = raw_scores(model, test_chosen, pad_id=pad_id, batch_size=config.eval_batch_size, device=device)
     rejected_scores = raw_scores(model, test_rejected, pad_id=pad_id, batch_size=config.eval_batch_size, device=device)
+    similarity_metrics = None
+    if similarity_weight is not None:
+        weight = float(similarity_weight.detach())
+        test_prompts = data.test["prompt"].tolist()
+        similarity_of = lambda replies: prompt_similarities(  # noqa: E731
+            model, tokenizer, test_prompts, replies, max_length=config.max_length, batch_size=config.eval_batch_size, device=device
+        )
+        chosen_similarity, rejected_similarity = similarity_of(data.test["chosen"].tolist()), similarity_of(data.test["rejected"].tolist())
+        cross_accuracy = float((chosen_scores > rejected_scores).float().mean()) if len(chosen_scores) else None
+        chosen_scores = chosen_scores + weight * chosen_similarity
+        rejected_scores = rejected_scores + weight * rejected_similarity
+        similarity_metrics = {
+            "weight": weight,
+            # What each part alone gets right on the held-out pairs (the sum is `held_out.accuracy`).
+            "held_out_accuracy_similarity_alone": float((chosen_similarity > rejected_similarity).float().mean()) if len(chosen_similarity) else None,
+            "held_out_accuracy_cross_encoder_alone": cross_accuracy,
+        }
+        reporter.log(f"prompt similarity weight {weight:.3f}")
     held_out = preference_metrics(
         chosen_scores.numpy(), rejected_scores.numpy(), human_agreement=data.test["agreement"].to_numpy(float), n_bins=config.calibration_bins
     )
@@ -487,6 +571,8 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
     # 6. normalisation over (a sample of) the training responses
     responses = _normalization_sequences(train_set, config.normalization_samples, config.seed)
     train_raw = raw_scores(model, responses, pad_id=pad_id, batch_size=config.eval_batch_size, device=device)
+    if similarity_weight is not None:
+        train_raw = train_raw + float(similarity_weight.detach()) * torch.tensor(_similarities_of_sequences(train_set, responses))
     mean, std = float(train_raw.mean()), float(train_raw.std()) if len(train_raw) > 1 else 1.0
     std = std if std > 1e-6 and math.isfinite(std) else 1.0
 
@@ -497,6 +583,7 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
         "train": {"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None, "steps": trainer.state.global_step},
         "data": {"train_pairs": len(data.train), "off_prompt_pairs": len(data.train) - exported_train_pairs, "test_pairs": len(data.test), "ties_skipped": data.ties_skipped, **truncation},
         "normalization": {"mean": mean, "std": std, "responses": len(responses)},
+        **({"prompt_similarity": similarity_metrics} if similarity_metrics is not None else {}),
         "export_hash": data.manifest.content_hash if data.manifest else None,
         "timings": timings,
     }
@@ -512,6 +599,7 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
         use_chat_template=use_template,
         export_hash=metrics["export_hash"],
         training=asdict(config),
+        prompt_similarity_weight=float(similarity_weight.detach()) if similarity_weight is not None else None,
     )
     lineage = {
         "kind": "reward_model",
@@ -553,6 +641,23 @@ def _normalization_sequences(train_set, limit: int, seed: int) -> list[list[int]
     if len(sequences) > limit:
         sequences = random.Random(seed).sample(sequences, limit)
     return [list(s) for s in sequences]
+
+
+def _similarities_of_sequences(train_set, sequences: list[list[int]]) -> list[float]:
+    """The prompt similarity of each of `sequences` (token ids of training pairs), read off the training set's columns."""
+    known: dict[tuple[int, ...], float] = {}
+    for kind in ("chosen", "rejected"):
+        for ids, value in zip(train_set[f"{kind}_ids"], train_set[f"{kind}_similarity"]):
+            known[tuple(ids)] = value
+    return [known[tuple(s)] for s in sequences]
+
+
+def _resumed_similarity_weight(checkpoint: str | None) -> float:
+    """The similarity weight a checkpoint saved (0 to start, or for a checkpoint without one)."""
+    path = Path(checkpoint) / SIMILARITY_WEIGHT_FILE if checkpoint else None
+    if path is None or not path.is_file():
+        return 0.0
+    return float(json.loads(path.read_text())["weight"])
 
 
 def _save_reward_dir(model, tokenizer, model_config: RewardModelConfig, metrics, lineage, out_dir: Path, overwrite: bool) -> None:
