@@ -183,9 +183,9 @@ class E2EConfig:
     to another prompt as the rejected one, so the model has to read the prompt (issue 20)."""
     reward_average_weights_from: float = 0.0
     """Save the reward model's weights averaged over the steps after this share of training (0: the last step's)."""
-    reward_prompt_similarity: bool = False
-    """Pairwise: add a learned weight times the frozen base's prompt–reply cosine to the reward
-    (`rlhf train-reward --prompt-similarity`; issue 20)."""
+    reward_prompt_similarity: str = "off"
+    """Pairwise: add a learned weight times the frozen base's prompt–reply similarity (coverage or mean) to the
+    reward (`rlhf train-reward --prompt-similarity`; issue 20)."""
     stop_after: Optional[str] = None
     """`reward`: stop once the reward models are measured (a seed's reward stage in minutes, without PPO)."""
     reward_lora_layers: Optional[int] = None
@@ -412,7 +412,7 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
 
     scope = top_layers_regex(config.reward_base, config.reward_lora_layers)
     average_weights_from = config.reward_average_weights_from if objective == "pairwise" else 0.0  # pairwise only
-    prompt_similarity = config.reward_prompt_similarity and objective == "pairwise"  # pairwise only
+    prompt_similarity = config.reward_prompt_similarity if objective == "pairwise" else "off"  # pairwise only
     reward_config = RewardConfig(
         base_model=config.reward_base, max_steps=config.reward_steps, batch_size=config.reward_batch_size, max_length=config.reward_max_length,
         learning_rate=config.reward_learning_rate, lora_target_modules=scope, eval_fraction=config.test_size, seed=config.seed, device=config.device,
@@ -433,6 +433,18 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
     prompts = [p["prompt"] for p in pairs]
     score_chosen = model.score(prompts, [p["chosen"] for p in pairs]).tolist() if pairs else []
     score_rejected = model.score(prompts, [p["rejected"] for p in pairs]).tolist() if pairs else []
+    similarity_parts = None
+    if model.config.prompt_similarity_weight is not None and pairs:
+        # Each part of r = cross-encoder + w · cos alone, per deciding gold component: which part carries what.
+        cos_chosen = model.prompt_similarity(prompts, [p["chosen"] for p in pairs])
+        cos_rejected = model.prompt_similarity(prompts, [p["rejected"] for p in pairs])
+        weight, std = model.config.prompt_similarity_weight, model.config.score_std
+        cross_chosen = [s - weight * c / std for s, c in zip(score_chosen, cos_chosen.tolist())]
+        cross_rejected = [s - weight * c / std for s, c in zip(score_rejected, cos_rejected.tolist())]
+        similarity_parts = {
+            "similarity_alone": checks.accuracy_by_component(pairs, cos_chosen.tolist(), cos_rejected.tolist()),
+            "cross_encoder_alone": checks.accuracy_by_component(pairs, cross_chosen, cross_rejected),
+        }
     del model
     _free()
     gold_c, gold_r = [p["gold_chosen"] for p in pairs], [p["gold_rejected"] for p in pairs]
@@ -448,6 +460,7 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         "off_prompt_pairs": config.reward_off_prompt_pairs,
         "average_weights_from": average_weights_from,
         "prompt_similarity": result.metrics.get("prompt_similarity"),
+        "prompt_similarity_parts": similarity_parts,
         "train_pairs": int((rows["split"] == "train").sum()),
         "test_pairs": len(pairs),
         "test_pairs_with_gold_preference": sum(1 for c, r in zip(gold_c, gold_r) if c != r),
@@ -1092,7 +1105,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--reward-objectives", default=None, help="comma-separated: pairwise, regression, joint (the first one feeds PPO)")
     parser.add_argument("--reward-off-prompt-pairs", type=float, default=None, help="off-prompt pairs added per training pair (0.25: one in four)")
     parser.add_argument("--reward-average-weights-from", type=float, default=None, help="average the reward model's weights over the steps after this share of training")
-    parser.add_argument("--reward-prompt-similarity", action="store_true", default=None, help="add the learned prompt–reply similarity term to the pairwise reward model")
+    parser.add_argument("--reward-prompt-similarity", choices=("off", "coverage", "mean"), default=None, help="add a learned prompt–reply similarity term to the pairwise reward model")
     parser.add_argument("--stop-after", choices=("reward",), default=None, help="stop after this stage (reward: seed, simulate, export, reward models)")
     parser.add_argument("--ppo-iterations", type=int, default=None)
     parser.add_argument("--annotators", type=int, default=None)

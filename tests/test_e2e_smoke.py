@@ -146,20 +146,26 @@ def test_e2e_stops_after_the_reward_stage_with_every_objective(tmp_path, tiny_mo
     import e2e
 
     torch.set_num_threads(1)
-    config = e2e.parse_args(["--quick", "--stop-after", "reward", "--reward-objectives", "regression,joint", "--quiet"])
+    config = e2e.parse_args(["--quick", "--stop-after", "reward", "--reward-objectives", "regression,joint,pairwise", "--reward-prompt-similarity", "coverage", "--quiet"])
     config = dataclasses.replace(
         config, out_dir=tmp_path / "report", sample_file=write_sample(tmp_path / "records.jsonl"), reward_base=str(tiny_model_dir),
         annotators=6, spammers=1, extra_round0_file=None, control=False,
     )
     summary = e2e.run_e2e(config, echo=lambda *a, **k: None)
     saved = json.loads((tmp_path / "report" / "summary.json").read_text())
-    assert "ppo" not in saved and "targets" not in saved and set(summary["reward_objectives"]) == {"regression", "joint"}
+    assert "ppo" not in saved and "targets" not in saved and set(summary["reward_objectives"]) == {"regression", "joint", "pairwise"}
     assert saved["reward"]["objective"] == "regression"  # the first feeds PPO
     for objective, figures in saved["reward_objectives"].items():
         assert figures["objective"] == objective and figures["test_pairs"] >= 1 and figures["best_achievable"] is not None
         groups = figures["by_gold_component"]  # every held-out pair with a gold preference is in one group
         assert sum(g["pairs"] for g in groups.values()) == figures["test_pairs_with_gold_preference"]
     assert "ratings" in saved["reward_objectives"]["joint"]["held_out"]
+    # The similarity term is pairwise only; there each part's accuracy per gold component is reported.
+    assert saved["reward_objectives"]["joint"]["prompt_similarity"] is None
+    pairwise = saved["reward_objectives"]["pairwise"]
+    assert pairwise["prompt_similarity"]["weight"] != 0.0
+    for part in ("similarity_alone", "cross_encoder_alone"):
+        assert sum(g["pairs"] for g in pairwise["prompt_similarity_parts"][part].values()) == pairwise["test_pairs_with_gold_preference"]
     assert (tmp_path / "report" / "export" / "ratings.jsonl").is_file()
 
 

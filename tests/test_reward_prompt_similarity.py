@@ -30,6 +30,7 @@ def test_cosines_are_of_the_frozen_base_and_each_text_is_embedded_once(tiny_mode
     before = prompt_similarities(model, tokenizer, prompts, replies, max_length=64)
     assert before.shape == (3,) and torch.all(before.abs() <= 1.0 + 1e-5)
     assert prompt_similarities(model, tokenizer, ["cat"], ["cat"], max_length=64).item() == pytest.approx(1.0, abs=1e-5)
+    coverage = prompt_similarities(model, tokenizer, prompts, replies, max_length=64, kind="coverage")
     # Training an adapter must not move the feature: it is read with the adapter switched off.
     peft_model = get_peft_model(model, lora_config("SEQ_CLS", r=4, modules_to_save=["score"]))
     with torch.no_grad():
@@ -38,6 +39,28 @@ def test_cosines_are_of_the_frozen_base_and_each_text_is_embedded_once(tiny_mode
                 parameter.add_(torch.randn_like(parameter))
     after = prompt_similarities(peft_model, tokenizer, prompts, replies, max_length=64)
     torch.testing.assert_close(after, before)
+    torch.testing.assert_close(prompt_similarities(peft_model, tokenizer, prompts, replies, max_length=64, kind="coverage"), coverage)
+    with pytest.raises(ValueError, match="prompt similarity 'max'"):
+        prompt_similarities(peft_model, tokenizer, prompts, replies, max_length=64, kind="max")
+
+
+def test_coverage_is_the_prompt_tokens_best_match_in_the_reply(tiny_model_dir):
+    from rlhf.models import load_sequence_classifier, load_tokenizer
+    from rlhf.reward.similarity import token_embeddings
+
+    tokenizer = load_tokenizer(str(tiny_model_dir), padding_side="right")
+    model = load_sequence_classifier(str(tiny_model_dir), device="cpu", pad_token_id=tokenizer.pad_token_id)
+    coverage = lambda p, r: prompt_similarities(model, tokenizer, p, r, max_length=64, kind="coverage")  # noqa: E731
+    assert coverage(["cat dog"], ["cat dog"]).item() == pytest.approx(1.0, abs=1e-5)  # every prompt token finds itself
+    prompts, replies = ["write about cat", "write about cat", "tree sky"], ["cat cat here", "dog dog here", "sky blue tree"]
+    values = coverage(prompts, replies)
+    # The same numbers, by hand from the token embeddings (a prompt's and a reply's, batch by batch).
+    tokens = token_embeddings(model, tokenizer, prompts + replies, max_length=64, batch_size=2, device="cpu")
+    by_hand = [float((tokens[i] @ tokens[3 + i].T).max(dim=1).values.mean()) for i in range(3)]
+    torch.testing.assert_close(values, torch.tensor(by_hand), atol=1e-5, rtol=1e-5)
+    assert values[0] > values[1]  # the reply that mentions the prompt's topic covers more of it
+    assert coverage(["cat", "cat"], ["", "cat"]).tolist()[0] == 0.0 and coverage(["cat"], [""]).item() == 0.0  # nothing to match
+    assert prompt_similarities(model, tokenizer, ["cat"], [""], max_length=64).item() == 0.0  # no direction: cosine 0
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):
         prompt_similarities(model, tokenizer, prompts[:2], replies[:1], max_length=64)
 
@@ -61,11 +84,12 @@ def topical_preferences(path, per_topic: int = 6):
     return path
 
 
-def test_the_learned_weight_carries_topicality_to_unseen_prompts(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("kind", ["coverage", "mean"])
+def test_the_learned_weight_carries_topicality_to_unseen_prompts(kind, tiny_model_dir, tmp_path):
     data = topical_preferences(tmp_path / "topical.jsonl")
     # The adapter's step size is made too small to learn anything, so what the held-out pairs get right beyond the
     # untrained cross-encoder is the similarity term's doing (its weight has its own step size).
-    config = tiny_config(tiny_model_dir, prompt_similarity=True, learning_rate=1e-8)
+    config = tiny_config(tiny_model_dir, prompt_similarity=kind, learning_rate=1e-8)
     metrics = train_reward_model(config, tmp_path / "sim", data=data).metrics
     weight, parts = metrics["prompt_similarity"]["weight"], metrics["prompt_similarity"]
     assert weight > 0.3  # the training pairs reward similarity to the prompt, so its weight grows from 0
@@ -79,7 +103,7 @@ def test_the_learned_weight_carries_topicality_to_unseen_prompts(tiny_model_dir,
 def test_scores_add_the_weighted_similarity_and_survive_a_reload(tiny_model_dir, tmp_path):
     data = echo_preferences(tmp_path / "echo.jsonl")
     plain = train_reward_model(tiny_config(tiny_model_dir, max_steps=2), tmp_path / "plain", data=data)
-    with_term = train_reward_model(tiny_config(tiny_model_dir, prompt_similarity=True, max_steps=6), tmp_path / "sim", data=data)
+    with_term = train_reward_model(tiny_config(tiny_model_dir, prompt_similarity="coverage", max_steps=6), tmp_path / "sim", data=data)
     assert "prompt_similarity" not in plain.metrics and plain.model_config.prompt_similarity_weight is None
     weight = with_term.model_config.prompt_similarity_weight
     assert weight == with_term.metrics["prompt_similarity"]["weight"]
@@ -98,11 +122,12 @@ def test_scores_add_the_weighted_similarity_and_survive_a_reload(tiny_model_dir,
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [({"listwise": True}, "not with listwise"), ({"objective": "regression"}, "pairwise training only"), ({"objective": "joint"}, "pairwise training only")],
+    [({"listwise": True}, "not with listwise"), ({"objective": "regression"}, "pairwise training only"), ({"objective": "joint"}, "pairwise training only"),
+     ({"prompt_similarity": "max"}, "expected off, coverage or mean")],
 )
 def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
-        RewardConfig(prompt_similarity=True, **overrides).validate()
+        RewardConfig(**{"prompt_similarity": "coverage", **overrides}).validate()
 
 
 def test_a_resumed_run_starts_from_the_saved_weight(tiny_model_dir, tmp_path):
@@ -111,7 +136,7 @@ def test_a_resumed_run_starts_from_the_saved_weight(tiny_model_dir, tmp_path):
     from test_reward_train import RecordingReporter
 
     data = topical_preferences(tmp_path / "topical.jsonl", per_topic=2)
-    config = tiny_config(tiny_model_dir, prompt_similarity=True, max_steps=6, save_steps=2, batch_size=4)
+    config = tiny_config(tiny_model_dir, prompt_similarity="mean", max_steps=6, save_steps=2, batch_size=4)
     straight = train_reward_model(config, tmp_path / "straight", data=data).model_config.prompt_similarity_weight
     with pytest.raises(Cancelled, match="step 3"):
         train_reward_model(config, tmp_path / "rm", data=data, reporter=RecordingReporter(stop_after=3))
@@ -131,12 +156,12 @@ def test_cli_flag_reaches_training(tiny_model_dir, tmp_path):
 
     data = topical_preferences(tmp_path / "topical.jsonl", per_topic=1)
     args = ["train-reward", "--data", str(data), "--base", str(tiny_model_dir), "--out", str(tmp_path / "rm"), "--max-steps", "2", "--lora-r", "2", "--device", "cpu", "--max-length", "64"]
-    result = CliRunner().invoke(app, [*args, "--prompt-similarity"])
+    result = CliRunner().invoke(app, [*args, "--prompt-similarity", "coverage"])
     assert result.exit_code == 0, result.output
     assert "prompt similarity weight" in result.output
     metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
     assert metrics["prompt_similarity"]["weight"] != 0.0
-    result = CliRunner().invoke(app, [*args[:-12], "--out", str(tmp_path / "rm2"), "--prompt-similarity", "--listwise"])
+    result = CliRunner().invoke(app, [*args[:-12], "--out", str(tmp_path / "rm2"), "--prompt-similarity", "coverage", "--listwise"])
     assert result.exit_code != 0 and "listwise" in result.output and not (tmp_path / "rm2").exists()
 
 
@@ -145,7 +170,7 @@ def test_ppo_does_not_put_such_a_model_on_the_policy_base(tiny_model_dir, tmp_pa
     from rlhf.ppo.reward import RewardDirectory
 
     data = topical_preferences(tmp_path / "topical.jsonl", per_topic=1)
-    train_reward_model(tiny_config(tiny_model_dir, prompt_similarity=True, max_steps=1), tmp_path / "rm", data=data)
+    train_reward_model(tiny_config(tiny_model_dir, prompt_similarity="coverage", max_steps=1), tmp_path / "rm", data=data)
     directory = RewardDirectory(tmp_path / "rm")
     problem = directory.sharing_problem(directory.base_model_path, load_tokenizer(str(tiny_model_dir)), False)
     assert problem is not None and "similarity" in problem

@@ -98,10 +98,11 @@ class RewardConfig:
     """Pairwise: save the mean of the trainable weights over the steps after this share of training (0.5: the second
     half; stochastic weight averaging), not the last step's, to damp the step-to-step noise of a small data set.
     0: the last step's weights. A resumed run averages from where it resumed."""
-    prompt_similarity: bool = False
-    """Pairwise: the reward is the cross-encoder's score + w · cos(prompt, reply), the cosine between mean-pooled
-    embeddings of the frozen base (adapter off), w one learned weight (rlhf.reward.similarity). It carries "does the
-    reply address this prompt" to prompts never trained on. Scoring then embeds prompt and reply too. Not with listwise."""
+    prompt_similarity: Literal["off", "coverage", "mean"] = "off"
+    """Pairwise: the reward is the cross-encoder's score + w · sim(prompt, reply), sim read off the frozen base (adapter
+    off), w one learned weight (rlhf.reward.similarity): `coverage` the mean over prompt tokens of the best cosine with
+    a reply token (BERTScore recall), `mean` the cosine of mean-pooled embeddings. It carries "does the reply address
+    this prompt" to prompts never trained on; scoring then embeds prompt and reply too. Not with listwise."""
     annotator_offsets: bool = False
     """regression / joint with a raw export: fit each annotator's own offset per dimension next to the heads (the
     heads then predict the average annotator), instead of normalising each annotator's scores beforehand."""
@@ -118,7 +119,9 @@ class RewardConfig:
             problems.append(f"off_prompt_pairs {self.off_prompt_pairs}: must be between 0 and 4")
         elif self.off_prompt_pairs and self.listwise:
             problems.append("off_prompt_pairs: not with listwise training (an added pair belongs to no ranking)")
-        if self.prompt_similarity and self.listwise:
+        if self.prompt_similarity not in ("off", "coverage", "mean"):
+            problems.append(f"prompt_similarity {self.prompt_similarity!r}: expected off, coverage or mean")
+        elif self.prompt_similarity != "off" and self.listwise:
             problems.append("prompt_similarity: not with listwise training")
         if not 0.0 <= self.average_weights_from < 1.0:
             problems.append(f"average_weights_from {self.average_weights_from}: must be in [0, 1)")
@@ -151,7 +154,7 @@ def objective_problems(config: RewardConfig) -> list[str]:
             problems.append(f"dimension_weights: {', '.join(sorted(set(weights) - set(config.dimensions)))} not among dimensions {config.dimensions}")
     if config.average_weights_from and config.objective != "pairwise":
         problems.append(f"average_weights_from: pairwise training only (objective {config.objective})")
-    if config.prompt_similarity and config.objective != "pairwise":
+    if config.prompt_similarity != "off" and config.objective != "pairwise":
         problems.append(f"prompt_similarity: pairwise training only (objective {config.objective})")
     if config.regression_weight < 0:
         problems.append(f"regression_weight {config.regression_weight}: must not be negative")
@@ -195,8 +198,10 @@ class RewardModelConfig:
     dimension_scale: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per dimension, `mean` and `std` in rubric points of the training ratings: a head's prediction ŝ (in
     annotator-normalised units) reads as mean + std · ŝ points on the rubric."""
+    prompt_similarity: str = "off"
+    """Which prompt–reply similarity the raw reward adds (RewardConfig.prompt_similarity): off, coverage or mean."""
     prompt_similarity_weight: float | None = None
-    """The learned weight w of the prompt–reply cosine in the raw reward (RewardConfig.prompt_similarity); None: no such term."""
+    """Its learned weight w in the raw reward (cross-encoder + w · similarity); None: no such term."""
     format_version: int = FORMAT_VERSION
     """Layout version of the reward directory."""
 

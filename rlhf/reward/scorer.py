@@ -226,11 +226,13 @@ class RewardModel:
         return self.normalize(raw) if normalize else raw
 
     def prompt_similarity(self, prompts: Sequence[PromptInput], responses: Sequence[str], *, batch_size: int = 16) -> torch.Tensor:
-        """cos(prompt, response) of the frozen base's mean-pooled embeddings, (N,): the feature `prompt_similarity_weight` multiplies."""
+        """The frozen base's similarity of prompt and response (`config.prompt_similarity`: coverage or mean), (N,):
+        the feature `prompt_similarity_weight` multiplies."""
         from rlhf.reward.similarity import prompt_similarities
 
         return prompt_similarities(
-            self.model, self.tokenizer, prompts, responses, max_length=self.config.max_length, batch_size=batch_size, device=self.device
+            self.model, self.tokenizer, prompts, responses, max_length=self.config.max_length, batch_size=batch_size, device=self.device,
+            kind=self.config.prompt_similarity if self.config.prompt_similarity != "off" else "mean",
         )
 
     def score_dimensions(self, prompts: Sequence[PromptInput], responses: Sequence[str], *, batch_size: int = 16) -> dict[str, torch.Tensor]:

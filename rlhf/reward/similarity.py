@@ -1,13 +1,19 @@
-"""The prompt–reply similarity feature: r(x, y) = cross-encoder score + w · cos(e(x), e(y)).
+"""The prompt–reply similarity feature: r(x, y) = cross-encoder score + w · sim(x, y).
 
 A cross-encoder trained on preferences inside one prompt never has to read the prompt (both
 replies answer it), so "does the reply address this prompt" does not carry to new prompts.
-The frozen base model used as a bi-encoder already knows it: the cosine between the mean-pooled
-embeddings of prompt and reply. `RewardConfig.prompt_similarity` adds that cosine with one
-learned weight `w`, fitted jointly with the cross-encoder by the same Bradley–Terry loss.
+The frozen base model already knows it. `RewardConfig.prompt_similarity` adds a similarity of
+prompt and reply read off the frozen base with one learned weight `w`, fitted jointly with the
+cross-encoder by the same Bradley–Terry loss. Two similarities:
+
+- `coverage` (the default): how much of the prompt the reply covers — the mean over the prompt's
+  tokens of the best cosine with any of the reply's tokens (BERTScore recall, Zhang et al. 2020,
+  of the prompt against the reply), on contextual token embeddings;
+- `mean`: the cosine between the mean-pooled embeddings of prompt and reply (a sentence encoder's
+  native use).
 
 The embeddings come from the reward model's own base with its adapter switched off (no second
-model to load; the feature is fixed during training, so it is computed once per text).
+model to load; the feature is fixed during training, so it is computed once per pair).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from typing import Sequence
 import torch
 
 from rlhf.reward.data import PromptInput
+
+SIMILARITY_KINDS = ("coverage", "mean")
+"""What `RewardConfig.prompt_similarity` may name (see the module docstring)."""
 
 SIMILARITY_LEARNING_RATE = 0.05
 """Adam step size of the one similarity weight. The adapter's rate (1e-4) would move a single number by at most
@@ -52,6 +61,8 @@ def embed_texts(model: torch.nn.Module, tokenizer, texts: Sequence[str], *, max_
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = tokenizer([texts[i] for i in chunk], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            if batch["input_ids"].shape[1] == 0:  # only empty texts (a tokenizer without special tokens): no direction
+                batch = _one_pad_token(batch, tokenizer)
             mask = batch["attention_mask"].to(device)
             hidden = backbone(input_ids=batch["input_ids"].to(device), attention_mask=mask).last_hidden_state.float()  # (b, T, H)
             weights = mask.unsqueeze(-1).to(hidden.dtype)
@@ -63,6 +74,17 @@ def embed_texts(model: torch.nn.Module, tokenizer, texts: Sequence[str], *, max_
     return out
 
 
+def _one_pad_token(batch, tokenizer):
+    """A batch of empty texts as one masked-out pad token each: the backbone cannot run on zero positions."""
+    rows = batch["input_ids"].shape[0]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return {
+        "input_ids": torch.full((rows, 1), pad, dtype=torch.long),
+        "attention_mask": torch.zeros((rows, 1), dtype=torch.long),
+        "special_tokens_mask": torch.ones((rows, 1), dtype=torch.long),
+    }
+
+
 class _nothing:
     def __enter__(self):
         return self
@@ -72,18 +94,64 @@ class _nothing:
 
 
 def prompt_similarities(
-    model: torch.nn.Module, tokenizer, prompts: Sequence[PromptInput], responses: Sequence[str], *, max_length: int, batch_size: int = 32, device=None
+    model: torch.nn.Module, tokenizer, prompts: Sequence[PromptInput], responses: Sequence[str], *, max_length: int,
+    batch_size: int = 32, device=None, kind: str = "mean",
 ) -> torch.Tensor:
-    """cos(e(prompt), e(response)) of each pair, (N,) float32 on CPU; each distinct text is embedded once."""
+    """sim(prompt, response) of each pair, (N,) float32 on CPU, `kind` coverage or mean; each distinct text is embedded once."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    if kind not in SIMILARITY_KINDS:
+        raise ValueError(f"prompt similarity {kind!r}: expected one of {', '.join(SIMILARITY_KINDS)}")
     if not prompts:
         return torch.empty(0)
     device = device if device is not None else next(model.parameters()).device
     prompt_texts = [prompt_text(p) for p in prompts]
+    if kind == "coverage":
+        return _coverages(model, tokenizer, prompt_texts, list(responses), max_length=max_length, batch_size=batch_size, device=device)
     distinct = sorted(set(prompt_texts) | set(responses))
     index = {text: i for i, text in enumerate(distinct)}
     embeddings = embed_texts(model, tokenizer, distinct, max_length=max_length, batch_size=batch_size, device=device)
     left = embeddings[[index[t] for t in prompt_texts]]
     right = embeddings[[index[t] for t in responses]]
     return (left * right).sum(dim=-1)
+
+
+@torch.inference_mode()
+def token_embeddings(model: torch.nn.Module, tokenizer, texts: Sequence[str], *, max_length: int, batch_size: int, device) -> list[torch.Tensor]:
+    """Each text's unit-length contextual token embeddings, (n_tokens, H) float32 on CPU, special tokens left out."""
+    backbone = _backbone(model)
+    scope = model.disable_adapter() if hasattr(model, "disable_adapter") else _nothing()
+    out: list[torch.Tensor | None] = [None] * len(texts)
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    with scope:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in chunk], padding=True, truncation=True, max_length=max_length, return_tensors="pt", return_special_tokens_mask=True
+            )
+            if batch["input_ids"].shape[1] == 0:  # only empty texts: no token to match
+                batch = _one_pad_token(batch, tokenizer)
+            mask = batch["attention_mask"]
+            hidden = backbone(input_ids=batch["input_ids"].to(device), attention_mask=mask.to(device)).last_hidden_state.float().cpu()
+            keep = mask.bool() & ~batch["special_tokens_mask"].bool()
+            for row, i in enumerate(chunk):
+                out[i] = torch.nn.functional.normalize(hidden[row][keep[row]], dim=-1)
+    return out  # type: ignore[return-value]
+
+
+def _coverages(model, tokenizer, prompts: list[str], responses: list[str], *, max_length: int, batch_size: int, device) -> torch.Tensor:
+    """Mean over each prompt's tokens of the best cosine with its response's tokens; 0 where either has no token.
+
+    Prompts' token embeddings are kept (few); responses' are used batch by batch and dropped (many, long).
+    """
+    distinct_prompts = sorted(set(prompts))
+    prompt_tokens = dict(zip(distinct_prompts, token_embeddings(model, tokenizer, distinct_prompts, max_length=max_length, batch_size=batch_size, device=device)))
+    pairs = sorted(set(zip(prompts, responses)), key=lambda pair: -len(pair[1]))
+    values: dict[tuple[str, str], float] = {}
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        replies = token_embeddings(model, tokenizer, [reply for _, reply in chunk], max_length=max_length, batch_size=batch_size, device=device)
+        for (prompt, reply), reply_tokens in zip(chunk, replies):
+            question = prompt_tokens[prompt]
+            values[(prompt, reply)] = float((question @ reply_tokens.T).max(dim=1).values.mean()) if len(question) and len(reply_tokens) else 0.0
+    return torch.tensor([values[pair] for pair in zip(prompts, responses)], dtype=torch.float32)

@@ -488,10 +488,11 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
     torch.manual_seed(config.seed)  # the score head's initialisation
     model = load_sequence_classifier(source, load_in_4bit=config.load_in_4bit, device=device, pad_token_id=tokenizer.pad_token_id)
     head_name = head_name_of(model)
-    if config.prompt_similarity:  # a fixed feature of each text pair: computed once, on the base before any adapter
+    if config.prompt_similarity != "off":  # a fixed feature of each text pair: computed once, on the base before any adapter
         prompts = data.train["prompt"].tolist()
         similarity_of = lambda replies: prompt_similarities(  # noqa: E731
-            model, tokenizer, prompts, replies, max_length=config.max_length, batch_size=config.eval_batch_size, device=device
+            model, tokenizer, prompts, replies, max_length=config.max_length, batch_size=config.eval_batch_size, device=device,
+            kind=config.prompt_similarity,
         ).tolist()
         train_set = train_set.add_column("chosen_similarity", similarity_of(data.train["chosen"].tolist()))
         train_set = train_set.add_column("rejected_similarity", similarity_of(data.train["rejected"].tolist()))
@@ -509,7 +510,7 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
     callbacks = [callback] + ([_weight_averaging_callback(config.average_weights_from)] if config.average_weights_from else [])
     trainer_class = listwise_trainer_class() if config.listwise else _make_trainer_class()
     similarity_weight = None
-    if config.prompt_similarity:
+    if config.prompt_similarity != "off":
         similarity_weight = nn.Parameter(torch.tensor(_resumed_similarity_weight(resume_from), dtype=torch.float32))
         callbacks.append(_similarity_weight_callback(similarity_weight))
     trainer = trainer_class(
@@ -547,13 +548,15 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
         weight = float(similarity_weight.detach())
         test_prompts = data.test["prompt"].tolist()
         similarity_of = lambda replies: prompt_similarities(  # noqa: E731
-            model, tokenizer, test_prompts, replies, max_length=config.max_length, batch_size=config.eval_batch_size, device=device
+            model, tokenizer, test_prompts, replies, max_length=config.max_length, batch_size=config.eval_batch_size, device=device,
+            kind=config.prompt_similarity,
         )
         chosen_similarity, rejected_similarity = similarity_of(data.test["chosen"].tolist()), similarity_of(data.test["rejected"].tolist())
         cross_accuracy = float((chosen_scores > rejected_scores).float().mean()) if len(chosen_scores) else None
         chosen_scores = chosen_scores + weight * chosen_similarity
         rejected_scores = rejected_scores + weight * rejected_similarity
         similarity_metrics = {
+            "kind": config.prompt_similarity,
             "weight": weight,
             # What each part alone gets right on the held-out pairs (the sum is `held_out.accuracy`).
             "held_out_accuracy_similarity_alone": float((chosen_similarity > rejected_similarity).float().mean()) if len(chosen_similarity) else None,
@@ -599,6 +602,7 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
         use_chat_template=use_template,
         export_hash=metrics["export_hash"],
         training=asdict(config),
+        prompt_similarity=config.prompt_similarity,
         prompt_similarity_weight=float(similarity_weight.detach()) if similarity_weight is not None else None,
     )
     lineage = {

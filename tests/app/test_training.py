@@ -254,7 +254,7 @@ def test_submitting_the_form_queues_a_job_with_the_params(app_env):
     at.number_input(key=tp.field_key("train-reward", "learning_rate")).set_value(5e-4)
     at.checkbox(key=tp.field_key("train-reward", "load_in_4bit")).check()
     at.number_input(key=tp.field_key("train-reward", "off_prompt_pairs")).set_value(0.5)
-    at.checkbox(key=tp.field_key("train-reward", "prompt_similarity")).check()
+    at.selectbox(key=tp.field_key("train-reward", "prompt_similarity")).set_value("coverage")
     submit_button(at).click().run()
     no_exception(at)
 
@@ -262,7 +262,7 @@ def test_submitting_the_form_queues_a_job_with_the_params(app_env):
     assert (job.status, job.project_id) == ("queued", app_env.project_id)
     assert job.params["export_artifact_id"] == export.id
     assert (job.params["max_steps"], job.params["learning_rate"], job.params["load_in_4bit"]) == (3, 5e-4, True)
-    assert (job.params["off_prompt_pairs"], job.params["average_weights_from"], job.params["prompt_similarity"]) == (0.5, 0.0, True)
+    assert (job.params["off_prompt_pairs"], job.params["average_weights_from"], job.params["prompt_similarity"]) == (0.5, 0.0, "coverage")
     assert job.params["base_model"] == "smollm2-135m-instruct"  # untouched fields keep their defaults
     assert any(f"Queued job #{job.id}" in s.value for s in at.success)
     assert at.selectbox(key=tp.SELECTED_JOB).value == job.id  # the new job is the one shown
