@@ -91,9 +91,12 @@ def test_concurrency_is_bounded(server):
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
 
-    def pipe(a, b):
+    def pipe(a, b, on_first_data=None):
         try:
             while data := a.recv(65536):
+                if on_first_data is not None:  # before relaying it: the client cannot have the reply yet
+                    on_first_data()
+                    on_first_data = None
                 b.sendall(data)
         except OSError:
             pass
@@ -105,16 +108,26 @@ def test_concurrency_is_bounded(server):
                     pass
 
     def handle(conn):
+        # A request counts as open from its connection until its reply starts coming back. The reply is relayed
+        # only after the count drops, so a worker's next request can never overlap its last in the count, however
+        # slowly the proxy's threads notice closing sockets (counting whole sockets saw 6 of 3 on a loaded machine).
+        counted = [True]
+
+        def uncount():
+            with lock:
+                if counted[0]:
+                    open_now[0] -= 1
+                    counted[0] = False
+
         with lock:
             open_now[0] += 1
             peak[0] = max(peak[0], open_now[0])
         upstream = socket.create_connection((host, int(port)))
-        back = threading.Thread(target=pipe, args=(upstream, conn))
+        back = threading.Thread(target=pipe, args=(upstream, conn, uncount))
         back.start()
         pipe(conn, upstream)
         back.join()
-        with lock:
-            open_now[0] -= 1
+        uncount()  # a connection closed without a reply
 
     def accept():
         while True:
@@ -130,8 +143,7 @@ def test_concurrency_is_bounded(server):
     replies = client.complete_many([conversation(i) for i in range(12)], max_tokens=4)
     listener.close()
     assert all(r.text is not None for r in replies)
-    # A finished request's socket may still be closing in the proxy when the next one opens: one over at most.
-    assert 2 <= peak[0] <= 3 + 1
+    assert 2 <= peak[0] <= 3
 
 
 def test_a_wrong_key_stops_the_run_without_showing_the_key(server):
