@@ -183,9 +183,10 @@ class E2EConfig:
     to another prompt as the rejected one, so the model has to read the prompt (issue 20)."""
     reward_average_weights_from: float = 0.0
     """Save the reward model's weights averaged over the steps after this share of training (0: the last step's)."""
-    reward_prompt_similarity: str = "off"
-    """Pairwise: add a learned weight times the frozen base's prompt–reply similarity (coverage or mean) to the
-    reward (`rlhf train-reward --prompt-similarity`; issue 20)."""
+    reward_prompt_similarity: str = "coverage"
+    """Pairwise: add a learned weight times the frozen base's prompt–reply similarity (coverage or mean; off) to the
+    reward (`rlhf train-reward --prompt-similarity`; issue 20). Coverage, measured alone on seeds 0/1/2 (stop 28):
+    0.787 → 0.787, 0.720 → 0.792, 0.691 → 0.731 against gold, so it is the default here."""
     stop_after: Optional[str] = None
     """`reward`: stop once the reward models are measured (a seed's reward stage in minutes, without PPO)."""
     reward_lora_layers: Optional[int] = None
