@@ -18,6 +18,7 @@ model to load; the feature is fixed during training, so it is computed once per 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Sequence
 
 import torch
@@ -54,7 +55,7 @@ def embed_texts(model: torch.nn.Module, tokenizer, texts: Sequence[str], *, max_
     if not texts:
         return torch.empty(0, 0)
     backbone = _backbone(model)
-    scope = model.disable_adapter() if hasattr(model, "disable_adapter") else _nothing()
+    scope = model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # less padding per batch
     out: torch.Tensor | None = None
     with scope:
@@ -85,14 +86,6 @@ def _one_pad_token(batch, tokenizer):
     }
 
 
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def prompt_similarities(
     model: torch.nn.Module, tokenizer, prompts: Sequence[PromptInput], responses: Sequence[str], *, max_length: int,
     batch_size: int = 32, device=None, kind: str = "mean",
@@ -120,7 +113,7 @@ def prompt_similarities(
 def token_embeddings(model: torch.nn.Module, tokenizer, texts: Sequence[str], *, max_length: int, batch_size: int, device) -> list[torch.Tensor]:
     """Each text's unit-length contextual token embeddings, (n_tokens, H) float32 on CPU, special tokens left out."""
     backbone = _backbone(model)
-    scope = model.disable_adapter() if hasattr(model, "disable_adapter") else _nothing()
+    scope = model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
     out: list[torch.Tensor | None] = [None] * len(texts)
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     with scope:
