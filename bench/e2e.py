@@ -72,6 +72,7 @@ import dataclasses
 import gc
 import json
 import os
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -187,6 +188,10 @@ class E2EConfig:
     """Pairwise: add a learned weight times the frozen base's prompt–reply similarity (coverage or mean; off) to the
     reward (`rlhf train-reward --prompt-similarity`; issue 20). Coverage, measured alone on seeds 0/1/2 (stop 28):
     0.787 → 0.787, 0.720 → 0.792, 0.691 → 0.731 against gold, so it is the default here."""
+    reward_from: Optional[Path] = None
+    """An earlier run's report directory (same seed and settings up to the export): its trained reward models are
+    copied and measured instead of trained again, so PPO settings can be compared on one reward model and without
+    the reward stage's ~17 minutes. Refused unless each model was trained on this run's export (content hash)."""
     stop_after: Optional[str] = None
     """`reward`: stop once the reward models are measured (a seed's reward stage in minutes, without PPO)."""
     reward_lora_layers: Optional[int] = None
@@ -206,7 +211,12 @@ class E2EConfig:
     ppo_learning_rate: float = 1e-4
     """Adam learning rate of the policy and value adapters."""
     ppo_kl_coef: float = 0.05
-    """KL penalty coefficient."""
+    """KL penalty coefficient (the starting one, with `ppo_kl_target`)."""
+    ppo_kl_target: Optional[float] = None
+    """Adapt the coefficient towards this KL per response (Ziegler et al.'s controller, `ppo_kl_horizon` episodes);
+    None: keep it fixed."""
+    ppo_kl_horizon: int = 10000
+    """Horizon of the adaptive controller in episodes (PPOConfig.kl_horizon)."""
     # ---- the InstructGPT order (pipelines instructgpt and both)
     held_out: int = 40
     """Prompts of the sample file held out from every training stage (seeded shuffle); the gold table samples them."""
@@ -422,12 +432,16 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         normalization_samples=256, objective=objective, off_prompt_pairs=config.reward_off_prompt_pairs,
         average_weights_from=average_weights_from, prompt_similarity=prompt_similarity,
     )
-    reporter = _reporter(config, "reward model", "step")
-    try:
-        result = train_reward_model(reward_config, out, data=export_path, engine=engine, reporter=reporter, ratings=ratings_path if objective != "pairwise" else None)
-    finally:
-        _close(reporter)
-    held_out = {k: v for k, v in result.metrics.get("held_out", {}).items() if k != "bins"}
+    if config.reward_from is not None:
+        metrics, global_step = reuse_reward_model(Path(config.reward_from) / out.name, out, export_path)
+    else:
+        reporter = _reporter(config, "reward model", "step")
+        try:
+            result = train_reward_model(reward_config, out, data=export_path, engine=engine, reporter=reporter, ratings=ratings_path if objective != "pairwise" else None)
+        finally:
+            _close(reporter)
+        metrics, global_step = result.metrics, result.global_step
+    held_out = {k: v for k, v in metrics.get("held_out", {}).items() if k != "bins"}
     test = rows[rows["split"] == "test"]
     pairs = checks.gold_pairs(test, categories)
     model = RewardModel.load(out, device=config.device)
@@ -456,11 +470,12 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         "objective": objective,
         "base": config.reward_base,
         "lora_scope": f"the top {config.reward_lora_layers} layers" if config.reward_lora_layers else "every layer",
-        "steps": result.global_step,
+        "steps": global_step,
+        "reused_from": str(Path(config.reward_from) / out.name) if config.reward_from is not None else None,
         "batch_size": config.reward_batch_size,
         "off_prompt_pairs": config.reward_off_prompt_pairs,
         "average_weights_from": average_weights_from,
-        "prompt_similarity": result.metrics.get("prompt_similarity"),
+        "prompt_similarity": metrics.get("prompt_similarity"),
         "prompt_similarity_parts": similarity_parts,
         "train_pairs": int((rows["split"] == "train").sum()),
         "test_pairs": len(pairs),
@@ -475,6 +490,28 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         "gap_points": None if accuracy_vs_gold is None or best is None else round(100 * (accuracy_vs_gold - best), 2),
         "held_out": held_out,
     }
+
+
+def reuse_reward_model(source: Path, out: Path, export_path: Path) -> tuple[dict[str, Any], int]:
+    """Copy a reward model an earlier run trained into `out`; its metrics and steps. It must have been trained on
+    this very export (the manifest's content hash), otherwise its held-out figures would not be this run's."""
+    from rlhf.export import read_manifest
+
+    metrics_path = source / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"--reward-from: {source} holds no trained reward model (no metrics.json)")
+    metrics = json.loads(metrics_path.read_text())
+    manifest = read_manifest(export_path)
+    expected = manifest.content_hash if manifest is not None else None
+    if metrics.get("export_hash") != expected:
+        raise ValueError(
+            f"--reward-from: {source} was trained on export {metrics.get('export_hash')}, this run exported {expected} "
+            "(another seed or other settings before the reward stage)"
+        )
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(source, out)
+    return metrics, int(metrics.get("train", {}).get("steps") or 0)
 
 
 def round_prompts(responses) -> tuple[list[int], list[Any], dict[int, Optional[str]]]:
@@ -575,7 +612,8 @@ def run_ppo(
         policy=policy or config.policy, reward=str(reward_dir), prompts=prompts, database_url=database_url, out=str(out), device=config.device,
         load_in_4bit=config.ppo_4bit, total_iterations=config.ppo_iterations, batch_size=config.ppo_batch_size,
         num_mini_batches=2 if config.ppo_batch_size % 2 == 0 else 1, response_length=config.ppo_response_length,
-        learning_rate=config.ppo_learning_rate, kl_coef=config.ppo_kl_coef, seed=config.seed, checkpoint_every=5, truncate_prompts=True,
+        learning_rate=config.ppo_learning_rate, kl_coef=config.ppo_kl_coef, seed=config.seed,
+        adaptive_kl=config.ppo_kl_target is not None, kl_target=config.ppo_kl_target or 6.0, kl_horizon=config.ppo_kl_horizon, checkpoint_every=5, truncate_prompts=True,
         sample_count=4,
     )
     inner = _reporter(config, "ppo", "iteration")
@@ -1107,8 +1145,12 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--reward-off-prompt-pairs", type=float, default=None, help="off-prompt pairs added per training pair (0.25: one in four)")
     parser.add_argument("--reward-average-weights-from", type=float, default=None, help="average the reward model's weights over the steps after this share of training")
     parser.add_argument("--reward-prompt-similarity", choices=("off", "coverage", "mean"), default=None, help="add a learned prompt–reply similarity term to the pairwise reward model")
+    parser.add_argument("--reward-from", type=Path, default=None, help="reuse the reward models an earlier run of the same seed trained (its report directory)")
     parser.add_argument("--stop-after", choices=("reward",), default=None, help="stop after this stage (reward: seed, simulate, export, reward models)")
     parser.add_argument("--ppo-iterations", type=int, default=None)
+    parser.add_argument("--ppo-kl-coef", type=float, default=None, help="KL penalty coefficient (default 0.05; the start with --ppo-kl-target)")
+    parser.add_argument("--ppo-kl-target", type=float, default=None, help="adapt the KL coefficient towards this KL per response")
+    parser.add_argument("--ppo-kl-horizon", type=int, default=None, help="the adaptive controller's horizon in episodes (default 10000)")
     parser.add_argument("--annotators", type=int, default=None)
     parser.add_argument("--spammers", type=int, default=None)
     parser.add_argument("--noise", type=float, default=None)
@@ -1127,8 +1169,9 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     overrides = {
         "budget_minutes": args.budget_minutes, "out_dir": args.out_dir, "database_url": args.database_url, "sample_file": args.sample_file,
         "prompt_limit": args.prompt_limit, "reward_base": args.reward_base, "policy": args.policy, "reward_steps": args.reward_steps,
-        "reward_lora_layers": args.reward_lora_layers, "reward_off_prompt_pairs": args.reward_off_prompt_pairs, "reward_average_weights_from": args.reward_average_weights_from, "reward_prompt_similarity": args.reward_prompt_similarity, "export_aggregate": args.aggregate,
-        "ppo_iterations": args.ppo_iterations, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
+        "reward_lora_layers": args.reward_lora_layers, "reward_off_prompt_pairs": args.reward_off_prompt_pairs, "reward_average_weights_from": args.reward_average_weights_from, "reward_prompt_similarity": args.reward_prompt_similarity,
+        "reward_from": args.reward_from, "export_aggregate": args.aggregate,
+        "ppo_iterations": args.ppo_iterations, "ppo_kl_coef": args.ppo_kl_coef, "ppo_kl_target": args.ppo_kl_target, "ppo_kl_horizon": args.ppo_kl_horizon, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
         "torch_threads": args.threads, "stop_after": args.stop_after, "held_out": args.held_out, "demos": args.demos,
         "reward_objectives": tuple(o.strip() for o in args.reward_objectives.split(",")) if args.reward_objectives else None,
     }

@@ -39,7 +39,10 @@ def test_parse_args_quick_and_overrides():
     assert config.quick and config.prompt_limit == 12 and config.ppo_iterations == 3
     assert not config.progress and not config.control
     assert config.export_aggregate == "dawid-skene" and e2e.parse_args(["--aggregate", "majority"]).export_aggregate == "majority"
+    kl = e2e.parse_args(["--ppo-kl-coef", "0.1", "--ppo-kl-target", "4", "--ppo-kl-horizon", "200", "--reward-from", "runs/s1"])
+    assert (kl.ppo_kl_coef, kl.ppo_kl_target, kl.ppo_kl_horizon, kl.reward_from) == (0.1, 4.0, 200, Path("runs/s1"))
     full = e2e.parse_args([])
+    assert full.ppo_kl_target is None and full.reward_from is None
     assert (full.annotators, full.spammers, full.ppo_iterations, full.budget_minutes) == (20, 3, 30, 45.0)
 
 
@@ -167,6 +170,23 @@ def test_e2e_stops_after_the_reward_stage_with_every_objective(tmp_path, tiny_mo
     for part in ("similarity_alone", "cross_encoder_alone"):
         assert sum(g["pairs"] for g in pairwise["prompt_similarity_parts"][part].values()) == pairwise["test_pairs_with_gold_preference"]
     assert (tmp_path / "report" / "export" / "ratings.jsonl").is_file()
+
+    # Another run of the same seed reuses those models: same figures, no training.
+    again = dataclasses.replace(config, out_dir=tmp_path / "again", reward_from=tmp_path / "report")
+    reused = e2e.run_e2e(again, echo=lambda *a, **k: None)
+    for objective, figures in saved["reward_objectives"].items():
+        copy = reused["reward_objectives"][objective]
+        assert copy["reused_from"] == str(tmp_path / "report" / figures_dir(objective))
+        assert (copy["accuracy_vs_gold"], copy["steps"], copy["held_out"]) == (figures["accuracy_vs_gold"], figures["steps"], figures["held_out"])
+        assert (tmp_path / "again" / figures_dir(objective) / "metrics.json").is_file()
+    # A run whose export differs (another seed) refuses them before measuring anything.
+    with pytest.raises(ValueError, match="--reward-from: .* was trained on export"):
+        e2e.run_e2e(dataclasses.replace(again, out_dir=tmp_path / "other-seed", seed=config.seed + 1), echo=lambda *a, **k: None)
+
+
+def figures_dir(objective: str) -> str:
+    """Where the e2e run keeps each objective's model: the first (here regression) in `reward`, the others in `reward-<objective>`."""
+    return "reward" if objective == "regression" else f"reward-{objective}"
 
 
 def test_parse_args_pipeline_and_its_budget():
