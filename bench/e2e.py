@@ -1148,6 +1148,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--reward-from", type=Path, default=None, help="reuse the reward models an earlier run of the same seed trained (its report directory)")
     parser.add_argument("--stop-after", choices=("reward",), default=None, help="stop after this stage (reward: seed, simulate, export, reward models)")
     parser.add_argument("--ppo-iterations", type=int, default=None)
+    parser.add_argument("--ppo-learning-rate", type=float, default=None, help="PPO's Adam learning rate (default 1e-4)")
     parser.add_argument("--ppo-kl-coef", type=float, default=None, help="KL penalty coefficient (default 0.05; the start with --ppo-kl-target)")
     parser.add_argument("--ppo-kl-target", type=float, default=None, help="adapt the KL coefficient towards this KL per response")
     parser.add_argument("--ppo-kl-horizon", type=int, default=None, help="the adaptive controller's horizon in episodes (default 10000)")
@@ -1171,7 +1172,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
         "prompt_limit": args.prompt_limit, "reward_base": args.reward_base, "policy": args.policy, "reward_steps": args.reward_steps,
         "reward_lora_layers": args.reward_lora_layers, "reward_off_prompt_pairs": args.reward_off_prompt_pairs, "reward_average_weights_from": args.reward_average_weights_from, "reward_prompt_similarity": args.reward_prompt_similarity,
         "reward_from": args.reward_from, "export_aggregate": args.aggregate,
-        "ppo_iterations": args.ppo_iterations, "ppo_kl_coef": args.ppo_kl_coef, "ppo_kl_target": args.ppo_kl_target, "ppo_kl_horizon": args.ppo_kl_horizon, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
+        "ppo_iterations": args.ppo_iterations, "ppo_learning_rate": args.ppo_learning_rate, "ppo_kl_coef": args.ppo_kl_coef, "ppo_kl_target": args.ppo_kl_target, "ppo_kl_horizon": args.ppo_kl_horizon, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
         "torch_threads": args.threads, "stop_after": args.stop_after, "held_out": args.held_out, "demos": args.demos,
         "reward_objectives": tuple(o.strip() for o in args.reward_objectives.split(",")) if args.reward_objectives else None,
     }

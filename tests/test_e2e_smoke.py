@@ -39,8 +39,8 @@ def test_parse_args_quick_and_overrides():
     assert config.quick and config.prompt_limit == 12 and config.ppo_iterations == 3
     assert not config.progress and not config.control
     assert config.export_aggregate == "dawid-skene" and e2e.parse_args(["--aggregate", "majority"]).export_aggregate == "majority"
-    kl = e2e.parse_args(["--ppo-kl-coef", "0.1", "--ppo-kl-target", "4", "--ppo-kl-horizon", "200", "--reward-from", "runs/s1"])
-    assert (kl.ppo_kl_coef, kl.ppo_kl_target, kl.ppo_kl_horizon, kl.reward_from) == (0.1, 4.0, 200, Path("runs/s1"))
+    kl = e2e.parse_args(["--ppo-kl-coef", "0.1", "--ppo-kl-target", "4", "--ppo-kl-horizon", "200", "--reward-from", "runs/s1", "--ppo-learning-rate", "3e-4"])
+    assert kl.ppo_learning_rate == 3e-4 and (kl.ppo_kl_coef, kl.ppo_kl_target, kl.ppo_kl_horizon, kl.reward_from) == (0.1, 4.0, 200, Path("runs/s1"))
     full = e2e.parse_args([])
     assert full.ppo_kl_target is None and full.reward_from is None
     assert (full.annotators, full.spammers, full.ppo_iterations, full.budget_minutes) == (20, 3, 30, 45.0)
