@@ -185,8 +185,8 @@ class E2EConfig:
     reward_average_weights_from: float = 0.0
     """Save the reward model's weights averaged over the steps after this share of training (0: the last step's)."""
     reward_prompt_similarity: str = "coverage"
-    """Pairwise: add a learned weight times the frozen base's prompt–reply similarity (coverage or mean; off) to the
-    reward (`rlhf train-reward --prompt-similarity`; issue 20). Coverage, measured alone on seeds 0/1/2 (stop 28):
+    """Add a learned weight (one per dimension head for regression / joint) times the frozen base's prompt–reply
+    similarity (coverage or mean; off) to every objective's reward (`rlhf train-reward --prompt-similarity`; issue 20). Coverage, measured alone on seeds 0/1/2 (stop 28):
     0.787 → 0.787, 0.720 → 0.792, 0.691 → 0.731 against gold, so it is the default here."""
     reward_from: Optional[Path] = None
     """An earlier run's report directory (same seed and settings up to the export): its trained reward models are
@@ -423,7 +423,7 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
 
     scope = top_layers_regex(config.reward_base, config.reward_lora_layers)
     average_weights_from = config.reward_average_weights_from if objective == "pairwise" else 0.0  # pairwise only
-    prompt_similarity = config.reward_prompt_similarity if objective == "pairwise" else "off"  # pairwise only
+    prompt_similarity = config.reward_prompt_similarity
     reward_config = RewardConfig(
         base_model=config.reward_base, max_steps=config.reward_steps, batch_size=config.reward_batch_size, max_length=config.reward_max_length,
         learning_rate=config.reward_learning_rate, lora_target_modules=scope, eval_fraction=config.test_size, seed=config.seed, device=config.device,

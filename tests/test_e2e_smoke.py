@@ -163,12 +163,12 @@ def test_e2e_stops_after_the_reward_stage_with_every_objective(tmp_path, tiny_mo
         groups = figures["by_gold_component"]  # every held-out pair with a gold preference is in one group
         assert sum(g["pairs"] for g in groups.values()) == figures["test_pairs_with_gold_preference"]
     assert "ratings" in saved["reward_objectives"]["joint"]["held_out"]
-    # The similarity term is pairwise only; there each part's accuracy per gold component is reported.
-    assert saved["reward_objectives"]["joint"]["prompt_similarity"] is None
-    pairwise = saved["reward_objectives"]["pairwise"]
-    assert pairwise["prompt_similarity"]["weight"] != 0.0
-    for part in ("similarity_alone", "cross_encoder_alone"):
-        assert sum(g["pairs"] for g in pairwise["prompt_similarity_parts"][part].values()) == pairwise["test_pairs_with_gold_preference"]
+    # Every objective adds the similarity term; each part's accuracy per gold component is reported.
+    for figures in saved["reward_objectives"].values():
+        assert figures["prompt_similarity"]["weight"] != 0.0
+        for part in ("similarity_alone", "cross_encoder_alone"):
+            assert sum(g["pairs"] for g in figures["prompt_similarity_parts"][part].values()) == figures["test_pairs_with_gold_preference"]
+    assert set(saved["reward_objectives"]["joint"]["prompt_similarity"]["dimension_weights"]) == set(saved["reward_objectives"]["joint"]["held_out"]["ratings"]["dimensions"])
     assert (tmp_path / "report" / "export" / "ratings.jsonl").is_file()
 
     # Another run of the same seed reuses those models: same figures, no training.

@@ -122,8 +122,7 @@ def test_scores_add_the_weighted_similarity_and_survive_a_reload(tiny_model_dir,
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [({"listwise": True}, "not with listwise"), ({"objective": "regression"}, "pairwise training only"), ({"objective": "joint"}, "pairwise training only"),
-     ({"prompt_similarity": "max"}, "expected off, coverage or mean")],
+    [({"listwise": True}, "not with listwise"), ({"prompt_similarity": "max"}, "expected off, coverage or mean")],
 )
 def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -174,3 +173,53 @@ def test_ppo_does_not_put_such_a_model_on_the_policy_base(tiny_model_dir, tmp_pa
     directory = RewardDirectory(tmp_path / "rm")
     problem = directory.sharing_problem(directory.base_model_path, load_tokenizer(str(tiny_model_dir)), False)
     assert problem is not None and "similarity" in problem
+
+
+def topical_ratings(path, per_topic: int = 4):
+    """Ratings in the raw export's shape: a reply about the prompt's topic gets 6 on both dimensions, one about another
+    topic 2. Training prompts on SEEN topics, held-out ones on UNSEEN topics (as `topical_preferences`)."""
+    rng = random.Random(1)
+    rows = []
+    for split, topics in (("train", SEEN), ("test", UNSEEN)):
+        for topic in topics:
+            for _ in range(per_topic):
+                other = rng.choice([t for t in topics if t != topic])
+                for reply, score in ((f"{topic} {topic} here", 6), (f"{other} {other} here", 2)):
+                    for annotator in ("ann-1", "ann-2"):
+                        rows.append({"kind": "rating", "annotator": annotator, "prompt": f"write about {topic}", "response_a": reply,
+                                     "score_helpfulness": score, "score_honesty": score, "split": split})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.parametrize("objective", ["regression", "joint"])
+def test_each_dimension_head_learns_its_own_similarity_weight(objective, tiny_model_dir, tmp_path):
+    pairs, ratings = topical_preferences(tmp_path / "topical.jsonl"), topical_ratings(tmp_path / "ratings.jsonl")
+    # As for pairwise: the adapter cannot learn (step 1e-8), so what carries to the unseen topics is the term.
+    config = tiny_config(tiny_model_dir, objective=objective, prompt_similarity="coverage", learning_rate=1e-8, max_steps=80)
+    result = train_reward_model(config, tmp_path / "sim", data=pairs, ratings=ratings)
+    metrics, model_config = result.metrics, result.model_config
+    per_dimension = metrics["prompt_similarity"]["dimension_weights"]
+    assert set(per_dimension) == {"helpfulness", "honesty"} and all(v > 0.1 for v in per_dimension.values())  # measured: 0.20 / 0.28 (regression), 0.98 / 1.01 (joint)
+    assert model_config.prompt_similarity_dimension_weights == list(per_dimension.values())
+    # The scalar's weight is the dimensions' weighted sum (equal weights here).
+    assert model_config.prompt_similarity_weight == pytest.approx(sum(per_dimension.values()) / 2, rel=1e-5)
+    parts = metrics["prompt_similarity"]
+    assert metrics["held_out"]["accuracy"] >= parts["held_out_accuracy_cross_encoder_alone"] + 0.15  # measured: 0.50 → 0.69 / 0.78
+    # Held-out ratings: the heads alone would be flat on unseen topics; with the term they rank on-topic replies higher.
+    assert metrics["held_out"]["ratings"]["overall"]["pearson"] > 0.25  # measured: 0.37 (regression), 0.49 (joint)
+
+    # Each dimension `rlhf score` reports carries its own share of the term, and so does the scalar.
+    scorer = RewardModel.load(tmp_path / "sim", device="cpu")
+    prompts, replies = ["write about hello", "write about hello"], ["hello hello here", "sum sum here"]
+    similarity = scorer.prompt_similarity(prompts, replies)
+    from rlhf.reward.scorer import raw_outputs
+
+    heads = raw_outputs(scorer.model, scorer.encode(prompts, replies), pad_id=scorer.tokenizer.pad_token_id, batch_size=4, device="cpu")
+    dimensions = scorer.score_dimensions(prompts, replies)
+    for d, name in enumerate(("helpfulness", "honesty")):
+        scale = model_config.dimension_scale[name]
+        expected = scale["mean"] + scale["std"] * (heads[:, d] + per_dimension[name] * similarity)
+        torch.testing.assert_close(dimensions[name], expected, atol=1e-4, rtol=1e-4)
+    raw = scorer.score(prompts, replies, normalize=False)
+    torch.testing.assert_close(raw, heads.mean(dim=1) + model_config.prompt_similarity_weight * similarity, atol=1e-4, rtol=1e-4)

@@ -113,7 +113,7 @@ def train_reward_command(
     annotator_offsets: bool = typer.Option(False, "--annotator-offsets", help="regression / joint with a raw export: fit per-annotator offsets instead of normalising each annotator."),
     average_weights_from: float = typer.Option(0.0, "--average-weights-from", help="Save the weights averaged over the steps after this share of training (0.5: the second half)."),
     off_prompt_pairs: float = typer.Option(0.0, "--off-prompt-pairs", help="Add this many pairs per training pair whose rejected reply answers another prompt (0.5: one per two pairs)."),
-    prompt_similarity: str = typer.Option("off", "--prompt-similarity", help="Pairwise: add a learned weight times the frozen base's prompt–reply similarity to the reward: coverage (BERTScore recall of the prompt) or mean (pooled cosine); off by default."),
+    prompt_similarity: str = typer.Option("off", "--prompt-similarity", help="Add a learned weight (one per dimension head for regression / joint) times the frozen base's prompt–reply similarity to the reward: coverage (BERTScore recall of the prompt) or mean (pooled cosine); off by default."),
 ) -> None:
     """Train a reward model (TRL RewardTrainer + LoRA, optionally on a 4-bit base) on an export or a project."""
     if data is not None and project is not None or data is None and project is None and ratings is None:

@@ -99,10 +99,11 @@ class RewardConfig:
     half; stochastic weight averaging), not the last step's, to damp the step-to-step noise of a small data set.
     0: the last step's weights. A resumed run averages from where it resumed."""
     prompt_similarity: Literal["off", "coverage", "mean"] = "off"
-    """Pairwise: the reward is the cross-encoder's score + w · sim(prompt, reply), sim read off the frozen base (adapter
+    """The reward is the cross-encoder's score + w · sim(prompt, reply), sim read off the frozen base (adapter
     off), w one learned weight (rlhf.reward.similarity): `coverage` the mean over prompt tokens of the best cosine with
     a reply token (BERTScore recall), `mean` the cosine of mean-pooled embeddings. It carries "does the reply address
-    this prompt" to prompts never trained on; scoring then embeds prompt and reply too. Not with listwise."""
+    this prompt" to prompts never trained on; scoring then embeds prompt and reply too. Regression / joint: each
+    dimension's head gets its own weight v_d (the scalar's w is Σ_d w_d v_d). Not with listwise."""
     annotator_offsets: bool = False
     """regression / joint with a raw export: fit each annotator's own offset per dimension next to the heads (the
     heads then predict the average annotator), instead of normalising each annotator's scores beforehand."""
@@ -154,8 +155,6 @@ def objective_problems(config: RewardConfig) -> list[str]:
             problems.append(f"dimension_weights: {', '.join(sorted(set(weights) - set(config.dimensions)))} not among dimensions {config.dimensions}")
     if config.average_weights_from and config.objective != "pairwise":
         problems.append(f"average_weights_from: pairwise training only (objective {config.objective})")
-    if config.prompt_similarity != "off" and config.objective != "pairwise":
-        problems.append(f"prompt_similarity: pairwise training only (objective {config.objective})")
     if config.regression_weight < 0:
         problems.append(f"regression_weight {config.regression_weight}: must not be negative")
     return problems
@@ -202,6 +201,9 @@ class RewardModelConfig:
     """Which prompt–reply similarity the raw reward adds (RewardConfig.prompt_similarity): off, coverage or mean."""
     prompt_similarity_weight: float | None = None
     """Its learned weight w in the raw reward (cross-encoder + w · similarity); None: no such term."""
+    prompt_similarity_dimension_weights: list[float] | None = None
+    """Regression / joint with a prompt similarity: each dimension head's own weight v_d on it (in head order);
+    `prompt_similarity_weight` is then the scalar's, Σ_d w_d v_d."""
     format_version: int = FORMAT_VERSION
     """Layout version of the reward directory."""
 

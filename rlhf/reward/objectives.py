@@ -7,6 +7,8 @@ on the same base, LoRA, tokenisation and pooling, with a plain PyTorch loop:
   annotator-normalised scores, `rlhf.reward.ratings_data`) the loss is the squared error
   L_MSE = mean_{rated (x, d)} (ŝ_d(x) + b_{a,d} − z_{x,d})², with b the optional per-annotator
   offsets (0 without `annotator_offsets`);
+- with `prompt_similarity` (rlhf.reward.similarity), each head adds its own learned weight v_d times the frozen
+  base's prompt–reply similarity: ŝ_d(x) = head_d(x) + v_d · sim(x), in both losses;
 - `joint`: the same model, the scalar reward r(x) = Σ_d w_d ŝ_d(x) (weights summing to 1) enters
   the Bradley–Terry loss on pairs, L_BT = −log σ(r(chosen) − r(rejected) − margin), and
   L = L_BT + λ L_MSE with λ = `regression_weight`; each step takes one batch of each data kind
@@ -44,6 +46,7 @@ from rlhf.reward.evaluate import preference_metrics
 from rlhf.reward.heldout import accuracy_by_strength, leave_one_out_ceiling, rating_metrics
 from rlhf.reward.ratings_data import RatingsData, read_ratings
 from rlhf.reward.scorer import head_name_of, pad_right, pooled_outputs, raw_outputs
+from rlhf.reward.similarity import SIMILARITY_LEARNING_RATE, prompt_similarities
 
 
 class ObjectiveError(ValueError):
@@ -219,6 +222,35 @@ class EncodedData:
     targets: np.ndarray
     annotators: np.ndarray
     truncation: dict[str, int]
+    chosen_similarity: np.ndarray | None = None
+    rejected_similarity: np.ndarray | None = None
+    rated_similarity: np.ndarray | None = None
+    """With `prompt_similarity`: the frozen base's prompt–reply similarity of each chosen / rejected / rated row."""
+
+    def similarity_of_sequences(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """The similarity of each of `sequences` (token ids of training rows), read off the columns above."""
+        known: dict[tuple[int, ...], float] = {}
+        for ids, values in ((self.chosen, self.chosen_similarity), (self.rejected, self.rejected_similarity), (self.rated, self.rated_similarity)):
+            if values is not None:
+                known.update(zip(map(tuple, ids), values.tolist()))
+        return np.array([known[tuple(s)] for s in sequences], dtype=np.float32)
+
+
+def add_similarities(encoded: EncodedData, data: ObjectiveData, model, tokenizer, config: RewardConfig, device) -> None:
+    """Fill the similarity columns (`config.prompt_similarity`), read off `model` (the base, before any adapter)."""
+
+    def similarity(prompts, responses) -> np.ndarray:
+        return prompt_similarities(
+            model, tokenizer, list(prompts), list(responses), max_length=config.max_length, batch_size=config.eval_batch_size, device=device,
+            kind=config.prompt_similarity,
+        ).numpy()
+
+    if encoded.chosen:
+        train = data.pairs.train
+        encoded.chosen_similarity, encoded.rejected_similarity = similarity(train["prompt"], train["chosen"]), similarity(train["prompt"], train["rejected"])
+    if encoded.rated:
+        train = data.ratings.train
+        encoded.rated_similarity = similarity(train["prompt"], train["response"])
 
 
 def encode_training_data(data: ObjectiveData, tokenizer, config: RewardConfig, use_template: bool) -> EncodedData:
@@ -281,6 +313,11 @@ def train_objective(
     torch.manual_seed(config.seed)
     model = load_sequence_classifier(source, num_labels=len(data.dimensions), load_in_4bit=config.load_in_4bit, device=device, pad_token_id=tokenizer.pad_token_id)
     head_name = head_name_of(model)
+    similarity_weights = None
+    if config.prompt_similarity != "off":  # fixed per row: read once, off the base before the adapter exists
+        add_similarities(encoded, data, model, tokenizer, config, device)
+        similarity_weights = nn.Parameter(torch.zeros(len(data.dimensions), device=device))
+        torch.manual_seed(config.seed)  # the adapter's initialisation does not depend on the feature being on
     lora = lora_config(
         "SEQ_CLS", r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout, target_modules=config.lora_target_modules, modules_to_save=[head_name],
     )
@@ -292,20 +329,24 @@ def train_objective(
     # 4. train
     timings["prepare_s"] = time.perf_counter() - started
     train_started = time.perf_counter()
-    history = fit(model, encoded, data.weights, offsets, config, device, tokenizer.pad_token_id, reporter)
+    history = fit(model, encoded, data.weights, offsets, config, device, tokenizer.pad_token_id, reporter, similarity_weights)
     timings["train_s"] = time.perf_counter() - train_started
     model.eval()
 
     # 5. evaluate
     pad_id = tokenizer.pad_token_id
-    held_out = evaluate_objective(model, data, tokenizer, config, use_template, device)
+    held_out, similarity_parts = evaluate_objective(model, data, tokenizer, config, use_template, device, similarity_weights)
 
     # 6. normalisation of the scalar over (a sample of) the training responses
     weights = torch.tensor(data.weights)
     responses = sorted({tuple(s) for s in encoded.chosen + encoded.rejected + encoded.rated})
     if len(responses) > config.normalization_samples:
         responses = random.Random(config.seed).sample(responses, config.normalization_samples)
-    train_raw = raw_outputs(model, [list(s) for s in responses], pad_id=pad_id, batch_size=config.eval_batch_size, device=device) @ weights
+    train_outputs = raw_outputs(model, [list(s) for s in responses], pad_id=pad_id, batch_size=config.eval_batch_size, device=device)
+    if similarity_weights is not None:
+        similarity = torch.from_numpy(encoded.similarity_of_sequences(responses))
+        train_outputs = train_outputs + similarity[:, None] * similarity_weights.detach().cpu()[None, :]
+    train_raw = train_outputs @ weights
     mean = float(train_raw.mean())
     std = float(train_raw.std()) if len(train_raw) > 1 else 1.0
     std = std if std > 1e-6 and math.isfinite(std) else 1.0
@@ -331,6 +372,7 @@ def train_objective(
         },
         "dimensions": dict(zip(data.dimensions, data.weights)),
         "normalization": {"mean": mean, "std": std, "responses": len(responses)},
+        **({"prompt_similarity": similarity_metrics(config, data, similarity_weights, similarity_parts)} if similarity_weights is not None else {}),
         "export_hash": export_hash,
         "timings": timings,
     }
@@ -341,6 +383,9 @@ def train_objective(
         head_name=head_name, use_chat_template=use_template, export_hash=export_hash, training=asdict(config),
         objective=config.objective, dimensions=list(data.dimensions), dimension_weights=list(data.weights),
         dimension_scale=data.ratings.scale if data.ratings is not None else {},
+        prompt_similarity=config.prompt_similarity,
+        prompt_similarity_weight=float(weights @ similarity_weights.detach().cpu()) if similarity_weights is not None else None,
+        prompt_similarity_dimension_weights=similarity_weights.detach().cpu().tolist() if similarity_weights is not None else None,
     )
     manifests = {kind: json_safe(asdict(d.manifest)) for kind, d in (("pairs", data.pairs), ("ratings", data.ratings)) if d is not None and d.manifest}
     lineage = redact({
@@ -365,6 +410,18 @@ def train_objective(
     return RewardTrainingResult(out_dir=out_dir, metrics=metrics, model_config=model_config, global_step=metrics["train"]["steps"], artifact_id=artifact_id, timings=timings)
 
 
+def similarity_metrics(config: RewardConfig, data: ObjectiveData, similarity_weights: nn.Parameter, parts: Mapping[str, Any]) -> dict[str, Any]:
+    """The learned weights of the similarity term, the scalar's (Σ_d w_d v_d) and each dimension's v_d, and what
+    each part of the scalar alone gets right on the held-out pairs (as a pairwise model's metrics say)."""
+    per_dimension = similarity_weights.detach().cpu()
+    return {
+        "kind": config.prompt_similarity,
+        "weight": float(torch.tensor(data.weights) @ per_dimension),
+        "dimension_weights": dict(zip(data.dimensions, per_dimension.tolist())),
+        **parts,
+    }
+
+
 def summary_line(held_out: Mapping[str, Any]) -> str:
     """One line: pair accuracy beside the ceiling, and the overall correlation with held-out ratings when known."""
     parts = []
@@ -376,8 +433,14 @@ def summary_line(held_out: Mapping[str, Any]) -> str:
     return "; ".join(parts) or "no held-out data"
 
 
-def fit(model, encoded: EncodedData, weights: Sequence[float], offsets: nn.Parameter, config: RewardConfig, device, pad_id: int, reporter: Reporter) -> list[dict[str, float]]:
-    """The optimisation loop; returns the logged history [{step, loss, ...}]. Raises Cancelled on a stop request."""
+def fit(
+    model, encoded: EncodedData, weights: Sequence[float], offsets: nn.Parameter, config: RewardConfig, device, pad_id: int, reporter: Reporter,
+    similarity_weights: nn.Parameter | None = None,
+) -> list[dict[str, float]]:
+    """The optimisation loop; returns the logged history [{step, loss, ...}]. Raises Cancelled on a stop request.
+
+    `similarity_weights` (D,): each head's weight on the rows' prompt similarity, in its own optimiser group (the
+    adapter's step size would hardly move a single number; see SIMILARITY_LEARNING_RATE)."""
     from transformers import get_scheduler
 
     from rlhf.reward.train import RewardTrainingError
@@ -390,6 +453,8 @@ def fit(model, encoded: EncodedData, weights: Sequence[float], offsets: nn.Param
     groups = [{"params": trainable, "weight_decay": config.weight_decay}]
     if encoded.annotators.size and (encoded.annotators >= 0).any():
         groups.append({"params": [offsets], "weight_decay": 0.0})
+    if similarity_weights is not None:
+        groups.append({"params": [similarity_weights], "weight_decay": 0.0, "lr": SIMILARITY_LEARNING_RATE})
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=int(config.warmup_ratio * total), num_training_steps=total)
     w = torch.tensor(list(weights), device=device)
@@ -405,7 +470,11 @@ def fit(model, encoded: EncodedData, weights: Sequence[float], offsets: nn.Param
             if pair_batches is not None:
                 rows = next(pair_batches)
                 ids, mask = pad_right([encoded.chosen[i] for i in rows] + [encoded.rejected[i] for i in rows], pad_id)
-                rewards = pooled_outputs(model, ids.to(device), mask.to(device)) @ w  # (2B,)
+                outputs = pooled_outputs(model, ids.to(device), mask.to(device))  # (2B, D)
+                if similarity_weights is not None:
+                    similarity = np.concatenate([encoded.chosen_similarity[rows], encoded.rejected_similarity[rows]])
+                    outputs = outputs + torch.as_tensor(similarity, device=device)[:, None] * similarity_weights
+                rewards = outputs @ w  # (2B,)
                 chosen, rejected = torch.chunk(rewards, 2)
                 margin = torch.tensor(encoded.margins[rows], dtype=torch.float32, device=device)
                 pair_loss = bradley_terry_loss(chosen, rejected, margin)
@@ -416,6 +485,8 @@ def fit(model, encoded: EncodedData, weights: Sequence[float], offsets: nn.Param
                 rows = next(rating_batches)
                 ids, mask = pad_right([encoded.rated[i] for i in rows], pad_id)
                 predicted = pooled_outputs(model, ids.to(device), mask.to(device))  # (B, D)
+                if similarity_weights is not None:
+                    predicted = predicted + torch.as_tensor(encoded.rated_similarity[rows], device=device)[:, None] * similarity_weights
                 annotator = torch.as_tensor(encoded.annotators[rows], device=device)
                 shift = torch.where((annotator >= 0)[:, None], offsets[annotator.clamp(min=0)], torch.zeros_like(predicted))
                 target = torch.as_tensor(encoded.targets[rows], dtype=torch.float32, device=device)
@@ -433,6 +504,8 @@ def fit(model, encoded: EncodedData, weights: Sequence[float], offsets: nn.Param
         reporter.progress(step, total, f"step {step}/{total}")
         if step % max(config.logging_steps, 1) == 0 or step == total or step == 1:
             entry = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()}, "learning_rate": scheduler.get_last_lr()[0]}
+            if similarity_weights is not None:
+                entry["similarity_weight"] = float(w @ similarity_weights.detach())
             history.append(entry)
             reporter.metrics(step, {k: v for k, v in entry.items() if k != "step"})
             window = {}
@@ -441,19 +514,40 @@ def fit(model, encoded: EncodedData, weights: Sequence[float], offsets: nn.Param
     return history
 
 
-def evaluate_objective(model, data: ObjectiveData, tokenizer, config: RewardConfig, use_template: bool, device) -> dict[str, Any]:
-    """Held-out pairs (accuracy, calibration, by strength) and held-out ratings (correlations), beside their ceilings."""
+def evaluate_objective(
+    model, data: ObjectiveData, tokenizer, config: RewardConfig, use_template: bool, device, similarity_weights: nn.Parameter | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Held-out pairs (accuracy, calibration, by strength) and held-out ratings (correlations), beside their ceilings;
+    and, with a similarity term, what each part of the scalar alone gets right on the held-out pairs."""
     weights = torch.tensor(data.weights)
     pad_id = tokenizer.pad_token_id
+    per_dimension = similarity_weights.detach().cpu() if similarity_weights is not None else None
+    parts: dict[str, Any] = {}
+
+    def similarity(prompts, responses) -> torch.Tensor:
+        return prompt_similarities(
+            model, tokenizer, list(prompts), list(responses), max_length=config.max_length, batch_size=config.eval_batch_size, device=device,
+            kind=config.prompt_similarity,
+        )
 
     def heads(prompts, responses) -> torch.Tensor:
         ids = encode_pairs(tokenizer, list(prompts), list(responses), max_length=config.max_length, use_chat_template=use_template).ids
-        return raw_outputs(model, ids, pad_id=pad_id, batch_size=config.eval_batch_size, device=device)  # (N, D)
+        outputs = raw_outputs(model, ids, pad_id=pad_id, batch_size=config.eval_batch_size, device=device)  # (N, D)
+        if per_dimension is not None:
+            outputs = outputs + similarity(prompts, responses)[:, None] * per_dimension[None, :]
+        return outputs
 
     held_out: dict[str, Any]
     if data.pairs is not None and not data.pairs.test.empty:
         test = data.pairs.test
         chosen, rejected = (heads(test["prompt"], test["chosen"]) @ weights).numpy(), (heads(test["prompt"], test["rejected"]) @ weights).numpy()
+        if per_dimension is not None:
+            term = float(weights @ per_dimension)
+            chosen_similarity, rejected_similarity = similarity(test["prompt"], test["chosen"]).numpy(), similarity(test["prompt"], test["rejected"]).numpy()
+            parts = {
+                "held_out_accuracy_similarity_alone": float((chosen_similarity > rejected_similarity).mean()),
+                "held_out_accuracy_cross_encoder_alone": float(((chosen - term * chosen_similarity) > (rejected - term * rejected_similarity)).mean()),
+            }
         held_out = preference_metrics(chosen, rejected, human_agreement=test["agreement"].to_numpy(float), n_bins=config.calibration_bins)
         held_out["by_strength"] = accuracy_by_strength(chosen, rejected, test["margin"].to_numpy(float), test["agreement"].to_numpy(float), margin_per_strength=margin_per_strength(data.pairs))
     else:
@@ -462,7 +556,7 @@ def evaluate_objective(model, data: ObjectiveData, tokenizer, config: RewardConf
         outputs = heads(data.ratings.test["prompt"], data.ratings.test["response"]).numpy()
         ceiling = leave_one_out_ceiling(data.ratings.test_ratings, data.dimensions, data.weights) if data.ratings.test_ratings is not None else None
         held_out["ratings"] = rating_metrics(outputs @ np.asarray(data.weights), outputs, data.ratings.targets(data.ratings.test), data.dimensions, data.weights, ceiling)
-    return held_out
+    return held_out, parts
 
 
 def margin_per_strength(pairs: PreferenceData) -> float:

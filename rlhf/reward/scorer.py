@@ -238,12 +238,15 @@ class RewardModel:
     def score_dimensions(self, prompts: Sequence[PromptInput], responses: Sequence[str], *, batch_size: int = 16) -> dict[str, torch.Tensor]:
         """Each rubric dimension's predicted score in rubric points, {dimension: (N,)}; empty for a pairwise model.
 
-        A head predicts the annotator-normalised score ŝ; it reads as mean + std · ŝ points with
-        the training ratings' mean and std of that dimension (`dimension_scale`).
+        A head predicts the annotator-normalised score ŝ (plus v_d · similarity with a prompt-similarity term); it
+        reads as mean + std · ŝ points with the training ratings' mean and std of that dimension (`dimension_scale`).
         """
         if not self.config.dimensions:
             return {}
         outputs = raw_outputs(self.model, self.encode(prompts, responses), pad_id=self.tokenizer.pad_token_id, batch_size=batch_size, device=self.device)
+        if self.config.prompt_similarity_dimension_weights is not None and len(prompts):  # each head's own share of the term
+            similarity = self.prompt_similarity(prompts, responses, batch_size=batch_size)
+            outputs = outputs + similarity[:, None] * torch.tensor(self.config.prompt_similarity_dimension_weights, dtype=outputs.dtype)
         scale = self.config.dimension_scale
         return {
             name: scale.get(name, {}).get("mean", 0.0) + scale.get(name, {}).get("std", 1.0) * outputs[:, d]
