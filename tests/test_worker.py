@@ -559,6 +559,41 @@ def test_rlhf_worker_burst_runs_queued_jobs(sqlite_engine, tmp_path):
     assert (tmp_path / "artifacts" / "reward_model" / f"{ok}-sleepy-model" / "weights.txt").exists()
 
 
+def test_stopping_the_app_signals_streamlit_and_the_worker_together(tmp_path):
+    """Both children hear SIGTERM before either has to finish: the first one here only exits once
+    the second has been signalled, so stopping them one after the other would run out its grace
+    and kill it (-9) instead of letting it exit cleanly."""
+    from rlhf.cli.jobs import stop_processes
+
+    script = (
+        "import os, signal, sys, time\n"
+        "mine, other = sys.argv[1], sys.argv[2]\n"
+        "def stop(signum, frame):\n"
+        "    open(mine, 'w').close()\n"
+        "    for _ in range(300):\n"
+        "        if other == '-' or os.path.exists(other):\n"
+        "            sys.exit(0)\n"
+        "        time.sleep(0.05)\n"
+        "    sys.exit(3)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "open(mine + '.ready', 'w').close()\n"
+        "while True:\n"
+        "    time.sleep(0.05)\n"
+    )
+    first, second = tmp_path / "first", tmp_path / "second"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, str(first), str(second)]),
+        subprocess.Popen([sys.executable, "-c", script, str(second), "-"]),
+    ]
+    try:
+        wait_for(lambda: all(Path(f"{p}.ready").exists() for p in (first, second)), timeout_s=30, interval_s=0.05)
+        assert stop_processes(processes, grace_s=10.0) == [0, 0]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+
+
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm", "kill-9"])
 def test_rlhf_app_starts_streamlit_and_a_worker_and_ctrl_c_or_sigterm_stops_both(sqlite_engine, tmp_path, stop):
     """Ctrl-C and SIGTERM stop the app cleanly (exit 0); even a kill -9 of `rlhf app` leaves neither

@@ -116,15 +116,29 @@ def default_app_path() -> Path:
 
 def stop_process(process: subprocess.Popen, *, sig: int = signal.SIGTERM, grace_s: float = 20.0) -> int:
     """Send `sig`, wait up to `grace_s`, then SIGKILL; returns the exit code."""
-    if process.poll() is None:
+    return stop_processes([process], sig=sig, grace_s=grace_s)[0]
+
+
+def stop_processes(processes: list[subprocess.Popen], *, sig: int = signal.SIGTERM, grace_s: float = 20.0) -> list[int]:
+    """Signal every process first, then wait for all of them against one deadline (SIGKILL for
+    whoever is still there at `grace_s`); their exit codes in order.
+
+    One after the other, a slow Streamlit shutdown and then the worker's would add up: Ctrl-C
+    would take two grace periods on a loaded machine instead of one.
+    """
+    for process in processes:
+        if process.poll() is None:
+            try:
+                process.send_signal(sig)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace_s
+    for process in processes:
         try:
-            process.send_signal(sig)
-            return process.wait(timeout=grace_s)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
-        except ProcessLookupError:
-            pass
-    return process.wait()
+    return [process.wait() for process in processes]
 
 
 # --------------------------------------------------------------------------- rlhf app / worker
@@ -186,9 +200,7 @@ def app_command(
         typer.echo("stopping", err=True)
         stopping = True
     finally:
-        stopped = stop_process(streamlit, sig=signal.SIGTERM)
-        if worker_process is not None:
-            stop_process(worker_process)
+        stopped = stop_processes([streamlit] + ([worker_process] if worker_process is not None else []), sig=signal.SIGTERM)[0]
     if stopping:
         code = stopped
     raise typer.Exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code)
