@@ -631,7 +631,14 @@ def test_rlhf_app_starts_streamlit_and_a_worker_and_ctrl_c_or_sigterm_stops_both
             os.kill(app.pid, signal.SIGTERM)  # what `timeout`, systemd or `docker stop` do: to the app alone
         else:
             os.kill(app.pid, signal.SIGKILL)
-        output, _ = app.communicate(timeout=40)
+        signalled_at = time.monotonic()
+        try:
+            output, _ = app.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(app.pid, signal.SIGKILL)
+            output, _ = app.communicate()
+            alive = [(child.pid, child.name()) for child in children if child.is_running()]
+            pytest.fail(f"`rlhf app` still running {time.monotonic() - signalled_at:.0f} s after {stop}; children alive: {alive}; its output:\n{output}")
     finally:
         if app.poll() is None:
             os.killpg(app.pid, signal.SIGKILL)
