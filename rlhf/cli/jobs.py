@@ -163,9 +163,13 @@ def app_command(
         app_path = default_app_path()
     except FileNotFoundError as exc:
         raise fail(str(exc))
-    # `timeout`, systemd and `docker stop` send SIGTERM: treat it as Ctrl-C, so the `finally`
-    # below still stops Streamlit and the worker instead of leaving them running.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C (SIGINT) and SIGTERM (`timeout`, systemd, `docker stop`) only set a flag that the loop
+    # below reads. A KeyboardInterrupt raised wherever the signal lands could land inside
+    # `Popen.poll()` between taking and releasing its internal lock, and the `wait()` that stops
+    # the child would then block forever: `rlhf app` hanging after Ctrl-C.
+    stop_requested: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop_requested.append(signum))
     worker_process = None
     if worker:
         # Its own session: the worker hears from us (SIGTERM), so it can hand its running job back
@@ -186,22 +190,20 @@ def app_command(
         preexec_fn=_die_with_parent,
     )
     code = 0
-    stopping = False
     try:
-        while True:
+        while not stop_requested:
             code = streamlit.poll()
             if code is not None:
                 break
             if worker_process is not None and worker_process.poll() is not None:
                 typer.echo(f"warning: the job worker exited with code {worker_process.returncode}; jobs will wait", err=True)
                 worker_process = None
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        typer.echo("stopping", err=True)
-        stopping = True
+            time.sleep(0.5)  # a signal's handler runs during the sleep; the loop sees the flag at once after it
+        if stop_requested:
+            typer.echo("stopping", err=True)
     finally:
         stopped = stop_processes([streamlit] + ([worker_process] if worker_process is not None else []), sig=signal.SIGTERM)[0]
-    if stopping:
+    if stop_requested:
         code = stopped
     raise typer.Exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code)
 
@@ -214,10 +216,6 @@ def _die_with_parent() -> None:
 
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 @app.command("worker")
