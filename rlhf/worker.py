@@ -1017,7 +1017,10 @@ def install_stop_signals(worker: Worker) -> None:
 
     def handler(signum, _frame) -> None:
         print(f"worker {worker.worker_id}: {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True)
-        worker.stop()
+        # Set the event from another thread: the handler runs in the main thread between two of its
+        # steps, possibly while that thread holds the event's lock (entering or leaving
+        # `stop_event.wait`), and setting it here would then wait for that lock forever.
+        threading.Thread(target=worker.stop, name="stop-on-signal", daemon=True).start()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
