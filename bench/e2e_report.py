@@ -274,7 +274,8 @@ def classic_sections(s: Mapping[str, Any], annotators: pd.DataFrame, board: pd.D
         "",
         f"{ppo.get('iterations_done', '?')} of {ppo.get('iterations_planned', '?')} iterations"
         f"{' (stopped by the time budget)' if ppo.get('stopped_by_budget') else ''}; score {_fmt(ppo.get('score_first'))} → "
-        f"{_fmt(ppo.get('score_last'))}; KL last {_fmt(ppo.get('kl_last'))} nats, max {_fmt(ppo.get('kl_max'))}; "
+        f"{_fmt(ppo.get('score_last'))}; KL last {_fmt(ppo.get('kl_last'))} nats, max {_fmt(ppo.get('kl_max'))}, "
+        f"mean of the last five iterations {_fmt(ppo.get('kl_last5_mean'))}; "
         f"{_fmt(timings.get('ppo', 0) / 60, 1)} minutes.",
         "",
         image("ppo", "PPO score and KL"),

@@ -39,10 +39,10 @@ def test_parse_args_quick_and_overrides():
     assert config.quick and config.prompt_limit == 12 and config.ppo_iterations == 3
     assert not config.progress and not config.control
     assert config.export_aggregate == "dawid-skene" and e2e.parse_args(["--aggregate", "majority"]).export_aggregate == "majority"
-    kl = e2e.parse_args(["--ppo-kl-coef", "0.1", "--ppo-kl-target", "4", "--ppo-kl-horizon", "200", "--reward-from", "runs/s1", "--ppo-learning-rate", "3e-4"])
-    assert kl.ppo_learning_rate == 3e-4 and (kl.ppo_kl_coef, kl.ppo_kl_target, kl.ppo_kl_horizon, kl.reward_from) == (0.1, 4.0, 200, Path("runs/s1"))
+    kl = e2e.parse_args(["--ppo-kl-coef", "0.1", "--ppo-kl-target", "4", "--ppo-kl-horizon", "200", "--reward-from", "runs/s1", "--ppo-learning-rate", "2e-4"])
+    assert kl.ppo_learning_rate == 2e-4 and (kl.ppo_kl_coef, kl.ppo_kl_target, kl.ppo_kl_horizon, kl.reward_from) == (0.1, 4.0, 200, Path("runs/s1"))
     full = e2e.parse_args([])
-    assert full.ppo_kl_target is None and full.reward_from is None
+    assert full.ppo_kl_target is None and full.reward_from is None and (full.ppo_learning_rate, full.ppo_kl_coef) == (3e-4, 0.15)
     assert (full.annotators, full.spammers, full.ppo_iterations, full.budget_minutes) == (20, 3, 30, 45.0)
 
 
@@ -126,6 +126,8 @@ def test_e2e_quick_on_the_tiny_model(tmp_path, tiny_model_dir):
     assert saved["export"]["aggregate"] == saved["reward"]["aggregate"] == "dawid-skene"
     assert saved["reward"]["majority_labels_vs_gold"] is not None and (out / "export" / "pairs-majority.jsonl").is_file()
     assert 1 <= saved["ppo"]["iterations_done"] <= 2 and len(saved["ppo"]["history"]) == saved["ppo"]["iterations_done"]
+    kls = [row["objective/kl"] for row in saved["ppo"]["history"]]
+    assert saved["ppo"]["kl_last5_mean"] == pytest.approx(sum(kls[-5:]) / len(kls[-5:])) and saved["ppo"]["kl_last"] == kls[-1]
     assert saved["round1"]["pairwise_tasks"] > 0 and saved["simulation_round1"]["preferences"] == saved["round1"]["pairwise_tasks"] * 3
     assert saved["preference_for_new_round"]["n_votes"] > 0
     assert {row["model"] for row in saved["leaderboard"]} == {"base-model", "ppo-policy"}
