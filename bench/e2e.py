@@ -190,6 +190,8 @@ class E2EConfig:
     0.787 → 0.787, 0.720 → 0.792, 0.691 → 0.731 against gold, so it is the default here."""
     reward_reply_redundancy: bool = False
     """Add a second learned frozen-base feature, the reply's self-repetition (`rlhf train-reward --reply-redundancy`)."""
+    reward_preference_head: bool = False
+    """Joint: give the pairs their own output beside the dimension heads (`rlhf train-reward --preference-head`)."""
     reward_from: Optional[Path] = None
     """An earlier run's report directory (same seed and settings up to the export): its trained reward models are
     copied and measured instead of trained again, so PPO settings can be compared on one reward model and without
@@ -435,6 +437,7 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         # The normalisation only centres and scales the scores: a few hundred responses pin it down on CPU.
         normalization_samples=256, objective=objective, off_prompt_pairs=config.reward_off_prompt_pairs,
         average_weights_from=average_weights_from, prompt_similarity=prompt_similarity, reply_redundancy=config.reward_reply_redundancy,
+        preference_head=config.reward_preference_head and objective == "joint",
     )
     if config.reward_from is not None:
         metrics, global_step = reuse_reward_model(Path(config.reward_from) / out.name, out, export_path)
@@ -1156,6 +1159,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--reward-average-weights-from", type=float, default=None, help="average the reward model's weights over the steps after this share of training")
     parser.add_argument("--reward-prompt-similarity", choices=("off", "coverage", "mean"), default=None, help="add a learned prompt–reply similarity term to the pairwise reward model")
     parser.add_argument("--reward-reply-redundancy", action=argparse.BooleanOptionalAction, default=None, help="add the learned reply-redundancy feature to the reward model")
+    parser.add_argument("--reward-preference-head", action=argparse.BooleanOptionalAction, default=None, help="joint: the pairs' own output beside the dimension heads")
     parser.add_argument("--reward-from", type=Path, default=None, help="reuse the reward models an earlier run of the same seed trained (its report directory)")
     parser.add_argument("--stop-after", choices=("reward",), default=None, help="stop after this stage (reward: seed, simulate, export, reward models)")
     parser.add_argument("--ppo-iterations", type=int, default=None)
@@ -1182,7 +1186,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
         "budget_minutes": args.budget_minutes, "out_dir": args.out_dir, "database_url": args.database_url, "sample_file": args.sample_file,
         "prompt_limit": args.prompt_limit, "reward_base": args.reward_base, "policy": args.policy, "reward_steps": args.reward_steps,
         "reward_lora_layers": args.reward_lora_layers, "reward_off_prompt_pairs": args.reward_off_prompt_pairs, "reward_average_weights_from": args.reward_average_weights_from, "reward_prompt_similarity": args.reward_prompt_similarity,
-        "reward_reply_redundancy": args.reward_reply_redundancy,
+        "reward_reply_redundancy": args.reward_reply_redundancy, "reward_preference_head": args.reward_preference_head,
         "reward_from": args.reward_from, "export_aggregate": args.aggregate,
         "ppo_iterations": args.ppo_iterations, "ppo_learning_rate": args.ppo_learning_rate, "ppo_kl_coef": args.ppo_kl_coef, "ppo_kl_target": args.ppo_kl_target, "ppo_kl_horizon": args.ppo_kl_horizon, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
         "torch_threads": args.threads, "stop_after": args.stop_after, "held_out": args.held_out, "demos": args.demos,

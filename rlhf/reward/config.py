@@ -109,6 +109,10 @@ class RewardConfig:
     its tokens of the best cosine with an earlier token a few positions back; rlhf.reward.similarity). It carries
     "does not loop" to prompts never trained on. With or without `prompt_similarity`; per dimension head for
     regression / joint. Not with listwise."""
+    preference_head: bool = False
+    """joint with pairs: one more output beside the dimension heads, trained by the pairs' Bradley–Terry loss alone;
+    the scalar reward is Σ_d w_d ŝ_d + p(x). The heads keep fitting the ratings while the pairs get a free direction
+    for what the ratings do not say (without it the pairs can only move the heads the ratings pin)."""
     annotator_offsets: bool = False
     """regression / joint with a raw export: fit each annotator's own offset per dimension next to the heads (the
     heads then predict the average annotator), instead of normalising each annotator's scores beforehand."""
@@ -133,6 +137,8 @@ class RewardConfig:
             problems.append(f"prompt_similarity {self.prompt_similarity!r}: expected off, coverage or mean")
         elif self.prompt_similarity != "off" and self.listwise:
             problems.append("prompt_similarity: not with listwise training")
+        if self.preference_head and self.objective != "joint":
+            problems.append(f"preference_head: for the joint objective only (got {self.objective})")
         if self.reply_redundancy and self.listwise:
             problems.append("reply_redundancy: not with listwise training")
         if not 0.0 <= self.average_weights_from < 1.0:
@@ -215,6 +221,9 @@ class RewardModelConfig:
     prompt_similarity_dimension_weights: list[float] | None = None
     """Regression / joint with a prompt similarity: each dimension head's own weight v_d on it (in head order);
     `prompt_similarity_weight` is then the scalar's, Σ_d w_d v_d."""
+    preference_head: bool = False
+    """joint: the model has one output after the dimension heads, the pairs' own (RewardConfig.preference_head); the
+    scalar adds it with weight 1."""
     reply_redundancy_weight: float | None = None
     """The learned weight of the reply's self-repetition in the raw reward (RewardConfig.reply_redundancy); None: no
     such term."""
@@ -222,6 +231,13 @@ class RewardModelConfig:
     """Regression / joint with reply redundancy: each dimension head's own weight on it (in head order)."""
     format_version: int = FORMAT_VERSION
     """Layout version of the reward directory."""
+
+    def head_weights(self) -> list[float] | None:
+        """The scalar's weight of each model output: the dimension weights, then 1 for a preference head; None for a
+        single-output (pairwise) model."""
+        if not self.dimensions:
+            return None
+        return list(self.dimension_weights) + ([1.0] if self.preference_head else [])
 
     def feature_kinds(self) -> list[str]:
         """The frozen-base features the raw reward adds (rlhf.reward.similarity.base_features), in the order of

@@ -312,7 +312,12 @@ def train_objective(
 
     # 3. model: one output per dimension, LoRA, the heads trained in full
     torch.manual_seed(config.seed)
-    model = load_sequence_classifier(source, num_labels=len(data.dimensions), load_in_4bit=config.load_in_4bit, device=device, pad_token_id=tokenizer.pad_token_id)
+    preference_heads = 1 if config.preference_head and encoded.chosen else 0  # the pairs' own output, after the dimensions
+    if config.preference_head and not preference_heads:
+        reporter.log("no training pairs: the model gets no preference head")
+    model = load_sequence_classifier(
+        source, num_labels=len(data.dimensions) + preference_heads, load_in_4bit=config.load_in_4bit, device=device, pad_token_id=tokenizer.pad_token_id
+    )
     head_name = head_name_of(model)
     similarity_weights = None
     kinds = config.feature_kinds()
@@ -331,23 +336,24 @@ def train_objective(
     # 4. train
     timings["prepare_s"] = time.perf_counter() - started
     train_started = time.perf_counter()
-    history = fit(model, encoded, data.weights, offsets, config, device, tokenizer.pad_token_id, reporter, similarity_weights)
+    head_weights = list(data.weights) + [1.0] * preference_heads  # the scalar: Σ_d w_d ŝ_d (+ the preference head)
+    history = fit(model, encoded, head_weights, offsets, config, device, tokenizer.pad_token_id, reporter, similarity_weights)
     timings["train_s"] = time.perf_counter() - train_started
     model.eval()
 
     # 5. evaluate
     pad_id = tokenizer.pad_token_id
-    held_out, similarity_parts = evaluate_objective(model, data, tokenizer, config, use_template, device, similarity_weights)
+    held_out, similarity_parts = evaluate_objective(model, data, tokenizer, config, use_template, device, similarity_weights, preference_heads)
 
     # 6. normalisation of the scalar over (a sample of) the training responses
-    weights = torch.tensor(data.weights)
+    weights = torch.tensor(head_weights)
     responses = sorted({tuple(s) for s in encoded.chosen + encoded.rejected + encoded.rated})
     if len(responses) > config.normalization_samples:
         responses = random.Random(config.seed).sample(responses, config.normalization_samples)
     train_outputs = raw_outputs(model, [list(s) for s in responses], pad_id=pad_id, batch_size=config.eval_batch_size, device=device)
     if similarity_weights is not None:
         similarity = torch.from_numpy(encoded.similarity_of_sequences(responses))
-        train_outputs = train_outputs + similarity @ similarity_weights.detach().cpu()
+        train_outputs = train_outputs + feature_terms(similarity, similarity_weights.detach().cpu(), train_outputs.shape[1])
     train_raw = train_outputs @ weights
     mean = float(train_raw.mean())
     std = float(train_raw.std()) if len(train_raw) > 1 else 1.0
@@ -386,7 +392,8 @@ def train_objective(
         objective=config.objective, dimensions=list(data.dimensions), dimension_weights=list(data.weights),
         dimension_scale=data.ratings.scale if data.ratings is not None else {},
         prompt_similarity=config.prompt_similarity,
-        **(named_feature_weights(kinds, (similarity_weights.detach().cpu() @ weights).tolist(), similarity_weights.detach().cpu().tolist()) if similarity_weights is not None else {}),
+        **(named_feature_weights(kinds, (similarity_weights.detach().cpu() @ torch.tensor(data.weights)).tolist(), similarity_weights.detach().cpu().tolist()) if similarity_weights is not None else {}),
+        preference_head=bool(preference_heads),
     )
     manifests = {kind: json_safe(asdict(d.manifest)) for kind, d in (("pairs", data.pairs), ("ratings", data.ratings)) if d is not None and d.manifest}
     lineage = redact({
@@ -459,7 +466,8 @@ def fit(
         groups.append({"params": [similarity_weights], "weight_decay": 0.0, "lr": SIMILARITY_LEARNING_RATE})
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=int(config.warmup_ratio * total), num_training_steps=total)
-    w = torch.tensor(list(weights), device=device)
+    w = torch.tensor(list(weights), device=device)  # one per output: the dimensions', then a preference head's 1
+    dimensions = encoded.targets.shape[1]
     pair_batches = batch_order([max(len(a), len(b)) for a, b in zip(encoded.chosen, encoded.rejected)], config.batch_size, config.seed) if has_pairs else None
     rating_batches = batch_order([len(s) for s in encoded.rated], config.batch_size, config.seed + 1) if has_ratings else None
     lam = config.regression_weight if config.objective == "joint" else 1.0
@@ -472,10 +480,10 @@ def fit(
             if pair_batches is not None:
                 rows = next(pair_batches)
                 ids, mask = pad_right([encoded.chosen[i] for i in rows] + [encoded.rejected[i] for i in rows], pad_id)
-                outputs = pooled_outputs(model, ids.to(device), mask.to(device))  # (2B, D)
+                outputs = pooled_outputs(model, ids.to(device), mask.to(device))  # (2B, D [+ 1])
                 if similarity_weights is not None:
                     similarity = np.concatenate([encoded.chosen_similarity[rows], encoded.rejected_similarity[rows]])
-                    outputs = outputs + torch.as_tensor(similarity, device=device) @ similarity_weights
+                    outputs = outputs + feature_terms(torch.as_tensor(similarity, device=device), similarity_weights, outputs.shape[1])
                 rewards = outputs @ w  # (2B,)
                 chosen, rejected = torch.chunk(rewards, 2)
                 margin = torch.tensor(encoded.margins[rows], dtype=torch.float32, device=device)
@@ -486,7 +494,7 @@ def fit(
             if rating_batches is not None:
                 rows = next(rating_batches)
                 ids, mask = pad_right([encoded.rated[i] for i in rows], pad_id)
-                predicted = pooled_outputs(model, ids.to(device), mask.to(device))  # (B, D)
+                predicted = pooled_outputs(model, ids.to(device), mask.to(device))[:, :dimensions]  # (B, D): a preference head fits no rating
                 if similarity_weights is not None:
                     predicted = predicted + torch.as_tensor(encoded.rated_similarity[rows], device=device) @ similarity_weights
                 annotator = torch.as_tensor(encoded.annotators[rows], device=device)
@@ -507,7 +515,7 @@ def fit(
         if step % max(config.logging_steps, 1) == 0 or step == total or step == 1:
             entry = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()}, "learning_rate": scheduler.get_last_lr()[0]}
             if similarity_weights is not None:
-                for kind, weight in zip(config.feature_kinds(), (similarity_weights.detach() @ w).tolist()):
+                for kind, weight in zip(config.feature_kinds(), (similarity_weights.detach() @ w[:dimensions]).tolist()):
                     entry[f"{kind}_weight"] = weight
             history.append(entry)
             reporter.metrics(step, {k: v for k, v in entry.items() if k != "step"})
@@ -519,10 +527,12 @@ def fit(
 
 def evaluate_objective(
     model, data: ObjectiveData, tokenizer, config: RewardConfig, use_template: bool, device, similarity_weights: nn.Parameter | None = None,
+    preference_heads: int = 0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Held-out pairs (accuracy, calibration, by strength) and held-out ratings (correlations), beside their ceilings;
     and, with a similarity term, what each part of the scalar alone gets right on the held-out pairs."""
-    weights = torch.tensor(data.weights)
+    weights = torch.tensor(list(data.weights) + [1.0] * preference_heads)  # per output: the scalar is outputs · weights
+    dimensions = len(data.dimensions)
     pad_id = tokenizer.pad_token_id
     per_dimension = similarity_weights.detach().cpu() if similarity_weights is not None else None  # (F, D)
     parts: dict[str, Any] = {}
@@ -537,7 +547,7 @@ def evaluate_objective(
         ids = encode_pairs(tokenizer, list(prompts), list(responses), max_length=config.max_length, use_chat_template=use_template).ids
         outputs = raw_outputs(model, ids, pad_id=pad_id, batch_size=config.eval_batch_size, device=device)  # (N, D)
         if per_dimension is not None:
-            outputs = outputs + similarity(prompts, responses) @ per_dimension
+            outputs = outputs + feature_terms(similarity(prompts, responses), per_dimension, outputs.shape[1])
         return outputs
 
     held_out: dict[str, Any]
@@ -545,7 +555,7 @@ def evaluate_objective(
         test = data.pairs.test
         chosen, rejected = (heads(test["prompt"], test["chosen"]) @ weights).numpy(), (heads(test["prompt"], test["rejected"]) @ weights).numpy()
         if per_dimension is not None:
-            terms = (per_dimension @ weights).numpy()  # (F,)
+            terms = (per_dimension @ weights[:dimensions]).numpy()  # (F,)
             chosen_features, rejected_features = similarity(test["prompt"], test["chosen"]).numpy(), similarity(test["prompt"], test["rejected"]).numpy()
             parts = {"held_out_accuracy_cross_encoder_alone": float(((chosen - chosen_features @ terms) > (rejected - rejected_features @ terms)).mean())}
             for column, kind in enumerate(config.feature_kinds()):
@@ -560,8 +570,15 @@ def evaluate_objective(
     if data.ratings is not None and not data.ratings.test.empty:
         outputs = heads(data.ratings.test["prompt"], data.ratings.test["response"]).numpy()
         ceiling = leave_one_out_ceiling(data.ratings.test_ratings, data.dimensions, data.weights) if data.ratings.test_ratings is not None else None
-        held_out["ratings"] = rating_metrics(outputs @ np.asarray(data.weights), outputs, data.ratings.targets(data.ratings.test), data.dimensions, data.weights, ceiling)
+        held_out["ratings"] = rating_metrics(outputs @ weights.numpy(), outputs[:, :dimensions], data.ratings.targets(data.ratings.test), data.dimensions, data.weights, ceiling)
     return held_out, parts
+
+
+def feature_terms(features: torch.Tensor, weights: torch.Tensor, outputs: int) -> torch.Tensor:
+    """Each output's share of the frozen-base features, (N, outputs): features (N, F) @ weights (F, D), then zeros
+    for a preference head after the D dimensions (the features reach the scalar through the dimension heads)."""
+    terms = features @ weights
+    return nn.functional.pad(terms, (0, outputs - terms.shape[1]))
 
 
 def margin_per_strength(pairs: PreferenceData) -> float:

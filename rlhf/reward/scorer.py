@@ -163,7 +163,7 @@ class RewardModel:
         self.base_model_path = base_model_path
         self.device = device
         # One head per rubric dimension (regression / joint): the scalar reward is heads · weights.
-        self.weights = torch.tensor(config.dimension_weights, dtype=torch.float32) if config.dimensions else None
+        self.weights = torch.tensor(config.head_weights(), dtype=torch.float32) if config.dimensions else None
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None, load_in_4bit: bool | None = None) -> "RewardModel":
@@ -188,7 +188,7 @@ class RewardModel:
         device = torch.device(device) if device is not None else default_device()
         quantised = config.load_in_4bit if load_in_4bit is None else load_in_4bit
         tokenizer = load_tokenizer(str(directory), padding_side="right")
-        heads = max(len(config.dimensions), 1)
+        heads = len(config.head_weights() or [0.0])
         base = load_sequence_classifier(source, num_labels=heads, load_in_4bit=quantised, device=device, pad_token_id=tokenizer.pad_token_id)
         model = PeftModel.from_pretrained(base, str(directory))
         model.eval()
@@ -254,6 +254,7 @@ class RewardModel:
         if not self.config.dimensions:
             return {}
         outputs = raw_outputs(self.model, self.encode(prompts, responses), pad_id=self.tokenizer.pad_token_id, batch_size=batch_size, device=self.device)
+        outputs = outputs[:, : len(self.config.dimensions)]  # a preference head after them is no dimension
         per_dimension = self.config.feature_dimension_weights()
         if per_dimension is not None and len(prompts):  # each head's own share of each feature's term
             outputs = outputs + self.base_features(prompts, responses, batch_size=batch_size) @ torch.tensor(per_dimension, dtype=outputs.dtype)

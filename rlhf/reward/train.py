@@ -707,7 +707,7 @@ def _save_reward_dir(model, tokenizer, model_config: RewardModelConfig, metrics,
         head = score_head_module(model)
         weight = head.weight.detach().float().cpu()
         if model_config.dimensions:  # one head per dimension: the file holds them folded into the scalar's (1, H)
-            weight = torch.tensor(model_config.dimension_weights, dtype=torch.float32) @ weight
+            weight = torch.tensor(model_config.head_weights(), dtype=torch.float32) @ weight
         save_file({"weight": weight.reshape(1, -1).contiguous()}, str(staging / SCORE_HEAD_FILE))
         model_config.save(staging)
         (staging / METRICS_FILE).write_text(json.dumps(redact(json_safe(metrics)), indent=2))
