@@ -302,18 +302,25 @@ def test_a_preference_head_learns_the_pairs_beside_heads_that_keep_fitting_the_r
     # The ratings' squared error weighs ten times the pairs' loss; the pairs still get their way through their own head.
     common = dict(objective="joint", max_steps=40, regression_weight=10.0)
     pinned = train_reward_model(tiny_config(tiny_model_dir, **common), tmp_path / "pinned", data=pairs, ratings=regression["ratings"])
-    free = train_reward_model(tiny_config(tiny_model_dir, preference_head=True, **common), tmp_path / "free", data=pairs, ratings=regression["ratings"])
+    free = train_reward_model(
+        tiny_config(tiny_model_dir, preference_head=True, prompt_similarity="coverage", **common), tmp_path / "free", data=pairs, ratings=regression["ratings"]
+    )
     assert free.model_config.preference_head and not pinned.model_config.preference_head
     assert free.metrics["held_out"]["accuracy"] == 1.0
     # The heads still fit the ratings as well as without the preference head.
     ratings_free, ratings_pinned = (r.metrics["held_out"]["ratings"]["dimensions"]["helpfulness"]["pearson"] for r in (free, pinned))
     assert ratings_free >= ratings_pinned - 0.1
+    # The preference head has its own weight on the prompt similarity (trained by the pairs); the scalar's adds it.
+    term = free.metrics["prompt_similarity"]
+    assert term["preference_head_weight"] != 0.0 and set(term["dimension_weights"]) == set(DIMENSIONS)
+    assert term["weight"] == pytest.approx(sum(term["dimension_weights"].values()) / 2 + term["preference_head_weight"], rel=1e-5)
     # Scoring: the scalar is the weighted dimensions plus the preference output; `score_dimensions` reports the dimensions only.
     scorer = RewardModel.load(tmp_path / "free", device="cpu")
     prompts, replies = ["tell me", "tell me"], ["good helpful honest cat", "bad unsafe worse dog"]
     outputs = raw_outputs(scorer.model, scorer.encode(prompts, replies), pad_id=scorer.tokenizer.pad_token_id, batch_size=2, device="cpu")
     assert outputs.shape == (2, 3)
-    torch.testing.assert_close(scorer.score(prompts, replies, normalize=False), outputs[:, :2] @ torch.tensor([0.5, 0.5]) + outputs[:, 2], atol=1e-5, rtol=1e-5)
+    expected = outputs[:, :2] @ torch.tensor([0.5, 0.5]) + outputs[:, 2] + term["weight"] * scorer.prompt_similarity(prompts, replies)
+    torch.testing.assert_close(scorer.score(prompts, replies, normalize=False), expected, atol=1e-5, rtol=1e-5)
     assert set(scorer.score_dimensions(prompts, replies)) == set(DIMENSIONS)
     with pytest.raises(ValueError, match="preference_head: for the joint objective only"):
         tiny_config(tiny_model_dir, objective="regression", preference_head=True).validate()

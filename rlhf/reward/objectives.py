@@ -323,7 +323,8 @@ def train_objective(
     kinds = config.feature_kinds()
     if kinds:  # fixed per row: read once, off the base before the adapter exists
         add_similarities(encoded, data, model, tokenizer, config, device)
-        similarity_weights = nn.Parameter(torch.zeros(len(kinds), len(data.dimensions), device=device))  # (F, D)
+        # (F, D [+ 1]): each output's own weight on each feature; a preference head's is trained by the pairs alone
+        similarity_weights = nn.Parameter(torch.zeros(len(kinds), len(data.dimensions) + preference_heads, device=device))
         torch.manual_seed(config.seed)  # the adapter's initialisation does not depend on the feature being on
     lora = lora_config(
         "SEQ_CLS", r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout, target_modules=config.lora_target_modules, modules_to_save=[head_name],
@@ -380,7 +381,7 @@ def train_objective(
         },
         "dimensions": dict(zip(data.dimensions, data.weights)),
         "normalization": {"mean": mean, "std": std, "responses": len(responses)},
-        **({"prompt_similarity": similarity_metrics(config, data, similarity_weights, similarity_parts)} if similarity_weights is not None else {}),
+        **({"prompt_similarity": similarity_metrics(config, data, similarity_weights, similarity_parts, head_weights)} if similarity_weights is not None else {}),
         "export_hash": export_hash,
         "timings": timings,
     }
@@ -392,7 +393,7 @@ def train_objective(
         objective=config.objective, dimensions=list(data.dimensions), dimension_weights=list(data.weights),
         dimension_scale=data.ratings.scale if data.ratings is not None else {},
         prompt_similarity=config.prompt_similarity,
-        **(named_feature_weights(kinds, (similarity_weights.detach().cpu() @ torch.tensor(data.weights)).tolist(), similarity_weights.detach().cpu().tolist()) if similarity_weights is not None else {}),
+        **(named_feature_weights(kinds, (similarity_weights.detach().cpu() @ weights).tolist(), similarity_weights.detach().cpu()[:, : len(data.dimensions)].tolist()) if similarity_weights is not None else {}),
         preference_head=bool(preference_heads),
     )
     manifests = {kind: json_safe(asdict(d.manifest)) for kind, d in (("pairs", data.pairs), ("ratings", data.ratings)) if d is not None and d.manifest}
@@ -418,16 +419,22 @@ def train_objective(
     return RewardTrainingResult(out_dir=out_dir, metrics=metrics, model_config=model_config, global_step=metrics["train"]["steps"], artifact_id=artifact_id, timings=timings)
 
 
-def similarity_metrics(config: RewardConfig, data: ObjectiveData, similarity_weights: nn.Parameter, parts: Mapping[str, Any]) -> dict[str, Any]:
-    """The learned weights of each feature's term, the scalar's (Σ_d w_d v_d) and each dimension's v_d, and what
-    each part of the scalar alone gets right on the held-out pairs (as a pairwise model's metrics say)."""
-    per_dimension = similarity_weights.detach().cpu()  # (F, D)
-    scalar = (per_dimension @ torch.tensor(data.weights)).tolist()
+def similarity_metrics(
+    config: RewardConfig, data: ObjectiveData, similarity_weights: nn.Parameter, parts: Mapping[str, Any], head_weights: Sequence[float]
+) -> dict[str, Any]:
+    """The learned weights of each feature's term, the scalar's (Σ_d w_d v_d, plus a preference head's own) and each
+    dimension's v_d, and what each part of the scalar alone gets right on the held-out pairs (as a pairwise model's
+    metrics say)."""
+    per_output = similarity_weights.detach().cpu()  # (F, D [+ 1])
+    scalar = (per_output @ torch.tensor(list(head_weights))).tolist()
+    dimensions = len(data.dimensions)
     out: dict[str, Any] = {"kind": config.prompt_similarity, "features": config.feature_kinds()}
-    for kind, weight, row in zip(config.feature_kinds(), scalar, per_dimension.tolist()):
+    for kind, weight, row in zip(config.feature_kinds(), scalar, per_output.tolist()):
         prefix = "redundancy_" if kind == "redundancy" else ""
         out[f"{prefix}weight"] = weight
-        out[f"{prefix}dimension_weights"] = dict(zip(data.dimensions, row))
+        out[f"{prefix}dimension_weights"] = dict(zip(data.dimensions, row[:dimensions]))
+        if len(row) > dimensions:
+            out[f"{prefix}preference_head_weight"] = row[dimensions]
     return {**out, **parts}
 
 
@@ -496,7 +503,7 @@ def fit(
                 ids, mask = pad_right([encoded.rated[i] for i in rows], pad_id)
                 predicted = pooled_outputs(model, ids.to(device), mask.to(device))[:, :dimensions]  # (B, D): a preference head fits no rating
                 if similarity_weights is not None:
-                    predicted = predicted + torch.as_tensor(encoded.rated_similarity[rows], device=device) @ similarity_weights
+                    predicted = predicted + torch.as_tensor(encoded.rated_similarity[rows], device=device) @ similarity_weights[:, :dimensions]
                 annotator = torch.as_tensor(encoded.annotators[rows], device=device)
                 shift = torch.where((annotator >= 0)[:, None], offsets[annotator.clamp(min=0)], torch.zeros_like(predicted))
                 target = torch.as_tensor(encoded.targets[rows], dtype=torch.float32, device=device)
@@ -515,7 +522,7 @@ def fit(
         if step % max(config.logging_steps, 1) == 0 or step == total or step == 1:
             entry = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()}, "learning_rate": scheduler.get_last_lr()[0]}
             if similarity_weights is not None:
-                for kind, weight in zip(config.feature_kinds(), (similarity_weights.detach() @ w[:dimensions]).tolist()):
+                for kind, weight in zip(config.feature_kinds(), (similarity_weights.detach() @ w).tolist()):
                     entry[f"{kind}_weight"] = weight
             history.append(entry)
             reporter.metrics(step, {k: v for k, v in entry.items() if k != "step"})
@@ -555,7 +562,7 @@ def evaluate_objective(
         test = data.pairs.test
         chosen, rejected = (heads(test["prompt"], test["chosen"]) @ weights).numpy(), (heads(test["prompt"], test["rejected"]) @ weights).numpy()
         if per_dimension is not None:
-            terms = (per_dimension @ weights[:dimensions]).numpy()  # (F,)
+            terms = (per_dimension @ weights).numpy()  # (F,): the scalar's weight of each feature
             chosen_features, rejected_features = similarity(test["prompt"], test["chosen"]).numpy(), similarity(test["prompt"], test["rejected"]).numpy()
             parts = {"held_out_accuracy_cross_encoder_alone": float(((chosen - chosen_features @ terms) > (rejected - rejected_features @ terms)).mean())}
             for column, kind in enumerate(config.feature_kinds()):
@@ -575,8 +582,8 @@ def evaluate_objective(
 
 
 def feature_terms(features: torch.Tensor, weights: torch.Tensor, outputs: int) -> torch.Tensor:
-    """Each output's share of the frozen-base features, (N, outputs): features (N, F) @ weights (F, D), then zeros
-    for a preference head after the D dimensions (the features reach the scalar through the dimension heads)."""
+    """Each output's share of the frozen-base features, (N, outputs): features (N, F) @ weights (F, ≤ outputs), padded
+    with zeros for outputs the weights do not cover."""
     terms = features @ weights
     return nn.functional.pad(terms, (0, outputs - terms.shape[1]))
 
