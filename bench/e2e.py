@@ -188,6 +188,10 @@ class E2EConfig:
     """Add a learned weight (one per dimension head for regression / joint) times the frozen base's prompt–reply
     similarity (coverage or mean; off) to every objective's reward (`rlhf train-reward --prompt-similarity`; issue 20). Coverage, measured alone on seeds 0/1/2 (stop 28):
     0.787 → 0.787, 0.720 → 0.792, 0.691 → 0.731 against gold, so it is the default here."""
+    reward_reply_redundancy: bool = False
+    """Add a second learned frozen-base feature, the reply's self-repetition (`rlhf train-reward --reply-redundancy`)."""
+    reward_preference_head: bool = False
+    """Joint: give the pairs their own output beside the dimension heads (`rlhf train-reward --preference-head`)."""
     reward_from: Optional[Path] = None
     """An earlier run's report directory (same seed and settings up to the export): its trained reward models are
     copied and measured instead of trained again, so PPO settings can be compared on one reward model and without
@@ -432,7 +436,8 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         warmup_ratio=0.1, logging_steps=5, save_steps=max(config.reward_steps, 1),
         # The normalisation only centres and scales the scores: a few hundred responses pin it down on CPU.
         normalization_samples=256, objective=objective, off_prompt_pairs=config.reward_off_prompt_pairs,
-        average_weights_from=average_weights_from, prompt_similarity=prompt_similarity,
+        average_weights_from=average_weights_from, prompt_similarity=prompt_similarity, reply_redundancy=config.reward_reply_redundancy,
+        preference_head=config.reward_preference_head and objective == "joint",
     )
     if config.reward_from is not None:
         metrics, global_step = reuse_reward_model(Path(config.reward_from) / out.name, out, export_path)
@@ -451,17 +456,20 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
     score_chosen = model.score(prompts, [p["chosen"] for p in pairs]).tolist() if pairs else []
     score_rejected = model.score(prompts, [p["rejected"] for p in pairs]).tolist() if pairs else []
     similarity_parts = None
-    if model.config.prompt_similarity_weight is not None and pairs:
-        # Each part of r = cross-encoder + w · cos alone, per deciding gold component: which part carries what.
-        cos_chosen = model.prompt_similarity(prompts, [p["chosen"] for p in pairs])
-        cos_rejected = model.prompt_similarity(prompts, [p["rejected"] for p in pairs])
-        weight, std = model.config.prompt_similarity_weight, model.config.score_std
-        cross_chosen = [s - weight * c / std for s, c in zip(score_chosen, cos_chosen.tolist())]
-        cross_rejected = [s - weight * c / std for s, c in zip(score_rejected, cos_rejected.tolist())]
-        similarity_parts = {
-            "similarity_alone": checks.accuracy_by_component(pairs, cos_chosen.tolist(), cos_rejected.tolist()),
-            "cross_encoder_alone": checks.accuracy_by_component(pairs, cross_chosen, cross_rejected),
-        }
+    if model.config.feature_kinds() and pairs:
+        # Each part of r = cross-encoder + Σ_f w_f · feature_f alone, per deciding gold component: which part carries what.
+        import torch
+
+        features_chosen = model.base_features(prompts, [p["chosen"] for p in pairs])
+        features_rejected = model.base_features(prompts, [p["rejected"] for p in pairs])
+        weights, std = torch.tensor(model.config.feature_weights()), model.config.score_std
+        cross_chosen = (torch.tensor(score_chosen) - features_chosen @ weights / std).tolist()
+        cross_rejected = (torch.tensor(score_rejected) - features_rejected @ weights / std).tolist()
+        similarity_parts = {"cross_encoder_alone": checks.accuracy_by_component(pairs, cross_chosen, cross_rejected)}
+        for column, kind in enumerate(model.config.feature_kinds()):
+            sign = -1.0 if kind == "redundancy" else 1.0  # alone, the less redundant reply wins
+            name = "redundancy_alone" if kind == "redundancy" else "similarity_alone"
+            similarity_parts[name] = checks.accuracy_by_component(pairs, (sign * features_chosen[:, column]).tolist(), (sign * features_rejected[:, column]).tolist())
     del model
     _free()
     gold_c, gold_r = [p["gold_chosen"] for p in pairs], [p["gold_rejected"] for p in pairs]
@@ -1150,6 +1158,8 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--reward-off-prompt-pairs", type=float, default=None, help="off-prompt pairs added per training pair (0.25: one in four)")
     parser.add_argument("--reward-average-weights-from", type=float, default=None, help="average the reward model's weights over the steps after this share of training")
     parser.add_argument("--reward-prompt-similarity", choices=("off", "coverage", "mean"), default=None, help="add a learned prompt–reply similarity term to the pairwise reward model")
+    parser.add_argument("--reward-reply-redundancy", action=argparse.BooleanOptionalAction, default=None, help="add the learned reply-redundancy feature to the reward model")
+    parser.add_argument("--reward-preference-head", action=argparse.BooleanOptionalAction, default=None, help="joint: the pairs' own output beside the dimension heads")
     parser.add_argument("--reward-from", type=Path, default=None, help="reuse the reward models an earlier run of the same seed trained (its report directory)")
     parser.add_argument("--stop-after", choices=("reward",), default=None, help="stop after this stage (reward: seed, simulate, export, reward models)")
     parser.add_argument("--ppo-iterations", type=int, default=None)
@@ -1176,6 +1186,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
         "budget_minutes": args.budget_minutes, "out_dir": args.out_dir, "database_url": args.database_url, "sample_file": args.sample_file,
         "prompt_limit": args.prompt_limit, "reward_base": args.reward_base, "policy": args.policy, "reward_steps": args.reward_steps,
         "reward_lora_layers": args.reward_lora_layers, "reward_off_prompt_pairs": args.reward_off_prompt_pairs, "reward_average_weights_from": args.reward_average_weights_from, "reward_prompt_similarity": args.reward_prompt_similarity,
+        "reward_reply_redundancy": args.reward_reply_redundancy, "reward_preference_head": args.reward_preference_head,
         "reward_from": args.reward_from, "export_aggregate": args.aggregate,
         "ppo_iterations": args.ppo_iterations, "ppo_learning_rate": args.ppo_learning_rate, "ppo_kl_coef": args.ppo_kl_coef, "ppo_kl_target": args.ppo_kl_target, "ppo_kl_horizon": args.ppo_kl_horizon, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
         "torch_threads": args.threads, "stop_after": args.stop_after, "held_out": args.held_out, "demos": args.demos,

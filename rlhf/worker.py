@@ -1015,12 +1015,16 @@ def serve_main(args: argparse.Namespace) -> int:
 def install_stop_signals(worker: Worker) -> None:
     """SIGINT / SIGTERM stop the worker cleanly (its running job is killed and re-queued)."""
 
+    def stop(name: str) -> None:
+        print(f"worker {worker.worker_id}: {name}, stopping", file=sys.stderr, flush=True)
+        worker.stop()
+
     def handler(signum, _frame) -> None:
-        print(f"worker {worker.worker_id}: {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True)
-        # Set the event from another thread: the handler runs in the main thread between two of its
+        # Everything happens in another thread: the handler runs in the main thread between two of its
         # steps, possibly while that thread holds the event's lock (entering or leaving
-        # `stop_event.wait`), and setting it here would then wait for that lock forever.
-        threading.Thread(target=worker.stop, name="stop-on-signal", daemon=True).start()
+        # `stop_event.wait`) or is inside a write to stderr; setting the event here would then wait for
+        # that lock forever, and printing here would raise "reentrant call" in the middle of that write.
+        threading.Thread(target=stop, args=(signal.Signals(signum).name,), name="stop-on-signal", daemon=True).start()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

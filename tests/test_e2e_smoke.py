@@ -151,7 +151,8 @@ def test_e2e_stops_after_the_reward_stage_with_every_objective(tmp_path, tiny_mo
     import e2e
 
     torch.set_num_threads(1)
-    config = e2e.parse_args(["--quick", "--stop-after", "reward", "--reward-objectives", "regression,joint,pairwise", "--reward-prompt-similarity", "coverage", "--quiet"])
+    config = e2e.parse_args(["--quick", "--stop-after", "reward", "--reward-objectives", "regression,joint,pairwise", "--reward-prompt-similarity", "coverage",
+                               "--reward-reply-redundancy", "--reward-preference-head", "--quiet"])
     config = dataclasses.replace(
         config, out_dir=tmp_path / "report", sample_file=write_sample(tmp_path / "records.jsonl"), reward_base=str(tiny_model_dir),
         annotators=6, spammers=1, extra_round0_file=None, control=False,
@@ -168,10 +169,13 @@ def test_e2e_stops_after_the_reward_stage_with_every_objective(tmp_path, tiny_mo
     # Every objective adds the similarity term; each part's accuracy per gold component is reported.
     for figures in saved["reward_objectives"].values():
         assert figures["prompt_similarity"]["weight"] != 0.0
-        for part in ("similarity_alone", "cross_encoder_alone"):
+        assert figures["prompt_similarity"]["features"] == ["coverage", "redundancy"]
+        for part in ("similarity_alone", "redundancy_alone", "cross_encoder_alone"):
             assert sum(g["pairs"] for g in figures["prompt_similarity_parts"][part].values()) == figures["test_pairs_with_gold_preference"]
     assert set(saved["reward_objectives"]["joint"]["prompt_similarity"]["dimension_weights"]) == set(saved["reward_objectives"]["joint"]["held_out"]["ratings"]["dimensions"])
     assert (tmp_path / "report" / "export" / "ratings.jsonl").is_file()
+    # Only joint takes the preference head.
+    assert [json.loads((tmp_path / "report" / figures_dir(o) / "reward_config.json").read_text())["preference_head"] for o in ("regression", "joint", "pairwise")] == [False, True, False]
 
     # Another run of the same seed reuses those models: same figures, no training.
     again = dataclasses.replace(config, out_dir=tmp_path / "again", reward_from=tmp_path / "report")

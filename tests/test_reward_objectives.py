@@ -279,3 +279,48 @@ def test_cli_train_reward_regression(tiny_model_dir, tmp_path, regression):
     assert json.loads((tmp_path / "rm" / "reward_config.json").read_text())["dimension_weights"] == [0.25, 0.75]
     bad = CliRunner().invoke(app, base + ["--objective", "regression", "--ratings", str(regression["ratings"]), "--weights", "helpfulness", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "'helpfulness' is not dimension=number" in bad.output and not (tmp_path / "x").exists()
+
+
+def topic_pairs(path: Path, n: int = 24) -> Path:
+    """Pairs that prefer a reply naming `cat` over one naming `dog`, every other word shared: a preference the
+    ratings (good / bad words, `raw_ratings`) say nothing about."""
+    rng = random.Random(3)
+    rows = []
+    for i in range(n):
+        prompt = " ".join(rng.choice(FILLER) for _ in range(rng.randint(2, 6)))
+        rest = " ".join(rng.choice(FILLER) for _ in range(rng.randint(1, 4)))
+        rows.append({"prompt": prompt, "chosen": f"{rest} cat", "rejected": f"{rest} dog", "margin": 0.0, "agreement": 1.0,
+                     "split": "test" if i % 4 == 0 else "train"})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_a_preference_head_learns_the_pairs_beside_heads_that_keep_fitting_the_ratings(tiny_model_dir, tmp_path, regression):
+    from rlhf.reward.scorer import raw_outputs
+
+    pairs = topic_pairs(tmp_path / "pairs.jsonl")
+    # The ratings' squared error weighs ten times the pairs' loss; the pairs still get their way through their own head.
+    common = dict(objective="joint", max_steps=40, regression_weight=10.0)
+    pinned = train_reward_model(tiny_config(tiny_model_dir, **common), tmp_path / "pinned", data=pairs, ratings=regression["ratings"])
+    free = train_reward_model(
+        tiny_config(tiny_model_dir, preference_head=True, prompt_similarity="coverage", **common), tmp_path / "free", data=pairs, ratings=regression["ratings"]
+    )
+    assert free.model_config.preference_head and not pinned.model_config.preference_head
+    assert free.metrics["held_out"]["accuracy"] == 1.0
+    # The heads still fit the ratings as well as without the preference head.
+    ratings_free, ratings_pinned = (r.metrics["held_out"]["ratings"]["dimensions"]["helpfulness"]["pearson"] for r in (free, pinned))
+    assert ratings_free >= ratings_pinned - 0.1
+    # The preference head has its own weight on the prompt similarity (trained by the pairs); the scalar's adds it.
+    term = free.metrics["prompt_similarity"]
+    assert term["preference_head_weight"] != 0.0 and set(term["dimension_weights"]) == set(DIMENSIONS)
+    assert term["weight"] == pytest.approx(sum(term["dimension_weights"].values()) / 2 + term["preference_head_weight"], rel=1e-5)
+    # Scoring: the scalar is the weighted dimensions plus the preference output; `score_dimensions` reports the dimensions only.
+    scorer = RewardModel.load(tmp_path / "free", device="cpu")
+    prompts, replies = ["tell me", "tell me"], ["good helpful honest cat", "bad unsafe worse dog"]
+    outputs = raw_outputs(scorer.model, scorer.encode(prompts, replies), pad_id=scorer.tokenizer.pad_token_id, batch_size=2, device="cpu")
+    assert outputs.shape == (2, 3)
+    expected = outputs[:, :2] @ torch.tensor([0.5, 0.5]) + outputs[:, 2] + term["weight"] * scorer.prompt_similarity(prompts, replies)
+    torch.testing.assert_close(scorer.score(prompts, replies, normalize=False), expected, atol=1e-5, rtol=1e-5)
+    assert set(scorer.score_dimensions(prompts, replies)) == set(DIMENSIONS)
+    with pytest.raises(ValueError, match="preference_head: for the joint objective only"):
+        tiny_config(tiny_model_dir, objective="regression", preference_head=True).validate()

@@ -139,7 +139,7 @@ def test_a_resumed_run_starts_from_the_saved_weight(tiny_model_dir, tmp_path):
     straight = train_reward_model(config, tmp_path / "straight", data=data).model_config.prompt_similarity_weight
     with pytest.raises(Cancelled, match="step 3"):
         train_reward_model(config, tmp_path / "rm", data=data, reporter=RecordingReporter(stop_after=3))
-    saved = json.loads((checkpoint_dir_for(tmp_path / "rm") / "checkpoint-3" / SIMILARITY_WEIGHT_FILE).read_text())["weight"]
+    saved = json.loads((checkpoint_dir_for(tmp_path / "rm") / "checkpoint-3" / SIMILARITY_WEIGHT_FILE).read_text())["weights"][0]
     assert saved > 0
     resumed = train_reward_model(config, tmp_path / "rm", data=data, resume=True)
     assert resumed.resumed_from_step == 3
@@ -157,7 +157,7 @@ def test_cli_flag_reaches_training(tiny_model_dir, tmp_path):
     args = ["train-reward", "--data", str(data), "--base", str(tiny_model_dir), "--out", str(tmp_path / "rm"), "--max-steps", "2", "--lora-r", "2", "--device", "cpu", "--max-length", "64"]
     result = CliRunner().invoke(app, [*args, "--prompt-similarity", "coverage"])
     assert result.exit_code == 0, result.output
-    assert "prompt similarity weight" in result.output
+    assert "feature weights coverage" in result.output
     metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
     assert metrics["prompt_similarity"]["weight"] != 0.0
     result = CliRunner().invoke(app, [*args[:-12], "--out", str(tmp_path / "rm2"), "--prompt-similarity", "coverage", "--listwise"])

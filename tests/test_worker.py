@@ -649,3 +649,45 @@ def test_rlhf_app_starts_streamlit_and_a_worker_and_ctrl_c_or_sigterm_stops_both
     _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, f"still running after {stop}: {alive}"
     assert not healthy()
+
+
+def test_a_stop_signal_stops_the_worker_and_says_so_from_another_thread(monkeypatch):
+    """The handler itself only starts a thread: printing inside it could land in the middle of the main thread's own
+    write to stderr ("reentrant call"), and setting the stop event could wait on a lock the main thread holds."""
+    from rlhf.worker import install_stop_signals
+
+    class Recorder:
+        def __init__(self):
+            self.writers, self.text = [], []
+
+        def write(self, text):
+            self.writers.append(threading.current_thread().name)
+            self.text.append(text)
+
+        def flush(self):
+            pass
+
+    class FakeWorker:
+        worker_id = "w-test"
+
+        def __init__(self):
+            self.stopped = threading.Event()
+            self.stopping_thread = None
+
+        def stop(self):
+            self.stopping_thread = threading.current_thread().name
+            self.stopped.set()
+
+    stderr, worker = Recorder(), FakeWorker()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        install_stop_signals(worker)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert worker.stopped.wait(5)
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    assert worker.stopping_thread == "stop-on-signal"
+    assert "".join(stderr.text) == "worker w-test: SIGTERM, stopping\n"
+    assert set(stderr.writers) == {"stop-on-signal"}

@@ -106,8 +106,8 @@ class RewardDirectory:
             return f"it was trained on {trained} base and PPO's base is {'4-bit' if load_in_4bit else 'unquantised'}"
         if self.tokenizer.get_vocab() != policy_tokenizer.get_vocab():
             return "its tokenizer differs from the policy's"
-        if self.config.prompt_similarity_weight is not None:
-            return "it adds the prompt–reply similarity of its own base's embeddings"
+        if self.config.feature_kinds():
+            return "it adds features of its own base's embeddings (prompt–reply similarity, reply redundancy)"
         if self.config.pooling != "last_token":
             return f"its pooling {self.config.pooling!r} is not last_token"
         return None

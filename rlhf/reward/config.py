@@ -104,9 +104,22 @@ class RewardConfig:
     a reply token (BERTScore recall), `mean` the cosine of mean-pooled embeddings. It carries "does the reply address
     this prompt" to prompts never trained on; scoring then embeds prompt and reply too. Regression / joint: each
     dimension's head gets its own weight v_d (the scalar's w is Σ_d w_d v_d). Not with listwise."""
+    reply_redundancy: bool = False
+    """Add a second frozen-base feature with its own learned weight: how much the reply repeats itself (the mean over
+    its tokens of the best cosine with an earlier token a few positions back; rlhf.reward.similarity). It carries
+    "does not loop" to prompts never trained on. With or without `prompt_similarity`; per dimension head for
+    regression / joint. Not with listwise."""
+    preference_head: bool = False
+    """joint with pairs: one more output beside the dimension heads, trained by the pairs' Bradley–Terry loss alone;
+    the scalar reward is Σ_d w_d ŝ_d + p(x). The heads keep fitting the ratings while the pairs get a free direction
+    for what the ratings do not say (without it the pairs can only move the heads the ratings pin)."""
     annotator_offsets: bool = False
     """regression / joint with a raw export: fit each annotator's own offset per dimension next to the heads (the
     heads then predict the average annotator), instead of normalising each annotator's scores beforehand."""
+
+    def feature_kinds(self) -> list[str]:
+        """The frozen-base features the reward adds, in weight order (rlhf.reward.similarity.base_features)."""
+        return ([self.prompt_similarity] if self.prompt_similarity != "off" else []) + (["redundancy"] if self.reply_redundancy else [])
 
     def validate(self) -> None:
         problems = []
@@ -124,6 +137,10 @@ class RewardConfig:
             problems.append(f"prompt_similarity {self.prompt_similarity!r}: expected off, coverage or mean")
         elif self.prompt_similarity != "off" and self.listwise:
             problems.append("prompt_similarity: not with listwise training")
+        if self.preference_head and self.objective != "joint":
+            problems.append(f"preference_head: for the joint objective only (got {self.objective})")
+        if self.reply_redundancy and self.listwise:
+            problems.append("reply_redundancy: not with listwise training")
         if not 0.0 <= self.average_weights_from < 1.0:
             problems.append(f"average_weights_from {self.average_weights_from}: must be in [0, 1)")
         if not 0.0 <= self.eval_fraction < 1.0:
@@ -204,8 +221,39 @@ class RewardModelConfig:
     prompt_similarity_dimension_weights: list[float] | None = None
     """Regression / joint with a prompt similarity: each dimension head's own weight v_d on it (in head order);
     `prompt_similarity_weight` is then the scalar's, Σ_d w_d v_d."""
+    preference_head: bool = False
+    """joint: the model has one output after the dimension heads, the pairs' own (RewardConfig.preference_head); the
+    scalar adds it with weight 1."""
+    reply_redundancy_weight: float | None = None
+    """The learned weight of the reply's self-repetition in the raw reward (RewardConfig.reply_redundancy); None: no
+    such term."""
+    reply_redundancy_dimension_weights: list[float] | None = None
+    """Regression / joint with reply redundancy: each dimension head's own weight on it (in head order)."""
     format_version: int = FORMAT_VERSION
     """Layout version of the reward directory."""
+
+    def head_weights(self) -> list[float] | None:
+        """The scalar's weight of each model output: the dimension weights, then 1 for a preference head; None for a
+        single-output (pairwise) model."""
+        if not self.dimensions:
+            return None
+        return list(self.dimension_weights) + ([1.0] if self.preference_head else [])
+
+    def feature_kinds(self) -> list[str]:
+        """The frozen-base features the raw reward adds (rlhf.reward.similarity.base_features), in the order of
+        `feature_weights`."""
+        return ([self.prompt_similarity if self.prompt_similarity != "off" else "mean"] if self.prompt_similarity_weight is not None else []) + (
+            ["redundancy"] if self.reply_redundancy_weight is not None else []
+        )
+
+    def feature_weights(self) -> list[float]:
+        """The scalar's weight of each of `feature_kinds`."""
+        return [w for w in (self.prompt_similarity_weight, self.reply_redundancy_weight) if w is not None]
+
+    def feature_dimension_weights(self) -> list[list[float]] | None:
+        """Regression / joint: each feature's weight per dimension head, (features × dimensions); None otherwise."""
+        rows = [w for w in (self.prompt_similarity_dimension_weights, self.reply_redundancy_dimension_weights) if w is not None]
+        return rows or None
 
     def save(self, directory: Path) -> None:
         (Path(directory) / REWARD_CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True))

@@ -8,7 +8,8 @@ on the same base, LoRA, tokenisation and pooling, with a plain PyTorch loop:
   L_MSE = mean_{rated (x, d)} (ŝ_d(x) + b_{a,d} − z_{x,d})², with b the optional per-annotator
   offsets (0 without `annotator_offsets`);
 - with `prompt_similarity` (rlhf.reward.similarity), each head adds its own learned weight v_d times the frozen
-  base's prompt–reply similarity: ŝ_d(x) = head_d(x) + v_d · sim(x), in both losses;
+  base's prompt–reply similarity: ŝ_d(x) = head_d(x) + v_d · sim(x), in both losses; `reply_redundancy` adds
+  the reply's self-repetition the same way, with its own weights u_d;
 - `joint`: the same model, the scalar reward r(x) = Σ_d w_d ŝ_d(x) (weights summing to 1) enters
   the Bradley–Terry loss on pairs, L_BT = −log σ(r(chosen) − r(rejected) − margin), and
   L = L_BT + λ L_MSE with λ = `regression_weight`; each step takes one batch of each data kind
@@ -46,7 +47,7 @@ from rlhf.reward.evaluate import preference_metrics
 from rlhf.reward.heldout import accuracy_by_strength, leave_one_out_ceiling, rating_metrics
 from rlhf.reward.ratings_data import RatingsData, read_ratings
 from rlhf.reward.scorer import head_name_of, pad_right, pooled_outputs, raw_outputs
-from rlhf.reward.similarity import SIMILARITY_LEARNING_RATE, prompt_similarities
+from rlhf.reward.similarity import SIMILARITY_LEARNING_RATE, base_features
 
 
 class ObjectiveError(ValueError):
@@ -225,11 +226,11 @@ class EncodedData:
     chosen_similarity: np.ndarray | None = None
     rejected_similarity: np.ndarray | None = None
     rated_similarity: np.ndarray | None = None
-    """With `prompt_similarity`: the frozen base's prompt–reply similarity of each chosen / rejected / rated row."""
+    """With frozen-base features (RewardConfig.feature_kinds): each chosen / rejected / rated row's, (N, F)."""
 
     def similarity_of_sequences(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
-        """The similarity of each of `sequences` (token ids of training rows), read off the columns above."""
-        known: dict[tuple[int, ...], float] = {}
+        """The features of each of `sequences` (token ids of training rows), (n, F), read off the columns above."""
+        known: dict[tuple[int, ...], list[float]] = {}
         for ids, values in ((self.chosen, self.chosen_similarity), (self.rejected, self.rejected_similarity), (self.rated, self.rated_similarity)):
             if values is not None:
                 known.update(zip(map(tuple, ids), values.tolist()))
@@ -237,12 +238,12 @@ class EncodedData:
 
 
 def add_similarities(encoded: EncodedData, data: ObjectiveData, model, tokenizer, config: RewardConfig, device) -> None:
-    """Fill the similarity columns (`config.prompt_similarity`), read off `model` (the base, before any adapter)."""
+    """Fill the feature columns (`config.feature_kinds()`), read off `model` (the base, before any adapter)."""
 
     def similarity(prompts, responses) -> np.ndarray:
-        return prompt_similarities(
-            model, tokenizer, list(prompts), list(responses), max_length=config.max_length, batch_size=config.eval_batch_size, device=device,
-            kind=config.prompt_similarity,
+        return base_features(
+            model, tokenizer, list(prompts), list(responses), config.feature_kinds(), max_length=config.max_length, batch_size=config.eval_batch_size,
+            device=device,
         ).numpy()
 
     if encoded.chosen:
@@ -291,7 +292,7 @@ def train_objective(
     from peft import get_peft_model
 
     from rlhf.models import default_device, load_sequence_classifier, load_tokenizer, lora_config, resolve_model, trainable_to_fp32
-    from rlhf.reward.train import RewardTrainingResult, _record_artifact, _save_reward_dir, json_safe
+    from rlhf.reward.train import RewardTrainingResult, _record_artifact, _save_reward_dir, json_safe, named_feature_weights
 
     # 1. data
     data = load_objective_data(config, pairs_path, ratings_path, weights_of_project)
@@ -311,12 +312,19 @@ def train_objective(
 
     # 3. model: one output per dimension, LoRA, the heads trained in full
     torch.manual_seed(config.seed)
-    model = load_sequence_classifier(source, num_labels=len(data.dimensions), load_in_4bit=config.load_in_4bit, device=device, pad_token_id=tokenizer.pad_token_id)
+    preference_heads = 1 if config.preference_head and encoded.chosen else 0  # the pairs' own output, after the dimensions
+    if config.preference_head and not preference_heads:
+        reporter.log("no training pairs: the model gets no preference head")
+    model = load_sequence_classifier(
+        source, num_labels=len(data.dimensions) + preference_heads, load_in_4bit=config.load_in_4bit, device=device, pad_token_id=tokenizer.pad_token_id
+    )
     head_name = head_name_of(model)
     similarity_weights = None
-    if config.prompt_similarity != "off":  # fixed per row: read once, off the base before the adapter exists
+    kinds = config.feature_kinds()
+    if kinds:  # fixed per row: read once, off the base before the adapter exists
         add_similarities(encoded, data, model, tokenizer, config, device)
-        similarity_weights = nn.Parameter(torch.zeros(len(data.dimensions), device=device))
+        # (F, D [+ 1]): each output's own weight on each feature; a preference head's is trained by the pairs alone
+        similarity_weights = nn.Parameter(torch.zeros(len(kinds), len(data.dimensions) + preference_heads, device=device))
         torch.manual_seed(config.seed)  # the adapter's initialisation does not depend on the feature being on
     lora = lora_config(
         "SEQ_CLS", r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout, target_modules=config.lora_target_modules, modules_to_save=[head_name],
@@ -329,23 +337,24 @@ def train_objective(
     # 4. train
     timings["prepare_s"] = time.perf_counter() - started
     train_started = time.perf_counter()
-    history = fit(model, encoded, data.weights, offsets, config, device, tokenizer.pad_token_id, reporter, similarity_weights)
+    head_weights = list(data.weights) + [1.0] * preference_heads  # the scalar: Σ_d w_d ŝ_d (+ the preference head)
+    history = fit(model, encoded, head_weights, offsets, config, device, tokenizer.pad_token_id, reporter, similarity_weights)
     timings["train_s"] = time.perf_counter() - train_started
     model.eval()
 
     # 5. evaluate
     pad_id = tokenizer.pad_token_id
-    held_out, similarity_parts = evaluate_objective(model, data, tokenizer, config, use_template, device, similarity_weights)
+    held_out, similarity_parts = evaluate_objective(model, data, tokenizer, config, use_template, device, similarity_weights, preference_heads)
 
     # 6. normalisation of the scalar over (a sample of) the training responses
-    weights = torch.tensor(data.weights)
+    weights = torch.tensor(head_weights)
     responses = sorted({tuple(s) for s in encoded.chosen + encoded.rejected + encoded.rated})
     if len(responses) > config.normalization_samples:
         responses = random.Random(config.seed).sample(responses, config.normalization_samples)
     train_outputs = raw_outputs(model, [list(s) for s in responses], pad_id=pad_id, batch_size=config.eval_batch_size, device=device)
     if similarity_weights is not None:
         similarity = torch.from_numpy(encoded.similarity_of_sequences(responses))
-        train_outputs = train_outputs + similarity[:, None] * similarity_weights.detach().cpu()[None, :]
+        train_outputs = train_outputs + feature_terms(similarity, similarity_weights.detach().cpu(), train_outputs.shape[1])
     train_raw = train_outputs @ weights
     mean = float(train_raw.mean())
     std = float(train_raw.std()) if len(train_raw) > 1 else 1.0
@@ -372,7 +381,7 @@ def train_objective(
         },
         "dimensions": dict(zip(data.dimensions, data.weights)),
         "normalization": {"mean": mean, "std": std, "responses": len(responses)},
-        **({"prompt_similarity": similarity_metrics(config, data, similarity_weights, similarity_parts)} if similarity_weights is not None else {}),
+        **({"prompt_similarity": similarity_metrics(config, data, similarity_weights, similarity_parts, head_weights)} if similarity_weights is not None else {}),
         "export_hash": export_hash,
         "timings": timings,
     }
@@ -384,8 +393,8 @@ def train_objective(
         objective=config.objective, dimensions=list(data.dimensions), dimension_weights=list(data.weights),
         dimension_scale=data.ratings.scale if data.ratings is not None else {},
         prompt_similarity=config.prompt_similarity,
-        prompt_similarity_weight=float(weights @ similarity_weights.detach().cpu()) if similarity_weights is not None else None,
-        prompt_similarity_dimension_weights=similarity_weights.detach().cpu().tolist() if similarity_weights is not None else None,
+        **(named_feature_weights(kinds, (similarity_weights.detach().cpu() @ weights).tolist(), similarity_weights.detach().cpu()[:, : len(data.dimensions)].tolist()) if similarity_weights is not None else {}),
+        preference_head=bool(preference_heads),
     )
     manifests = {kind: json_safe(asdict(d.manifest)) for kind, d in (("pairs", data.pairs), ("ratings", data.ratings)) if d is not None and d.manifest}
     lineage = redact({
@@ -410,16 +419,23 @@ def train_objective(
     return RewardTrainingResult(out_dir=out_dir, metrics=metrics, model_config=model_config, global_step=metrics["train"]["steps"], artifact_id=artifact_id, timings=timings)
 
 
-def similarity_metrics(config: RewardConfig, data: ObjectiveData, similarity_weights: nn.Parameter, parts: Mapping[str, Any]) -> dict[str, Any]:
-    """The learned weights of the similarity term, the scalar's (Σ_d w_d v_d) and each dimension's v_d, and what
-    each part of the scalar alone gets right on the held-out pairs (as a pairwise model's metrics say)."""
-    per_dimension = similarity_weights.detach().cpu()
-    return {
-        "kind": config.prompt_similarity,
-        "weight": float(torch.tensor(data.weights) @ per_dimension),
-        "dimension_weights": dict(zip(data.dimensions, per_dimension.tolist())),
-        **parts,
-    }
+def similarity_metrics(
+    config: RewardConfig, data: ObjectiveData, similarity_weights: nn.Parameter, parts: Mapping[str, Any], head_weights: Sequence[float]
+) -> dict[str, Any]:
+    """The learned weights of each feature's term, the scalar's (Σ_d w_d v_d, plus a preference head's own) and each
+    dimension's v_d, and what each part of the scalar alone gets right on the held-out pairs (as a pairwise model's
+    metrics say)."""
+    per_output = similarity_weights.detach().cpu()  # (F, D [+ 1])
+    scalar = (per_output @ torch.tensor(list(head_weights))).tolist()
+    dimensions = len(data.dimensions)
+    out: dict[str, Any] = {"kind": config.prompt_similarity, "features": config.feature_kinds()}
+    for kind, weight, row in zip(config.feature_kinds(), scalar, per_output.tolist()):
+        prefix = "redundancy_" if kind == "redundancy" else ""
+        out[f"{prefix}weight"] = weight
+        out[f"{prefix}dimension_weights"] = dict(zip(data.dimensions, row[:dimensions]))
+        if len(row) > dimensions:
+            out[f"{prefix}preference_head_weight"] = row[dimensions]
+    return {**out, **parts}
 
 
 def summary_line(held_out: Mapping[str, Any]) -> str:
@@ -439,8 +455,8 @@ def fit(
 ) -> list[dict[str, float]]:
     """The optimisation loop; returns the logged history [{step, loss, ...}]. Raises Cancelled on a stop request.
 
-    `similarity_weights` (D,): each head's weight on the rows' prompt similarity, in its own optimiser group (the
-    adapter's step size would hardly move a single number; see SIMILARITY_LEARNING_RATE)."""
+    `similarity_weights` (F, D): each head's weight on each of the rows' frozen-base features, in their own optimiser
+    group (the adapter's step size would hardly move a single number; see SIMILARITY_LEARNING_RATE)."""
     from transformers import get_scheduler
 
     from rlhf.reward.train import RewardTrainingError
@@ -457,7 +473,8 @@ def fit(
         groups.append({"params": [similarity_weights], "weight_decay": 0.0, "lr": SIMILARITY_LEARNING_RATE})
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=int(config.warmup_ratio * total), num_training_steps=total)
-    w = torch.tensor(list(weights), device=device)
+    w = torch.tensor(list(weights), device=device)  # one per output: the dimensions', then a preference head's 1
+    dimensions = encoded.targets.shape[1]
     pair_batches = batch_order([max(len(a), len(b)) for a, b in zip(encoded.chosen, encoded.rejected)], config.batch_size, config.seed) if has_pairs else None
     rating_batches = batch_order([len(s) for s in encoded.rated], config.batch_size, config.seed + 1) if has_ratings else None
     lam = config.regression_weight if config.objective == "joint" else 1.0
@@ -470,10 +487,10 @@ def fit(
             if pair_batches is not None:
                 rows = next(pair_batches)
                 ids, mask = pad_right([encoded.chosen[i] for i in rows] + [encoded.rejected[i] for i in rows], pad_id)
-                outputs = pooled_outputs(model, ids.to(device), mask.to(device))  # (2B, D)
+                outputs = pooled_outputs(model, ids.to(device), mask.to(device))  # (2B, D [+ 1])
                 if similarity_weights is not None:
                     similarity = np.concatenate([encoded.chosen_similarity[rows], encoded.rejected_similarity[rows]])
-                    outputs = outputs + torch.as_tensor(similarity, device=device)[:, None] * similarity_weights
+                    outputs = outputs + feature_terms(torch.as_tensor(similarity, device=device), similarity_weights, outputs.shape[1])
                 rewards = outputs @ w  # (2B,)
                 chosen, rejected = torch.chunk(rewards, 2)
                 margin = torch.tensor(encoded.margins[rows], dtype=torch.float32, device=device)
@@ -484,9 +501,9 @@ def fit(
             if rating_batches is not None:
                 rows = next(rating_batches)
                 ids, mask = pad_right([encoded.rated[i] for i in rows], pad_id)
-                predicted = pooled_outputs(model, ids.to(device), mask.to(device))  # (B, D)
+                predicted = pooled_outputs(model, ids.to(device), mask.to(device))[:, :dimensions]  # (B, D): a preference head fits no rating
                 if similarity_weights is not None:
-                    predicted = predicted + torch.as_tensor(encoded.rated_similarity[rows], device=device)[:, None] * similarity_weights
+                    predicted = predicted + torch.as_tensor(encoded.rated_similarity[rows], device=device) @ similarity_weights[:, :dimensions]
                 annotator = torch.as_tensor(encoded.annotators[rows], device=device)
                 shift = torch.where((annotator >= 0)[:, None], offsets[annotator.clamp(min=0)], torch.zeros_like(predicted))
                 target = torch.as_tensor(encoded.targets[rows], dtype=torch.float32, device=device)
@@ -505,7 +522,8 @@ def fit(
         if step % max(config.logging_steps, 1) == 0 or step == total or step == 1:
             entry = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()}, "learning_rate": scheduler.get_last_lr()[0]}
             if similarity_weights is not None:
-                entry["similarity_weight"] = float(w @ similarity_weights.detach())
+                for kind, weight in zip(config.feature_kinds(), (similarity_weights.detach() @ w).tolist()):
+                    entry[f"{kind}_weight"] = weight
             history.append(entry)
             reporter.metrics(step, {k: v for k, v in entry.items() if k != "step"})
             window = {}
@@ -516,25 +534,27 @@ def fit(
 
 def evaluate_objective(
     model, data: ObjectiveData, tokenizer, config: RewardConfig, use_template: bool, device, similarity_weights: nn.Parameter | None = None,
+    preference_heads: int = 0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Held-out pairs (accuracy, calibration, by strength) and held-out ratings (correlations), beside their ceilings;
     and, with a similarity term, what each part of the scalar alone gets right on the held-out pairs."""
-    weights = torch.tensor(data.weights)
+    weights = torch.tensor(list(data.weights) + [1.0] * preference_heads)  # per output: the scalar is outputs · weights
+    dimensions = len(data.dimensions)
     pad_id = tokenizer.pad_token_id
-    per_dimension = similarity_weights.detach().cpu() if similarity_weights is not None else None
+    per_dimension = similarity_weights.detach().cpu() if similarity_weights is not None else None  # (F, D)
     parts: dict[str, Any] = {}
 
     def similarity(prompts, responses) -> torch.Tensor:
-        return prompt_similarities(
-            model, tokenizer, list(prompts), list(responses), max_length=config.max_length, batch_size=config.eval_batch_size, device=device,
-            kind=config.prompt_similarity,
+        return base_features(
+            model, tokenizer, list(prompts), list(responses), config.feature_kinds(), max_length=config.max_length, batch_size=config.eval_batch_size,
+            device=device,
         )
 
     def heads(prompts, responses) -> torch.Tensor:
         ids = encode_pairs(tokenizer, list(prompts), list(responses), max_length=config.max_length, use_chat_template=use_template).ids
         outputs = raw_outputs(model, ids, pad_id=pad_id, batch_size=config.eval_batch_size, device=device)  # (N, D)
         if per_dimension is not None:
-            outputs = outputs + similarity(prompts, responses)[:, None] * per_dimension[None, :]
+            outputs = outputs + feature_terms(similarity(prompts, responses), per_dimension, outputs.shape[1])
         return outputs
 
     held_out: dict[str, Any]
@@ -542,12 +562,14 @@ def evaluate_objective(
         test = data.pairs.test
         chosen, rejected = (heads(test["prompt"], test["chosen"]) @ weights).numpy(), (heads(test["prompt"], test["rejected"]) @ weights).numpy()
         if per_dimension is not None:
-            term = float(weights @ per_dimension)
-            chosen_similarity, rejected_similarity = similarity(test["prompt"], test["chosen"]).numpy(), similarity(test["prompt"], test["rejected"]).numpy()
-            parts = {
-                "held_out_accuracy_similarity_alone": float((chosen_similarity > rejected_similarity).mean()),
-                "held_out_accuracy_cross_encoder_alone": float(((chosen - term * chosen_similarity) > (rejected - term * rejected_similarity)).mean()),
-            }
+            terms = (per_dimension @ weights).numpy()  # (F,): the scalar's weight of each feature
+            chosen_features, rejected_features = similarity(test["prompt"], test["chosen"]).numpy(), similarity(test["prompt"], test["rejected"]).numpy()
+            parts = {"held_out_accuracy_cross_encoder_alone": float(((chosen - chosen_features @ terms) > (rejected - rejected_features @ terms)).mean())}
+            for column, kind in enumerate(config.feature_kinds()):
+                if kind == "redundancy":  # alone, the less redundant reply wins
+                    parts["held_out_accuracy_redundancy_alone"] = float((chosen_features[:, column] < rejected_features[:, column]).mean())
+                else:
+                    parts["held_out_accuracy_similarity_alone"] = float((chosen_features[:, column] > rejected_features[:, column]).mean())
         held_out = preference_metrics(chosen, rejected, human_agreement=test["agreement"].to_numpy(float), n_bins=config.calibration_bins)
         held_out["by_strength"] = accuracy_by_strength(chosen, rejected, test["margin"].to_numpy(float), test["agreement"].to_numpy(float), margin_per_strength=margin_per_strength(data.pairs))
     else:
@@ -555,8 +577,15 @@ def evaluate_objective(
     if data.ratings is not None and not data.ratings.test.empty:
         outputs = heads(data.ratings.test["prompt"], data.ratings.test["response"]).numpy()
         ceiling = leave_one_out_ceiling(data.ratings.test_ratings, data.dimensions, data.weights) if data.ratings.test_ratings is not None else None
-        held_out["ratings"] = rating_metrics(outputs @ np.asarray(data.weights), outputs, data.ratings.targets(data.ratings.test), data.dimensions, data.weights, ceiling)
+        held_out["ratings"] = rating_metrics(outputs @ weights.numpy(), outputs[:, :dimensions], data.ratings.targets(data.ratings.test), data.dimensions, data.weights, ceiling)
     return held_out, parts
+
+
+def feature_terms(features: torch.Tensor, weights: torch.Tensor, outputs: int) -> torch.Tensor:
+    """Each output's share of the frozen-base features, (N, outputs): features (N, F) @ weights (F, ≤ outputs), padded
+    with zeros for outputs the weights do not cover."""
+    terms = features @ weights
+    return nn.functional.pad(terms, (0, outputs - terms.shape[1]))
 
 
 def margin_per_strength(pairs: PreferenceData) -> float:

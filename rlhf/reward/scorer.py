@@ -163,7 +163,7 @@ class RewardModel:
         self.base_model_path = base_model_path
         self.device = device
         # One head per rubric dimension (regression / joint): the scalar reward is heads · weights.
-        self.weights = torch.tensor(config.dimension_weights, dtype=torch.float32) if config.dimensions else None
+        self.weights = torch.tensor(config.head_weights(), dtype=torch.float32) if config.dimensions else None
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str | torch.device | None = None, load_in_4bit: bool | None = None) -> "RewardModel":
@@ -188,7 +188,7 @@ class RewardModel:
         device = torch.device(device) if device is not None else default_device()
         quantised = config.load_in_4bit if load_in_4bit is None else load_in_4bit
         tokenizer = load_tokenizer(str(directory), padding_side="right")
-        heads = max(len(config.dimensions), 1)
+        heads = len(config.head_weights() or [0.0])
         base = load_sequence_classifier(source, num_labels=heads, load_in_4bit=quantised, device=device, pad_token_id=tokenizer.pad_token_id)
         model = PeftModel.from_pretrained(base, str(directory))
         model.eval()
@@ -221,9 +221,19 @@ class RewardModel:
         raw = raw_scores(
             self.model, self.encode(prompts, responses), pad_id=self.tokenizer.pad_token_id, batch_size=batch_size, device=self.device, weights=self.weights
         )
-        if self.config.prompt_similarity_weight is not None and len(prompts):
-            raw = raw + self.config.prompt_similarity_weight * self.prompt_similarity(prompts, responses, batch_size=batch_size)
+        if self.config.feature_kinds() and len(prompts):
+            raw = raw + self.base_features(prompts, responses, batch_size=batch_size) @ torch.tensor(self.config.feature_weights(), dtype=torch.float32)
         return self.normalize(raw) if normalize else raw
+
+    def base_features(self, prompts: Sequence[PromptInput], responses: Sequence[str], *, batch_size: int = 16) -> torch.Tensor:
+        """The frozen base's features the raw reward adds (`config.feature_kinds()`: the prompt similarity, the reply's
+        redundancy), (N, F): the columns `config.feature_weights()` multiply."""
+        from rlhf.reward.similarity import base_features
+
+        return base_features(
+            self.model, self.tokenizer, prompts, responses, self.config.feature_kinds(), max_length=self.config.max_length, batch_size=batch_size,
+            device=self.device,
+        )
 
     def prompt_similarity(self, prompts: Sequence[PromptInput], responses: Sequence[str], *, batch_size: int = 16) -> torch.Tensor:
         """The frozen base's similarity of prompt and response (`config.prompt_similarity`: coverage or mean), (N,):
@@ -244,9 +254,10 @@ class RewardModel:
         if not self.config.dimensions:
             return {}
         outputs = raw_outputs(self.model, self.encode(prompts, responses), pad_id=self.tokenizer.pad_token_id, batch_size=batch_size, device=self.device)
-        if self.config.prompt_similarity_dimension_weights is not None and len(prompts):  # each head's own share of the term
-            similarity = self.prompt_similarity(prompts, responses, batch_size=batch_size)
-            outputs = outputs + similarity[:, None] * torch.tensor(self.config.prompt_similarity_dimension_weights, dtype=outputs.dtype)
+        outputs = outputs[:, : len(self.config.dimensions)]  # a preference head after them is no dimension
+        per_dimension = self.config.feature_dimension_weights()
+        if per_dimension is not None and len(prompts):  # each head's own share of each feature's term
+            outputs = outputs + self.base_features(prompts, responses, batch_size=batch_size) @ torch.tensor(per_dimension, dtype=outputs.dtype)
         scale = self.config.dimension_scale
         return {
             name: scale.get(name, {}).get("mean", 0.0) + scale.get(name, {}).get("std", 1.0) * outputs[:, d]
@@ -261,8 +272,8 @@ class RewardModel:
         the EOS ending the response (as in training). Uses the reward model's tokenizer ids.
         A model with a prompt-similarity term needs the prompt and reply apart: use `score`.
         """
-        if self.config.prompt_similarity_weight is not None:
-            raise ValueError("this reward model adds the prompt–reply similarity, which needs prompt and reply apart: use score(prompts, responses)")
+        if self.config.feature_kinds():
+            raise ValueError("this reward model adds features of its frozen base (prompt–reply similarity, reply redundancy), which need prompt and reply apart: use score(prompts, responses)")
         raw = pooled_rewards(self.model, input_ids.to(self.device), attention_mask.to(self.device), self.weights).to(input_ids.device)
         return self.normalize(raw) if normalize else raw
 

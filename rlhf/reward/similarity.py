@@ -12,8 +12,17 @@ cross-encoder by the same Bradley–Terry loss. Two similarities:
 - `mean`: the cosine between the mean-pooled embeddings of prompt and reply (a sentence encoder's
   native use).
 
+A second frozen-base feature reads the reply alone (`RewardConfig.reply_redundancy`):
+
+- `redundancy`: how much the reply repeats itself — the mean over its tokens (from the
+  `REDUNDANCY_GAP`-th on) of the best cosine with any earlier token at least `REDUNDANCY_GAP`
+  positions back (BERTScore of the reply against its own past). A reply that loops over a phrase
+  matches its own earlier tokens almost exactly; one that moves on does not. Cross-encoders trained
+  on a few thousand pairs read looping poorly, and worse on prompts they never saw.
+
 The embeddings come from the reward model's own base with its adapter switched off (no second
-model to load; the feature is fixed during training, so it is computed once per pair).
+model to load; the features are fixed during training, so they are computed once per pair). Each
+feature the reward adds gets its own learned weight (`base_features` returns them as columns).
 """
 
 from __future__ import annotations
@@ -27,6 +36,11 @@ from rlhf.reward.data import PromptInput
 
 SIMILARITY_KINDS = ("coverage", "mean")
 """What `RewardConfig.prompt_similarity` may name (see the module docstring)."""
+REDUNDANCY = "redundancy"
+"""The reply-only feature's name in a feature list (`RewardConfig.reply_redundancy`)."""
+REDUNDANCY_GAP = 3
+"""A token is matched against tokens at least this many positions back: its immediate neighbours share context,
+so their embeddings are close in any reply."""
 
 SIMILARITY_LEARNING_RATE = 0.05
 """Adam step size of the one similarity weight. The adapter's rate (1e-4) would move a single number by at most
@@ -148,3 +162,46 @@ def _coverages(model, tokenizer, prompts: list[str], responses: list[str], *, ma
             question = prompt_tokens[prompt]
             values[(prompt, reply)] = float((question @ reply_tokens.T).max(dim=1).values.mean()) if len(question) and len(reply_tokens) else 0.0
     return torch.tensor([values[pair] for pair in zip(prompts, responses)], dtype=torch.float32)
+
+
+def reply_redundancies(model: torch.nn.Module, tokenizer, responses: Sequence[str], *, max_length: int, batch_size: int = 32, device=None) -> torch.Tensor:
+    """How much each reply repeats itself, (N,) float32 on CPU: the mean over its tokens i ≥ gap of the best cosine
+    with a token j ≤ i − gap (gap `REDUNDANCY_GAP`), on the frozen base's contextual embeddings; 0 when the reply
+    has no more than `gap` tokens. Each distinct reply is embedded once."""
+    if not responses:
+        return torch.empty(0)
+    device = device if device is not None else next(model.parameters()).device
+    distinct = sorted(set(responses), key=len, reverse=True)
+    values: dict[str, float] = {}
+    for start in range(0, len(distinct), batch_size):
+        chunk = distinct[start : start + batch_size]
+        for reply, tokens in zip(chunk, token_embeddings(model, tokenizer, chunk, max_length=max_length, batch_size=batch_size, device=device)):
+            values[reply] = _self_match(tokens, REDUNDANCY_GAP)
+    return torch.tensor([values[r] for r in responses], dtype=torch.float32)
+
+
+def _self_match(tokens: torch.Tensor, gap: int) -> float:
+    """Mean over rows i ≥ gap of max_{j ≤ i − gap} cos(t_i, t_j) for unit rows `tokens` (n, H); 0 when n ≤ gap."""
+    n = len(tokens)
+    if n <= gap:
+        return 0.0
+    cosines = tokens @ tokens.T
+    position = torch.arange(n)
+    earlier = position[None, :] <= position[:, None] - gap  # (i, j): j at least `gap` before i
+    best = cosines.masked_fill(~earlier, float("-inf")).max(dim=1).values[gap:]
+    return float(best.mean())
+
+
+def base_features(
+    model: torch.nn.Module, tokenizer, prompts: Sequence[PromptInput], responses: Sequence[str], kinds: Sequence[str], *, max_length: int,
+    batch_size: int = 32, device=None,
+) -> torch.Tensor:
+    """The frozen base's features of each (prompt, reply), (N, len(kinds)) float32 on CPU, one column per kind
+    (coverage / mean: `prompt_similarities`; redundancy: `reply_redundancies`)."""
+    columns = []
+    for kind in kinds:
+        if kind == REDUNDANCY:
+            columns.append(reply_redundancies(model, tokenizer, list(responses), max_length=max_length, batch_size=batch_size, device=device))
+        else:
+            columns.append(prompt_similarities(model, tokenizer, prompts, responses, max_length=max_length, batch_size=batch_size, device=device, kind=kind))
+    return torch.stack(columns, dim=1) if columns else torch.zeros(len(responses), 0)

@@ -45,13 +45,13 @@ from rlhf.reward.evaluate import preference_metrics
 from rlhf.reward.heldout import accuracy_by_strength
 from rlhf.reward.objectives import margin_per_strength
 from rlhf.reward.scorer import head_name_of, pooled_rewards, raw_scores, score_head_module
-from rlhf.reward.similarity import SIMILARITY_LEARNING_RATE, prompt_similarities
+from rlhf.reward.similarity import SIMILARITY_LEARNING_RATE, base_features
 from rlhf.roles import SYSTEM, Actor
 
 RUN_FILE = "run.json"
 """Inside the checkpoint directory: what the run trains on, so a resume with other data is refused."""
 SIMILARITY_WEIGHT_FILE = "prompt_similarity.json"
-"""Inside each checkpoint of a run with `prompt_similarity`: the learned weight (it is not one of the adapter's tensors)."""
+"""Inside each checkpoint of a run with frozen-base features: their learned weights (not among the adapter's tensors)."""
 
 
 class RewardTrainingError(ValueError):
@@ -137,12 +137,13 @@ def _make_trainer_class():
     class LastTokenRewardTrainer(LengthGroupedBatches, RewardTrainer):
         """TRL's RewardTrainer; only the pooling of the reward and the batch order differ.
 
-        With `similarity_weight` set (a scalar parameter, RewardConfig.prompt_similarity), the reward is
-        the cross-encoder's score + weight · the batch's `similarity` column (rlhf.reward.similarity);
-        the weight is trained by the same loss, in its own optimiser group with its own step size.
+        With `similarity_weight` set (one weight per frozen-base feature, RewardConfig.feature_kinds), the
+        reward is the cross-encoder's score + the batch's `similarity` features (2B, F) · weights
+        (rlhf.reward.similarity); the weights are trained by the same loss, in their own optimiser group.
         """
 
         similarity_weight: nn.Parameter | None = None
+        feature_kinds: list[str] = []
 
         def create_optimizer(self, *args, **kwargs):
             optimizer = super().create_optimizer(*args, **kwargs)
@@ -158,7 +159,7 @@ def _make_trainer_class():
             mode = "train" if self.model.training else "eval"
             rewards = pooled_rewards(model, inputs["input_ids"], inputs["attention_mask"])  # (2B,)
             if self.similarity_weight is not None:
-                rewards = rewards + self.similarity_weight.to(rewards.device) * inputs["similarity"].to(rewards.device, rewards.dtype)
+                rewards = rewards + inputs["similarity"].to(rewards.device, rewards.dtype) @ self.similarity_weight.to(rewards.device, rewards.dtype)
             rewards_chosen, rewards_rejected = torch.chunk(rewards, chunks=2)  # (B,), (B,)
             difference = rewards_chosen - rewards_rejected
             if "margin" in inputs:
@@ -173,14 +174,16 @@ def _make_trainer_class():
                 self._metrics[mode]["margin"].append((rewards_chosen - rewards_rejected).mean().item())
                 self._metrics[mode]["mean_reward"].append(rewards.mean().item())
                 if self.similarity_weight is not None:
-                    self._metrics[mode]["similarity_weight"].append(self.similarity_weight.item())
+                    for kind, weight in zip(self.feature_kinds, self.similarity_weight.tolist()):
+                        self._metrics[mode][f"{kind}_weight"].append(weight)
             return (loss, {"rewards": rewards}) if return_outputs else loss
 
     return LastTokenRewardTrainer
 
 
 class SimilarityCollator:
-    """TRL's preference collator, plus `similarity`: the chosen rows' cosines, then the rejected rows' (as input_ids)."""
+    """TRL's preference collator, plus `similarity` (2B, F): the chosen rows' frozen-base features, then the rejected
+    rows' (as input_ids)."""
 
     def __init__(self, pad_token_id: int) -> None:
         from trl.trainer.reward_trainer import DataCollatorForPreference
@@ -195,14 +198,14 @@ class SimilarityCollator:
 
 
 def _similarity_weight_callback(weight: nn.Parameter):
-    """Writes the similarity weight into every checkpoint, so a resumed run starts from it."""
+    """Writes the feature weights into every checkpoint, so a resumed run starts from them."""
     from transformers import TrainerCallback
 
     class SaveSimilarityWeight(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             directory = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if directory.is_dir():
-                (directory / SIMILARITY_WEIGHT_FILE).write_text(json.dumps({"weight": float(weight.detach())}))
+                (directory / SIMILARITY_WEIGHT_FILE).write_text(json.dumps({"weights": weight.detach().tolist()}))
             return control
 
     return SaveSimilarityWeight()
@@ -488,11 +491,11 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
     torch.manual_seed(config.seed)  # the score head's initialisation
     model = load_sequence_classifier(source, load_in_4bit=config.load_in_4bit, device=device, pad_token_id=tokenizer.pad_token_id)
     head_name = head_name_of(model)
-    if config.prompt_similarity != "off":  # a fixed feature of each text pair: computed once, on the base before any adapter
+    kinds = config.feature_kinds()
+    if kinds:  # fixed features of each text pair: computed once, on the base before any adapter
         prompts = data.train["prompt"].tolist()
-        similarity_of = lambda replies: prompt_similarities(  # noqa: E731
-            model, tokenizer, prompts, replies, max_length=config.max_length, batch_size=config.eval_batch_size, device=device,
-            kind=config.prompt_similarity,
+        similarity_of = lambda replies: base_features(  # noqa: E731
+            model, tokenizer, prompts, replies, kinds, max_length=config.max_length, batch_size=config.eval_batch_size, device=device,
         ).tolist()
         train_set = train_set.add_column("chosen_similarity", similarity_of(data.train["chosen"].tolist()))
         train_set = train_set.add_column("rejected_similarity", similarity_of(data.train["rejected"].tolist()))
@@ -510,8 +513,8 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
     callbacks = [callback] + ([_weight_averaging_callback(config.average_weights_from)] if config.average_weights_from else [])
     trainer_class = listwise_trainer_class() if config.listwise else _make_trainer_class()
     similarity_weight = None
-    if config.prompt_similarity != "off":
-        similarity_weight = nn.Parameter(torch.tensor(_resumed_similarity_weight(resume_from), dtype=torch.float32))
+    if kinds:
+        similarity_weight = nn.Parameter(torch.tensor(_resumed_similarity_weights(resume_from, len(kinds)), dtype=torch.float32))
         callbacks.append(_similarity_weight_callback(similarity_weight))
     trainer = trainer_class(
         model=model,
@@ -522,7 +525,7 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
         group_by_length=config.group_by_length,
         **({"data_collator": SimilarityCollator(tokenizer.pad_token_id)} if similarity_weight is not None else {}),
     )
-    trainer.similarity_weight = similarity_weight
+    trainer.similarity_weight, trainer.feature_kinds = similarity_weight, kinds
     if device.type == "cpu":
         # TRL casts a 4-bit model's trainable parameters to bf16, which fp32 compute cannot mix with.
         trainable_to_fp32(trainer.model)
@@ -545,24 +548,17 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
     rejected_scores = raw_scores(model, test_rejected, pad_id=pad_id, batch_size=config.eval_batch_size, device=device)
     similarity_metrics = None
     if similarity_weight is not None:
-        weight = float(similarity_weight.detach())
+        weights = similarity_weight.detach().float()
         test_prompts = data.test["prompt"].tolist()
-        similarity_of = lambda replies: prompt_similarities(  # noqa: E731
-            model, tokenizer, test_prompts, replies, max_length=config.max_length, batch_size=config.eval_batch_size, device=device,
-            kind=config.prompt_similarity,
+        similarity_of = lambda replies: base_features(  # noqa: E731
+            model, tokenizer, test_prompts, replies, kinds, max_length=config.max_length, batch_size=config.eval_batch_size, device=device,
         )
-        chosen_similarity, rejected_similarity = similarity_of(data.test["chosen"].tolist()), similarity_of(data.test["rejected"].tolist())
+        chosen_features, rejected_features = similarity_of(data.test["chosen"].tolist()), similarity_of(data.test["rejected"].tolist())
         cross_accuracy = float((chosen_scores > rejected_scores).float().mean()) if len(chosen_scores) else None
-        chosen_scores = chosen_scores + weight * chosen_similarity
-        rejected_scores = rejected_scores + weight * rejected_similarity
-        similarity_metrics = {
-            "kind": config.prompt_similarity,
-            "weight": weight,
-            # What each part alone gets right on the held-out pairs (the sum is `held_out.accuracy`).
-            "held_out_accuracy_similarity_alone": float((chosen_similarity > rejected_similarity).float().mean()) if len(chosen_similarity) else None,
-            "held_out_accuracy_cross_encoder_alone": cross_accuracy,
-        }
-        reporter.log(f"prompt similarity weight {weight:.3f}")
+        chosen_scores = chosen_scores + chosen_features @ weights
+        rejected_scores = rejected_scores + rejected_features @ weights
+        similarity_metrics = feature_metrics(config, kinds, weights.tolist(), chosen_features, rejected_features, cross_accuracy)
+        reporter.log("feature weights " + ", ".join(f"{kind} {w:.3f}" for kind, w in zip(kinds, weights.tolist())))
     held_out = preference_metrics(
         chosen_scores.numpy(), rejected_scores.numpy(), human_agreement=data.test["agreement"].to_numpy(float), n_bins=config.calibration_bins
     )
@@ -575,7 +571,7 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
     responses = _normalization_sequences(train_set, config.normalization_samples, config.seed)
     train_raw = raw_scores(model, responses, pad_id=pad_id, batch_size=config.eval_batch_size, device=device)
     if similarity_weight is not None:
-        train_raw = train_raw + float(similarity_weight.detach()) * torch.tensor(_similarities_of_sequences(train_set, responses))
+        train_raw = train_raw + torch.tensor(_similarities_of_sequences(train_set, responses), dtype=torch.float32) @ similarity_weight.detach().float()
     mean, std = float(train_raw.mean()), float(train_raw.std()) if len(train_raw) > 1 else 1.0
     std = std if std > 1e-6 and math.isfinite(std) else 1.0
 
@@ -603,7 +599,7 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
         export_hash=metrics["export_hash"],
         training=asdict(config),
         prompt_similarity=config.prompt_similarity,
-        prompt_similarity_weight=float(similarity_weight.detach()) if similarity_weight is not None else None,
+        **named_feature_weights(kinds, similarity_weight.detach().tolist() if similarity_weight is not None else []),
     )
     lineage = {
         "kind": "reward_model",
@@ -647,21 +643,57 @@ def _normalization_sequences(train_set, limit: int, seed: int) -> list[list[int]
     return [list(s) for s in sequences]
 
 
-def _similarities_of_sequences(train_set, sequences: list[list[int]]) -> list[float]:
-    """The prompt similarity of each of `sequences` (token ids of training pairs), read off the training set's columns."""
-    known: dict[tuple[int, ...], float] = {}
+def _similarities_of_sequences(train_set, sequences: list[list[int]]) -> list[list[float]]:
+    """The frozen-base features of each of `sequences` (token ids of training pairs), read off the training set's columns."""
+    known: dict[tuple[int, ...], list[float]] = {}
     for kind in ("chosen", "rejected"):
         for ids, value in zip(train_set[f"{kind}_ids"], train_set[f"{kind}_similarity"]):
             known[tuple(ids)] = value
     return [known[tuple(s)] for s in sequences]
 
 
-def _resumed_similarity_weight(checkpoint: str | None) -> float:
-    """The similarity weight a checkpoint saved (0 to start, or for a checkpoint without one)."""
+def _resumed_similarity_weights(checkpoint: str | None, features: int) -> list[float]:
+    """The feature weights a checkpoint saved (zeros to start, or for a checkpoint without them)."""
     path = Path(checkpoint) / SIMILARITY_WEIGHT_FILE if checkpoint else None
     if path is None or not path.is_file():
-        return 0.0
-    return float(json.loads(path.read_text())["weight"])
+        return [0.0] * features
+    saved = json.loads(path.read_text())
+    weights = saved["weights"] if "weights" in saved else [saved["weight"]]  # one scalar: a checkpoint of an earlier version
+    if len(weights) != features:
+        raise RewardTrainingError(f"{path}: {len(weights)} feature weights saved, this run has {features} features")
+    return [float(w) for w in weights]
+
+
+def named_feature_weights(kinds: list[str], weights: list[float], per_dimension: list[list[float]] | None = None) -> dict[str, Any]:
+    """RewardModelConfig's fields for the learned feature weights: the scalar's (and each head's) weight of the prompt
+    similarity and of the reply redundancy; None for a feature the model does not add."""
+    named = dict(zip(kinds, range(len(kinds))))
+    similarity = next((i for kind, i in named.items() if kind != "redundancy"), None)
+    redundancy = named.get("redundancy")
+    fields: dict[str, Any] = {
+        "prompt_similarity_weight": weights[similarity] if similarity is not None else None,
+        "reply_redundancy_weight": weights[redundancy] if redundancy is not None else None,
+    }
+    if per_dimension is not None:
+        fields["prompt_similarity_dimension_weights"] = per_dimension[similarity] if similarity is not None else None
+        fields["reply_redundancy_dimension_weights"] = per_dimension[redundancy] if redundancy is not None else None
+    return fields
+
+
+def feature_metrics(config: RewardConfig, kinds: list[str], weights: list[float], chosen: torch.Tensor, rejected: torch.Tensor, cross_accuracy: float | None) -> dict[str, Any]:
+    """metrics.json's `prompt_similarity`: each feature's learned weight and what each part of the reward alone gets
+    right on the held-out pairs (the whole reward's accuracy is `held_out.accuracy`); `chosen` / `rejected` (N, F).
+    The prompt similarity keeps its earlier keys (kind, weight, held_out_accuracy_similarity_alone)."""
+    alone = lambda column: float((chosen[:, column] > rejected[:, column]).float().mean()) if len(chosen) else None  # noqa: E731
+    out: dict[str, Any] = {"kind": config.prompt_similarity, "features": list(kinds), "held_out_accuracy_cross_encoder_alone": cross_accuracy}
+    for column, (kind, weight) in enumerate(zip(kinds, weights)):
+        if kind == "redundancy":  # less repetition is better: alone, the less redundant reply wins
+            out["redundancy_weight"] = weight
+            out["held_out_accuracy_redundancy_alone"] = float((chosen[:, column] < rejected[:, column]).float().mean()) if len(chosen) else None
+        else:
+            out["weight"] = weight
+            out["held_out_accuracy_similarity_alone"] = alone(column)
+    return out
 
 
 def _save_reward_dir(model, tokenizer, model_config: RewardModelConfig, metrics, lineage, out_dir: Path, overwrite: bool) -> None:
@@ -675,7 +707,7 @@ def _save_reward_dir(model, tokenizer, model_config: RewardModelConfig, metrics,
         head = score_head_module(model)
         weight = head.weight.detach().float().cpu()
         if model_config.dimensions:  # one head per dimension: the file holds them folded into the scalar's (1, H)
-            weight = torch.tensor(model_config.dimension_weights, dtype=torch.float32) @ weight
+            weight = torch.tensor(model_config.head_weights(), dtype=torch.float32) @ weight
         save_file({"weight": weight.reshape(1, -1).contiguous()}, str(staging / SCORE_HEAD_FILE))
         model_config.save(staging)
         (staging / METRICS_FILE).write_text(json.dumps(redact(json_safe(metrics)), indent=2))
