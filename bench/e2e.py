@@ -462,6 +462,8 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         # Each part of r = cross-encoder + Σ_f w_f · feature_f alone, per deciding gold component: which part carries what.
         import torch
 
+        from rlhf.reward.similarity import REDUNDANCY, feature_direction
+
         features_chosen = model.base_features(prompts, [p["chosen"] for p in pairs])
         features_rejected = model.base_features(prompts, [p["rejected"] for p in pairs])
         weights, std = torch.tensor(model.config.feature_weights()), model.config.score_std
@@ -469,8 +471,8 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         cross_rejected = (torch.tensor(score_rejected) - features_rejected @ weights / std).tolist()
         similarity_parts = {"cross_encoder_alone": checks.accuracy_by_component(pairs, cross_chosen, cross_rejected)}
         for column, kind in enumerate(model.config.feature_kinds()):
-            sign = -1.0 if kind == "redundancy" else 1.0  # alone, the less redundant reply wins
-            name = "redundancy_alone" if kind == "redundancy" else "similarity_alone"
+            sign = feature_direction(kind)  # alone, the less redundant reply wins
+            name = "redundancy_alone" if kind == REDUNDANCY else "similarity_alone"
             similarity_parts[name] = checks.accuracy_by_component(pairs, (sign * features_chosen[:, column]).tolist(), (sign * features_rejected[:, column]).tolist())
     del model
     _free()

@@ -140,3 +140,16 @@ def test_each_dimension_head_gets_its_own_redundancy_weight(objective, tiny_mode
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="reply_redundancy: not with listwise"):
         RewardConfig(reply_redundancy=True, listwise=True).validate()
+
+
+def test_each_feature_alone_picks_the_reply_its_direction_favours():
+    from rlhf.reward.similarity import accuracies_alone
+
+    chosen = torch.tensor([[0.9, 0.2], [0.1, 0.9], [0.5, 0.5]])
+    rejected = torch.tensor([[0.3, 0.8], [0.4, 0.1], [0.5, 0.5]])
+    # More similarity wins (1 of 3 pairs: a tie is not a win); less redundancy wins (1 of 3).
+    assert accuracies_alone(["coverage", "redundancy"], chosen, rejected) == pytest.approx(
+        {"held_out_accuracy_similarity_alone": 1 / 3, "held_out_accuracy_redundancy_alone": 1 / 3}
+    )
+    assert accuracies_alone(["redundancy"], chosen[:, 1:].numpy(), rejected[:, 1:].numpy()) == pytest.approx({"held_out_accuracy_redundancy_alone": 1 / 3})
+    assert accuracies_alone(["mean"], torch.zeros(0, 1), torch.zeros(0, 1)) == {"held_out_accuracy_similarity_alone": None}

@@ -47,7 +47,7 @@ from rlhf.reward.evaluate import preference_metrics
 from rlhf.reward.heldout import accuracy_by_strength, leave_one_out_ceiling, rating_metrics
 from rlhf.reward.ratings_data import RatingsData, read_ratings
 from rlhf.reward.scorer import head_name_of, pad_right, pooled_outputs, raw_outputs
-from rlhf.reward.similarity import SIMILARITY_LEARNING_RATE, base_features
+from rlhf.reward.similarity import REDUNDANCY, SIMILARITY_LEARNING_RATE, accuracies_alone, base_features
 
 
 class ObjectiveError(ValueError):
@@ -430,7 +430,7 @@ def similarity_metrics(
     dimensions = len(data.dimensions)
     out: dict[str, Any] = {"kind": config.prompt_similarity, "features": config.feature_kinds()}
     for kind, weight, row in zip(config.feature_kinds(), scalar, per_output.tolist()):
-        prefix = "redundancy_" if kind == "redundancy" else ""
+        prefix = "redundancy_" if kind == REDUNDANCY else ""
         out[f"{prefix}weight"] = weight
         out[f"{prefix}dimension_weights"] = dict(zip(data.dimensions, row[:dimensions]))
         if len(row) > dimensions:
@@ -564,12 +564,10 @@ def evaluate_objective(
         if per_dimension is not None:
             terms = (per_dimension @ weights).numpy()  # (F,): the scalar's weight of each feature
             chosen_features, rejected_features = similarity(test["prompt"], test["chosen"]).numpy(), similarity(test["prompt"], test["rejected"]).numpy()
-            parts = {"held_out_accuracy_cross_encoder_alone": float(((chosen - chosen_features @ terms) > (rejected - rejected_features @ terms)).mean())}
-            for column, kind in enumerate(config.feature_kinds()):
-                if kind == "redundancy":  # alone, the less redundant reply wins
-                    parts["held_out_accuracy_redundancy_alone"] = float((chosen_features[:, column] < rejected_features[:, column]).mean())
-                else:
-                    parts["held_out_accuracy_similarity_alone"] = float((chosen_features[:, column] > rejected_features[:, column]).mean())
+            parts = {
+                "held_out_accuracy_cross_encoder_alone": float(((chosen - chosen_features @ terms) > (rejected - rejected_features @ terms)).mean()),
+                **accuracies_alone(config.feature_kinds(), chosen_features, rejected_features),
+            }
         held_out = preference_metrics(chosen, rejected, human_agreement=test["agreement"].to_numpy(float), n_bins=config.calibration_bins)
         held_out["by_strength"] = accuracy_by_strength(chosen, rejected, test["margin"].to_numpy(float), test["agreement"].to_numpy(float), margin_per_strength=margin_per_strength(data.pairs))
     else:

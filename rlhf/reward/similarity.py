@@ -192,6 +192,22 @@ def _self_match(tokens: torch.Tensor, gap: int) -> float:
     return float(best.mean())
 
 
+def feature_direction(kind: str) -> float:
+    """+1 when more of the feature should mean a better reply (a prompt similarity), −1 when less (redundancy)."""
+    return -1.0 if kind == REDUNDANCY else 1.0
+
+
+def accuracies_alone(kinds: Sequence[str], chosen, rejected) -> dict[str, float | None]:
+    """What each feature alone gets right on pairs, the better reply by `feature_direction`: chosen / rejected (N, F),
+    tensors or arrays; `held_out_accuracy_similarity_alone` and `held_out_accuracy_redundancy_alone` (None: no pair)."""
+    out: dict[str, float | None] = {}
+    for column, kind in enumerate(kinds):
+        name = "redundancy" if kind == REDUNDANCY else "similarity"
+        wins = feature_direction(kind) * (chosen[:, column] - rejected[:, column]) > 0
+        out[f"held_out_accuracy_{name}_alone"] = float(wins.sum()) / len(wins) if len(wins) else None
+    return out
+
+
 def base_features(
     model: torch.nn.Module, tokenizer, prompts: Sequence[PromptInput], responses: Sequence[str], kinds: Sequence[str], *, max_length: int,
     batch_size: int = 32, device=None,

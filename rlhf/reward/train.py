@@ -45,7 +45,7 @@ from rlhf.reward.evaluate import preference_metrics
 from rlhf.reward.heldout import accuracy_by_strength
 from rlhf.reward.objectives import margin_per_strength
 from rlhf.reward.scorer import head_name_of, pooled_rewards, raw_scores, score_head_module
-from rlhf.reward.similarity import SIMILARITY_LEARNING_RATE, base_features
+from rlhf.reward.similarity import REDUNDANCY, SIMILARITY_LEARNING_RATE, accuracies_alone, base_features
 from rlhf.roles import SYSTEM, Actor
 
 RUN_FILE = "run.json"
@@ -657,19 +657,16 @@ def _resumed_similarity_weights(checkpoint: str | None, features: int) -> list[f
     path = Path(checkpoint) / SIMILARITY_WEIGHT_FILE if checkpoint else None
     if path is None or not path.is_file():
         return [0.0] * features
-    saved = json.loads(path.read_text())
-    weights = saved["weights"] if "weights" in saved else [saved["weight"]]  # one scalar: a checkpoint of an earlier version
-    if len(weights) != features:
-        raise RewardTrainingError(f"{path}: {len(weights)} feature weights saved, this run has {features} features")
-    return [float(w) for w in weights]
+    # The run's fingerprint (its settings, features included) already matched, so the count does too.
+    return [float(w) for w in json.loads(path.read_text())["weights"]]
 
 
 def named_feature_weights(kinds: list[str], weights: list[float], per_dimension: list[list[float]] | None = None) -> dict[str, Any]:
     """RewardModelConfig's fields for the learned feature weights: the scalar's (and each head's) weight of the prompt
     similarity and of the reply redundancy; None for a feature the model does not add."""
     named = dict(zip(kinds, range(len(kinds))))
-    similarity = next((i for kind, i in named.items() if kind != "redundancy"), None)
-    redundancy = named.get("redundancy")
+    similarity = next((i for kind, i in named.items() if kind != REDUNDANCY), None)
+    redundancy = named.get(REDUNDANCY)
     fields: dict[str, Any] = {
         "prompt_similarity_weight": weights[similarity] if similarity is not None else None,
         "reply_redundancy_weight": weights[redundancy] if redundancy is not None else None,
@@ -684,16 +681,10 @@ def feature_metrics(config: RewardConfig, kinds: list[str], weights: list[float]
     """metrics.json's `prompt_similarity`: each feature's learned weight and what each part of the reward alone gets
     right on the held-out pairs (the whole reward's accuracy is `held_out.accuracy`); `chosen` / `rejected` (N, F).
     The prompt similarity keeps its earlier keys (kind, weight, held_out_accuracy_similarity_alone)."""
-    alone = lambda column: float((chosen[:, column] > rejected[:, column]).float().mean()) if len(chosen) else None  # noqa: E731
     out: dict[str, Any] = {"kind": config.prompt_similarity, "features": list(kinds), "held_out_accuracy_cross_encoder_alone": cross_accuracy}
-    for column, (kind, weight) in enumerate(zip(kinds, weights)):
-        if kind == "redundancy":  # less repetition is better: alone, the less redundant reply wins
-            out["redundancy_weight"] = weight
-            out["held_out_accuracy_redundancy_alone"] = float((chosen[:, column] < rejected[:, column]).float().mean()) if len(chosen) else None
-        else:
-            out["weight"] = weight
-            out["held_out_accuracy_similarity_alone"] = alone(column)
-    return out
+    for kind, weight in zip(kinds, weights):
+        out["redundancy_weight" if kind == REDUNDANCY else "weight"] = weight
+    return {**out, **accuracies_alone(kinds, chosen, rejected)}
 
 
 def _save_reward_dir(model, tokenizer, model_config: RewardModelConfig, metrics, lineage, out_dir: Path, overwrite: bool) -> None:
