@@ -1171,6 +1171,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--ppo-kl-coef", type=float, default=None, help="KL penalty coefficient (default 0.15; the start with --ppo-kl-target)")
     parser.add_argument("--ppo-kl-target", type=float, default=None, help="adapt the KL coefficient towards this KL per response")
     parser.add_argument("--ppo-kl-horizon", type=int, default=None, help="the adaptive controller's horizon in episodes (default 10000)")
+    parser.add_argument("--ppo-response-length", type=int, default=None, help="tokens per PPO response at most (default 48; longer: fewer answers cut off and penalised)")
     parser.add_argument("--annotators", type=int, default=None)
     parser.add_argument("--spammers", type=int, default=None)
     parser.add_argument("--noise", type=float, default=None)
@@ -1192,7 +1193,8 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
         "reward_lora_layers": args.reward_lora_layers, "reward_off_prompt_pairs": args.reward_off_prompt_pairs, "reward_average_weights_from": args.reward_average_weights_from, "reward_prompt_similarity": args.reward_prompt_similarity,
         "reward_reply_redundancy": args.reward_reply_redundancy, "reward_preference_head": args.reward_preference_head,
         "reward_from": args.reward_from, "export_aggregate": args.aggregate,
-        "ppo_iterations": args.ppo_iterations, "ppo_learning_rate": args.ppo_learning_rate, "ppo_kl_coef": args.ppo_kl_coef, "ppo_kl_target": args.ppo_kl_target, "ppo_kl_horizon": args.ppo_kl_horizon, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
+        "ppo_iterations": args.ppo_iterations, "ppo_learning_rate": args.ppo_learning_rate, "ppo_kl_coef": args.ppo_kl_coef, "ppo_kl_target": args.ppo_kl_target, "ppo_kl_horizon": args.ppo_kl_horizon,
+        "ppo_response_length": args.ppo_response_length, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,
         "torch_threads": args.threads, "stop_after": args.stop_after, "held_out": args.held_out, "demos": args.demos,
         "reward_objectives": tuple(o.strip() for o in args.reward_objectives.split(",")) if args.reward_objectives else None,
     }
