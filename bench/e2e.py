@@ -190,6 +190,9 @@ class E2EConfig:
     0.787 → 0.787, 0.720 → 0.792, 0.691 → 0.731 against gold, so it is the default here."""
     reward_reply_redundancy: bool = False
     """Add a second learned frozen-base feature, the reply's self-repetition (`rlhf train-reward --reply-redundancy`)."""
+    reward_refit_features: float = 0.0
+    """Pairwise: the share of training prompts kept from the adapter to refit the feature weights on after training
+    (`rlhf train-reward --refit-features`)."""
     reward_preference_head: bool = True
     """Joint: give the pairs their own output beside the dimension heads (`rlhf train-reward --preference-head`). Seed 1
     (stop 31): joint 0.697 without it, 0.774 with it on the dimension heads' features only, 0.797 with its own feature
@@ -440,6 +443,7 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         normalization_samples=256, objective=objective, off_prompt_pairs=config.reward_off_prompt_pairs,
         average_weights_from=average_weights_from, prompt_similarity=prompt_similarity, reply_redundancy=config.reward_reply_redundancy,
         preference_head=config.reward_preference_head and objective == "joint",
+        refit_features=config.reward_refit_features if objective == "pairwise" else 0.0,
     )
     if config.reward_from is not None:
         metrics, global_step = reuse_reward_model(Path(config.reward_from) / out.name, out, export_path)
@@ -491,6 +495,7 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
         "average_weights_from": average_weights_from,
         "prompt_similarity": metrics.get("prompt_similarity"),
         "prompt_similarity_parts": similarity_parts,
+        "feature_refit": metrics.get("feature_refit"),
         "train_pairs": int((rows["split"] == "train").sum()),
         "test_pairs": len(pairs),
         "test_pairs_with_gold_preference": sum(1 for c, r in zip(gold_c, gold_r) if c != r),
@@ -1164,6 +1169,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--reward-prompt-similarity", choices=("off", "coverage", "mean"), default=None, help="add a learned prompt–reply similarity term to the pairwise reward model")
     parser.add_argument("--reward-reply-redundancy", action=argparse.BooleanOptionalAction, default=None, help="add the learned reply-redundancy feature to the reward model")
     parser.add_argument("--reward-preference-head", action=argparse.BooleanOptionalAction, default=None, help="joint: the pairs' own output beside the dimension heads")
+    parser.add_argument("--reward-refit-features", type=float, default=None, help="pairwise: share of training prompts kept apart to refit the feature weights on")
     parser.add_argument("--reward-from", type=Path, default=None, help="reuse the reward models an earlier run of the same seed trained (its report directory)")
     parser.add_argument("--stop-after", choices=("reward",), default=None, help="stop after this stage (reward: seed, simulate, export, reward models)")
     parser.add_argument("--ppo-iterations", type=int, default=None)
@@ -1192,6 +1198,7 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
         "prompt_limit": args.prompt_limit, "reward_base": args.reward_base, "policy": args.policy, "reward_steps": args.reward_steps,
         "reward_lora_layers": args.reward_lora_layers, "reward_off_prompt_pairs": args.reward_off_prompt_pairs, "reward_average_weights_from": args.reward_average_weights_from, "reward_prompt_similarity": args.reward_prompt_similarity,
         "reward_reply_redundancy": args.reward_reply_redundancy, "reward_preference_head": args.reward_preference_head,
+        "reward_refit_features": args.reward_refit_features,
         "reward_from": args.reward_from, "export_aggregate": args.aggregate,
         "ppo_iterations": args.ppo_iterations, "ppo_learning_rate": args.ppo_learning_rate, "ppo_kl_coef": args.ppo_kl_coef, "ppo_kl_target": args.ppo_kl_target, "ppo_kl_horizon": args.ppo_kl_horizon,
         "ppo_response_length": args.ppo_response_length, "annotators": args.annotators, "spammers": args.spammers, "noise": args.noise, "seed": args.seed,

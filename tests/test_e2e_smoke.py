@@ -153,7 +153,7 @@ def test_e2e_stops_after_the_reward_stage_with_every_objective(tmp_path, tiny_mo
 
     torch.set_num_threads(1)
     config = e2e.parse_args(["--quick", "--stop-after", "reward", "--reward-objectives", "regression,joint,pairwise", "--reward-prompt-similarity", "coverage",
-                               "--reward-reply-redundancy", "--reward-preference-head", "--quiet"])
+                               "--reward-reply-redundancy", "--reward-preference-head", "--reward-refit-features", "0.3", "--quiet"])
     config = dataclasses.replace(
         config, out_dir=tmp_path / "report", sample_file=write_sample(tmp_path / "records.jsonl"), reward_base=str(tiny_model_dir),
         annotators=6, spammers=1, extra_round0_file=None, control=False,
@@ -177,6 +177,9 @@ def test_e2e_stops_after_the_reward_stage_with_every_objective(tmp_path, tiny_mo
     assert (tmp_path / "report" / "export" / "ratings.jsonl").is_file()
     # Only joint takes the preference head.
     assert [json.loads((tmp_path / "report" / figures_dir(o) / "reward_config.json").read_text())["preference_head"] for o in ("regression", "joint", "pairwise")] == [False, True, False]
+    # Only pairwise refits its feature weights on training prompts kept from the adapter.
+    assert [saved["reward_objectives"][o]["feature_refit"] is not None for o in ("regression", "joint", "pairwise")] == [False, False, True]
+    assert saved["reward_objectives"]["pairwise"]["prompt_similarity"]["weight"] == saved["reward_objectives"]["pairwise"]["feature_refit"]["weights"][0]
 
     # Another run of the same seed reuses those models: same figures, no training.
     again = dataclasses.replace(config, out_dir=tmp_path / "again", reward_from=tmp_path / "report")

@@ -64,7 +64,7 @@ MAIN_FIELDS = {
     "train-reward": (
         "export_artifact_id", "data", "base_model", "load_in_4bit", "max_steps", "num_epochs", "learning_rate", "batch_size", "max_length",
         "listwise", "objective", "dimension_weights", "off_prompt_pairs", "average_weights_from",
-        "prompt_similarity", "reply_redundancy", "preference_head",
+        "prompt_similarity", "reply_redundancy", "preference_head", "refit_features",
     ),
     "ppo": ("reward_artifact_id", "reward", "policy_artifact_id", "policy", "prompts", "load_in_4bit", "total_iterations", "batch_size", "response_length", "learning_rate", "kl_coef"),
     "dpo": ("export_artifact_id", "data", "policy_artifact_id", "policy", "load_in_4bit", "beta", "max_steps", "num_epochs", "learning_rate", "batch_size"),

@@ -116,6 +116,7 @@ def train_reward_command(
     prompt_similarity: str = typer.Option("off", "--prompt-similarity", help="Add a learned weight (one per dimension head for regression / joint) times the frozen base's prompt–reply similarity to the reward: coverage (BERTScore recall of the prompt) or mean (pooled cosine); off by default."),
     preference_head: bool = typer.Option(False, "--preference-head", help="joint: one more output trained by the pairs alone, added to the weighted dimensions in the scalar reward."),
     reply_redundancy: bool = typer.Option(False, "--reply-redundancy", help="Add a learned weight times how much the reply repeats itself (the frozen base's tokens against the reply's own earlier ones) to the reward."),
+    refit_features: float = typer.Option(0.0, "--refit-features", help="Pairwise with --prompt-similarity / --reply-redundancy: keep this share of the training prompts from the adapter and refit the feature weights on their pairs after training (0.2: one in five)."),
 ) -> None:
     """Train a reward model (TRL RewardTrainer + LoRA, optionally on a 4-bit base) on an export or a project."""
     if data is not None and project is not None or data is None and project is None and ratings is None:
@@ -159,6 +160,7 @@ def train_reward_command(
         prompt_similarity=prompt_similarity,
         reply_redundancy=reply_redundancy,
         preference_head=preference_head,
+        refit_features=refit_features,
     )
     engine = _engine(database_url) if project is not None else None
     export_options = ExportOptions(aggregate=aggregate, min_votes=min_votes, min_agreement=min_agreement, test_size=eval_fraction, seed=seed)

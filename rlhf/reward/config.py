@@ -113,6 +113,12 @@ class RewardConfig:
     """joint with pairs: one more output beside the dimension heads, trained by the pairs' Bradley–Terry loss alone;
     the scalar reward is Σ_d w_d ŝ_d + p(x). The heads keep fitting the ratings while the pairs get a free direction
     for what the ratings do not say (without it the pairs can only move the heads the ratings pin)."""
+    refit_features: float = 0.0
+    """Pairwise with frozen-base features: keep this share of the training prompts away from the adapter (0.2: one in
+    five), train on the rest, then refit the feature weights by Bradley–Terry on the kept prompts' pairs with the
+    trained cross-encoder's scores held fixed (rlhf.reward.similarity.refit_feature_weights). Trained jointly, the
+    weights are only as large as the prompts the cross-encoder has memorised need; fitted on prompts it never saw,
+    they are as large as new prompts need. 0: the weights training learned."""
     annotator_offsets: bool = False
     """regression / joint with a raw export: fit each annotator's own offset per dimension next to the heads (the
     heads then predict the average annotator), instead of normalising each annotator's scores beforehand."""
@@ -133,6 +139,12 @@ class RewardConfig:
             problems.append(f"off_prompt_pairs {self.off_prompt_pairs}: must be between 0 and 4")
         elif self.off_prompt_pairs and self.listwise:
             problems.append("off_prompt_pairs: not with listwise training (an added pair belongs to no ranking)")
+        if not 0.0 <= self.refit_features < 1.0:  # NaN fails this too
+            problems.append(f"refit_features {self.refit_features}: must be at least 0 and below 1")
+        elif self.refit_features and not self.feature_kinds():
+            problems.append("refit_features: the reward has no frozen-base feature to refit (set prompt_similarity or reply_redundancy)")
+        elif self.refit_features and (self.objective != "pairwise" or self.listwise):
+            problems.append("refit_features: pairwise (not listwise) training only")
         if self.prompt_similarity not in ("off", "coverage", "mean"):
             problems.append(f"prompt_similarity {self.prompt_similarity!r}: expected off, coverage or mean")
         elif self.prompt_similarity != "off" and self.listwise:

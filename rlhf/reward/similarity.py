@@ -221,3 +221,36 @@ def base_features(
         else:
             columns.append(prompt_similarities(model, tokenizer, prompts, responses, max_length=max_length, batch_size=batch_size, device=device, kind=kind))
     return torch.stack(columns, dim=1) if columns else torch.zeros(len(responses), 0)
+
+
+REFIT_L2 = 1e-3
+"""Ridge on the refit weights: a handful of separable validation pairs would otherwise send them to infinity."""
+
+
+def refit_feature_weights(cross_margin: torch.Tensor, feature_margin: torch.Tensor, start: torch.Tensor, *, steps: int = 100) -> torch.Tensor:
+    """Feature weights w refit by Bradley–Terry on pairs the adapter never trained on (`RewardConfig.refit_features`).
+
+    `cross_margin` (N,): the trained cross-encoder's chosen − rejected score, held fixed (an offset);
+    `feature_margin` (N, F): the features' chosen − rejected. Maximises mean log σ(cross + feature · w) − REFIT_L2 |w|²
+    from `start` (the weights training learned). Why: trained jointly, the weights are fitted where the cross-encoder
+    already knows the prompts (it has memorised them), so they come out as small as the training prompts need, while on
+    new prompts the cross-encoder knows less and the features, which carry over, should count for more.
+    """
+    cross = cross_margin.detach().double().reshape(-1)
+    if len(cross) == 0:
+        return start.detach().clone()
+    features = feature_margin.detach().double().reshape(len(cross), -1)
+    weights = start.detach().double().reshape(-1).clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([weights], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def loss_of() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = -torch.nn.functional.logsigmoid(cross + features @ weights).mean() + REFIT_L2 * (weights**2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(loss_of)
+    refit = weights.detach()
+    if not torch.isfinite(refit).all():  # nothing to learn from: keep what training found
+        return start.detach().clone()
+    return refit.to(start.dtype)

@@ -40,7 +40,7 @@ from rlhf.models import default_device, load_sequence_classifier, load_tokenizer
 from rlhf.progress import Cancelled, NullReporter, Reporter
 from rlhf.redact import redact
 from rlhf.reward.config import LINEAGE_FILE, METRICS_FILE, SCORE_HEAD_FILE, RewardConfig, RewardModelConfig
-from rlhf.reward.data import PreferenceData, add_off_prompt_pairs, encode_pairs, load_preference_data, uses_chat_template
+from rlhf.reward.data import PreferenceData, RewardDataError, add_off_prompt_pairs, encode_pairs, load_preference_data, prompt_key, uses_chat_template
 from rlhf.reward.evaluate import preference_metrics
 from rlhf.reward.heldout import accuracy_by_strength
 from rlhf.reward.objectives import margin_per_strength
@@ -463,6 +463,15 @@ def train_reward_model(
 def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, overwrite, reporter, job_id, timings, started, exported_on_the_fly):
     data = load_preference_data(data_path, eval_fraction=config.eval_fraction, seed=config.seed)
     reporter.log(f"{len(data.train)} training pairs, {len(data.test)} held out, {data.ties_skipped} ties skipped")
+    refit_pairs = None
+    if config.refit_features:  # prompts the adapter never sees, for the feature weights' refit (before any pair is added)
+        from rlhf.export import grouped_split
+
+        kept = grouped_split([prompt_key(p) for p in data.train["prompt"]], config.refit_features, config.seed)
+        if kept.all() or not kept.any():
+            raise RewardDataError(f"refit_features {config.refit_features}: {len(data.train)} training pairs leave no prompts to refit on or none to train on")
+        refit_pairs, data.train = data.train[kept].reset_index(drop=True), data.train[~kept].reset_index(drop=True)
+        reporter.log(f"{len(refit_pairs)} pairs of {refit_pairs['prompt'].map(prompt_key).nunique()} training prompts kept apart to refit the feature weights")
     exported_train_pairs = len(data.train)
     if config.off_prompt_pairs:
         data.train = add_off_prompt_pairs(data.train, config.off_prompt_pairs, config.seed)
@@ -540,8 +549,17 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
     model = trainer.model
     model.eval()
 
-    # 5. evaluate on held-out pairs (raw scores: σ(r_c − r_r) is what the loss calibrates)
     pad_id = tokenizer.pad_token_id
+    refit = None
+    if refit_pairs is not None:
+        refit = _refit_feature_weights(model, tokenizer, refit_pairs, similarity_weight, kinds, config, use_template, device)
+        reporter.log(
+            f"feature weights refit on {refit['pairs']} pairs of unseen prompts: "
+            + ", ".join(f"{kind} {a:.3f} → {b:.3f}" for kind, a, b in zip(kinds, refit["trained_weights"], refit["weights"]))
+            + f" (their accuracy {refit['accuracy_trained']:.3f} → {refit['accuracy']:.3f})"
+        )
+
+    # 5. evaluate on held-out pairs (raw scores: σ(r_c − r_r) is what the loss calibrates)
     test_chosen = encode_pairs(tokenizer, data.test["prompt"].tolist(), data.test["chosen"].tolist(), max_length=config.max_length, use_chat_template=use_template).ids
     test_rejected = encode_pairs(tokenizer, data.test["prompt"].tolist(), data.test["rejected"].tolist(), max_length=config.max_length, use_chat_template=use_template).ids
     chosen_scores = raw_scores(model, test_chosen, pad_id=pad_id, batch_size=config.eval_batch_size, device=device)
@@ -583,6 +601,7 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
         "data": {"train_pairs": len(data.train), "off_prompt_pairs": len(data.train) - exported_train_pairs, "test_pairs": len(data.test), "ties_skipped": data.ties_skipped, **truncation},
         "normalization": {"mean": mean, "std": std, "responses": len(responses)},
         **({"prompt_similarity": similarity_metrics} if similarity_metrics is not None else {}),
+        **({"feature_refit": refit} if refit is not None else {}),
         "export_hash": data.manifest.content_hash if data.manifest else None,
         "timings": timings,
     }
@@ -626,6 +645,33 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
         out_dir=out_dir, metrics=metrics, model_config=model_config, global_step=trainer.state.global_step,
         artifact_id=artifact_id, resumed_from_step=_step_of(resume_from), timings=timings,
     )
+
+
+def _refit_feature_weights(model, tokenizer, pairs, similarity_weight: nn.Parameter, kinds: list[str], config: RewardConfig, use_template: bool, device) -> dict[str, Any]:
+    """Refit `similarity_weight` in place on `pairs` (prompts the adapter never trained on); what it did, for metrics.json."""
+    from rlhf.reward.similarity import refit_feature_weights
+
+    prompts = pairs["prompt"].tolist()
+    scores, features = [], []
+    for side in ("chosen", "rejected"):
+        replies = pairs[side].tolist()
+        ids = encode_pairs(tokenizer, prompts, replies, max_length=config.max_length, use_chat_template=use_template).ids
+        scores.append(raw_scores(model, ids, pad_id=tokenizer.pad_token_id, batch_size=config.eval_batch_size, device=device))
+        features.append(base_features(model, tokenizer, prompts, replies, kinds, max_length=config.max_length, batch_size=config.eval_batch_size, device=device))
+    cross_margin, feature_margin = scores[0] - scores[1], features[0] - features[1]
+    trained = similarity_weight.detach().float().clone()
+    refit = refit_feature_weights(cross_margin, feature_margin, trained)
+    with torch.no_grad():
+        similarity_weight.copy_(refit)
+
+    def accuracy(weights: torch.Tensor) -> float:
+        return float(((cross_margin + feature_margin @ weights) > 0).float().mean())
+
+    return {
+        "pairs": len(pairs), "prompts": int(pairs["prompt"].map(prompt_key).nunique()), "features": list(kinds),
+        "trained_weights": trained.tolist(), "weights": refit.tolist(),
+        "accuracy_trained": accuracy(trained), "accuracy": accuracy(refit), "accuracy_cross_encoder_alone": float((cross_margin > 0).float().mean()),
+    }
 
 
 def _step_of(checkpoint: str | None) -> int:
