@@ -223,11 +223,15 @@ class E2EConfig:
     ppo_kl_coef: float = 0.15
     """KL penalty coefficient (the starting one, with `ppo_kl_target`); 0.15 rather than PPOConfig's 0.05 to hold
     the larger steps of the learning rate above."""
-    ppo_kl_target: Optional[float] = None
+    ppo_kl_target: Optional[float] = 4.0
     """Adapt the coefficient towards this KL per response (Ziegler et al.'s controller, `ppo_kl_horizon` episodes);
-    None: keep it fixed."""
-    ppo_kl_horizon: int = 10000
-    """Horizon of the adaptive controller in episodes (PPOConfig.kl_horizon)."""
+    None or 0: keep it fixed. Measured on seed 1, all 30 iterations: fixed at 0.15, KL 6.39 at the last iteration
+    (stop 29's run); towards 4 with horizon 40 (stop 33, reward model reused from a run of the same seed) the
+    coefficient fell to 0.12 while the KL was low and rose to 0.24 by the end: KL 5.58 at the last iteration (6.04
+    over the last five), PPO over the control 0.636, round 1 over round 0 0.663, mean gold of round 1 0.826."""
+    ppo_kl_horizon: int = 40
+    """Horizon of the adaptive controller in episodes (PPOConfig.kl_horizon): with 8 episodes per iteration the
+    coefficient moves by at most 4% an iteration. PPOConfig's 10000 would move it by 0.016% (never, in 30 iterations)."""
     # ---- the InstructGPT order (pipelines instructgpt and both)
     held_out: int = 40
     """Prompts of the sample file held out from every training stage (seeded shuffle); the gold table samples them."""
@@ -632,7 +636,7 @@ def run_ppo(
         load_in_4bit=config.ppo_4bit, total_iterations=config.ppo_iterations, batch_size=config.ppo_batch_size,
         num_mini_batches=2 if config.ppo_batch_size % 2 == 0 else 1, response_length=config.ppo_response_length,
         learning_rate=config.ppo_learning_rate, kl_coef=config.ppo_kl_coef, seed=config.seed,
-        adaptive_kl=config.ppo_kl_target is not None, kl_target=config.ppo_kl_target or 6.0, kl_horizon=config.ppo_kl_horizon, checkpoint_every=5, truncate_prompts=True,
+        adaptive_kl=bool(config.ppo_kl_target), kl_target=config.ppo_kl_target or 6.0, kl_horizon=config.ppo_kl_horizon, checkpoint_every=5, truncate_prompts=True,
         sample_count=4,
     )
     inner = _reporter(config, "ppo", "iteration")
@@ -1175,8 +1179,8 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--ppo-iterations", type=int, default=None)
     parser.add_argument("--ppo-learning-rate", type=float, default=None, help="PPO's Adam learning rate (default 3e-4)")
     parser.add_argument("--ppo-kl-coef", type=float, default=None, help="KL penalty coefficient (default 0.15; the start with --ppo-kl-target)")
-    parser.add_argument("--ppo-kl-target", type=float, default=None, help="adapt the KL coefficient towards this KL per response")
-    parser.add_argument("--ppo-kl-horizon", type=int, default=None, help="the adaptive controller's horizon in episodes (default 10000)")
+    parser.add_argument("--ppo-kl-target", type=float, default=None, help="adapt the KL coefficient towards this KL per response (default 4; 0: keep it fixed)")
+    parser.add_argument("--ppo-kl-horizon", type=int, default=None, help="the adaptive controller's horizon in episodes (default 40)")
     parser.add_argument("--ppo-response-length", type=int, default=None, help="tokens per PPO response at most (default 48; longer: fewer answers cut off and penalised)")
     parser.add_argument("--annotators", type=int, default=None)
     parser.add_argument("--spammers", type=int, default=None)

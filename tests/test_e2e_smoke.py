@@ -43,7 +43,8 @@ def test_parse_args_quick_and_overrides():
     assert kl.ppo_learning_rate == 2e-4 and (kl.ppo_kl_coef, kl.ppo_kl_target, kl.ppo_kl_horizon, kl.reward_from) == (0.1, 4.0, 200, Path("runs/s1"))
     assert e2e.parse_args(["--ppo-response-length", "64"]).ppo_response_length == 64 and kl.ppo_response_length == 48
     full = e2e.parse_args([])
-    assert full.ppo_kl_target is None and full.reward_from is None and (full.ppo_learning_rate, full.ppo_kl_coef) == (3e-4, 0.15)
+    assert full.reward_from is None and (full.ppo_learning_rate, full.ppo_kl_coef, full.ppo_kl_target, full.ppo_kl_horizon) == (3e-4, 0.15, 4.0, 40)
+    assert e2e.parse_args(["--ppo-kl-target", "0"]).ppo_kl_target == 0.0  # 0: the coefficient stays fixed
     assert (full.annotators, full.spammers, full.ppo_iterations, full.budget_minutes) == (20, 3, 30, 45.0)
 
 
