@@ -617,6 +617,17 @@ def head_to_head(engine, config: E2EConfig, round1, control_texts: dict[int, str
     return figures
 
 
+def ppo_kl_settings(config: E2EConfig) -> dict[str, Any]:
+    """PPOConfig's KL fields from the run's: adaptive towards `ppo_kl_target`, fixed when it is None or 0."""
+    from rlhf.ppo.config import PPOConfig  # standard library only: no torch for a parse
+
+    adaptive = bool(config.ppo_kl_target)
+    return {
+        "kl_coef": config.ppo_kl_coef, "adaptive_kl": adaptive, "kl_horizon": config.ppo_kl_horizon,
+        "kl_target": config.ppo_kl_target if adaptive else PPOConfig.kl_target,
+    }
+
+
 def run_ppo(
     config: E2EConfig, out: Path, reward_dir: Path, database_url: Optional[str], deadline: float, echo, *, policy: Optional[str] = None,
     prompts: str = PROJECT,
@@ -635,8 +646,7 @@ def run_ppo(
         policy=policy or config.policy, reward=str(reward_dir), prompts=prompts, database_url=database_url, out=str(out), device=config.device,
         load_in_4bit=config.ppo_4bit, total_iterations=config.ppo_iterations, batch_size=config.ppo_batch_size,
         num_mini_batches=2 if config.ppo_batch_size % 2 == 0 else 1, response_length=config.ppo_response_length,
-        learning_rate=config.ppo_learning_rate, kl_coef=config.ppo_kl_coef, seed=config.seed,
-        adaptive_kl=bool(config.ppo_kl_target), kl_target=config.ppo_kl_target or 6.0, kl_horizon=config.ppo_kl_horizon, checkpoint_every=5, truncate_prompts=True,
+        learning_rate=config.ppo_learning_rate, seed=config.seed, **ppo_kl_settings(config), checkpoint_every=5, truncate_prompts=True,
         sample_count=4,
     )
     inner = _reporter(config, "ppo", "iteration")
@@ -1191,6 +1201,10 @@ def parse_args(argv: Optional[list[str]] = None) -> E2EConfig:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: one per core; 1 on a busy shared machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.ppo_kl_target is not None and not args.ppo_kl_target >= 0:  # checked here, not after the reward stage
+        parser.error(f"--ppo-kl-target must be ≥ 0 (0: a fixed coefficient), got {args.ppo_kl_target}")
+    if args.ppo_kl_horizon is not None and args.ppo_kl_horizon <= 0:
+        parser.error(f"--ppo-kl-horizon must be positive, got {args.ppo_kl_horizon}")
     if args.stop_after == "reward" and args.pipeline != "classic":
         # The stop ends the classic steps; with the InstructGPT order it would be ignored and the whole run go on.
         parser.error(f"--stop-after reward stops the classic pipeline only (got --pipeline {args.pipeline})")

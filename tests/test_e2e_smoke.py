@@ -44,7 +44,13 @@ def test_parse_args_quick_and_overrides():
     assert e2e.parse_args(["--ppo-response-length", "64"]).ppo_response_length == 64 and kl.ppo_response_length == 48
     full = e2e.parse_args([])
     assert full.reward_from is None and (full.ppo_learning_rate, full.ppo_kl_coef, full.ppo_kl_target, full.ppo_kl_horizon) == (3e-4, 0.15, 4.0, 40)
-    assert e2e.parse_args(["--ppo-kl-target", "0"]).ppo_kl_target == 0.0  # 0: the coefficient stays fixed
+    assert e2e.ppo_kl_settings(full) == {"kl_coef": 0.15, "adaptive_kl": True, "kl_target": 4.0, "kl_horizon": 40}
+    fixed = e2e.ppo_kl_settings(e2e.parse_args(["--ppo-kl-target", "0"]))  # 0: the coefficient stays fixed
+    assert not fixed["adaptive_kl"] and fixed["kl_coef"] == 0.15
+    assert not e2e.ppo_kl_settings(dataclasses.replace(full, ppo_kl_target=None))["adaptive_kl"]
+    for bad in (["--ppo-kl-target", "-1"], ["--ppo-kl-target", "nan"], ["--ppo-kl-horizon", "0"]):
+        with pytest.raises(SystemExit):  # refused at the start, not after the reward stage
+            e2e.parse_args(bad)
     assert (full.annotators, full.spammers, full.ppo_iterations, full.budget_minutes) == (20, 3, 30, 45.0)
 
 

@@ -252,6 +252,12 @@ def test_bad_config_names_the_field(tiny_model_dir, prompts_file, tmp_path):
         tiny_config(tiny_model_dir, prompts_file, tmp_path, batch_size=5, num_mini_batches=2).validate()
     with pytest.raises(ValueError, match="unknown field.*bacth_size"):
         PPOConfig.from_dict({"bacth_size": 4})
+    for bad, field in (({"kl_target": 0.0}, "kl_target"), ({"kl_target": float("nan")}, "kl_target"), ({"kl_horizon": 0}, "kl_horizon")):
+        with pytest.raises(ValueError, match=f"'{field}'"):
+            tiny_config(tiny_model_dir, prompts_file, tmp_path, adaptive_kl=True, **bad).validate()
+        tiny_config(tiny_model_dir, prompts_file, tmp_path, adaptive_kl=False, **bad).validate()  # unused when fixed
+    with pytest.raises(ValueError, match="'kl_coef'"):
+        tiny_config(tiny_model_dir, prompts_file, tmp_path, kl_coef=-0.1).validate()
 
 
 # --------------------------------------------------------------------------- with a trained reward model

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,14 @@ class PPOConfig:
             )
         if self.temperature <= 0:
             raise ValueError(f"config field 'temperature' must be > 0, got {self.temperature}")
+        if not math.isfinite(self.kl_coef) or self.kl_coef < 0:
+            raise ValueError(f"config field 'kl_coef' must be a finite number ≥ 0, got {self.kl_coef!r}")
+        if self.adaptive_kl and not (math.isfinite(self.kl_target) and self.kl_target > 0):
+            # a target ≤ 0 would drive the coefficient to 0 without a word
+            raise ValueError(f"config field 'kl_target' must be a finite number > 0 with adaptive_kl, got {self.kl_target!r}")
+        if self.adaptive_kl and self.kl_horizon <= 0:
+            # 0 would divide by zero after the first iteration, once the rollout has been paid for
+            raise ValueError(f"config field 'kl_horizon' must be positive with adaptive_kl, got {self.kl_horizon!r}")
         if self.kl_estimator not in ("k1", "k3"):
             raise ValueError(f"config field 'kl_estimator' must be 'k1' or 'k3', got {self.kl_estimator!r}")
         if self.value_head_init not in ("auto", "reward", "random"):
