@@ -437,7 +437,7 @@ def train_reward(engine, config: E2EConfig, export_path: Path, out: Path, rows, 
     from rlhf.reward import RewardConfig, RewardModel, train_reward_model
 
     scope = top_layers_regex(config.reward_base, config.reward_lora_layers)
-    average_weights_from = config.reward_average_weights_from if objective == "pairwise" else 0.0  # pairwise only
+    average_weights_from = config.reward_average_weights_from
     prompt_similarity = config.reward_prompt_similarity
     reward_config = RewardConfig(
         base_model=config.reward_base, max_steps=config.reward_steps, batch_size=config.reward_batch_size, max_length=config.reward_max_length,

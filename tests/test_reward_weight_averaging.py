@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from rlhf.reward import RewardConfig, train_reward_model
-from rlhf.reward.train import _weight_averaging_callback
+from rlhf.reward.train import LateWeightMean, _weight_averaging_callback
 from test_reward_off_prompt import echo_preferences
 from test_reward_train import tiny_config
 
@@ -55,7 +55,47 @@ def test_averaged_training_saves_other_weights_than_the_last_step(tiny_model_dir
     assert differs
 
 
-@pytest.mark.parametrize("overrides", [{"average_weights_from": -0.1}, {"average_weights_from": 1.0}, {"average_weights_from": 0.5, "objective": "joint"}])
+@pytest.mark.parametrize("overrides", [{"average_weights_from": -0.1}, {"average_weights_from": 1.0}, {"average_weights_from": float("nan"), "objective": "joint"}])
 def test_bad_settings_are_refused(overrides):
     with pytest.raises(ValueError, match="average_weights_from"):
         RewardConfig(**overrides).validate()
+
+
+def test_late_weight_mean_counts_only_the_late_steps_and_every_named_tensor():
+    adapter, feature_weights = torch.zeros(3), torch.zeros(1, 2)
+    mean = LateWeightMean(0.75, 8)  # steps 7 and 8
+    for step in range(1, 9):
+        adapter.fill_(float(step))
+        feature_weights.fill_(-float(step))
+        mean.after_step(step, [("adapter", adapter), ("features", feature_weights)])
+    mean.apply([("adapter", adapter), ("features", feature_weights), ("never seen", torch.ones(1))])
+    assert mean.count == 2 and torch.equal(adapter, torch.full((3,), 7.5)) and torch.equal(feature_weights, torch.full((1, 2), -7.5))
+    untouched = torch.ones(2)
+    LateWeightMean(0.5, 8).apply([("adapter", untouched)])  # no late step: nothing to copy
+    assert torch.equal(untouched, torch.ones(2))
+
+
+def _saved_tensors(directory):
+    from safetensors.torch import load_file
+
+    return {f"{path.name}:{key}": value for path in sorted(directory.rglob("*.safetensors")) for key, value in load_file(path).items()}
+
+
+def test_joint_training_saves_the_mean_of_its_late_steps(tiny_model_dir, tmp_path):
+    """Regression and joint average too (the plain loop): the mean over the last step alone is the last step's
+    weights, to the bit; over the second half it is not, and the feature weights are averaged with the adapter."""
+    import json
+
+    from test_reward_objectives import raw_ratings
+
+    pairs, ratings = echo_preferences(tmp_path / "echo.jsonl"), raw_ratings(tmp_path / "raw.jsonl")
+    runs = {}
+    for name, share in (("last", 0.0), ("last step averaged", 11.5 / 12), ("averaged", 0.5)):
+        config = tiny_config(tiny_model_dir, objective="joint", max_steps=12, prompt_similarity="mean", average_weights_from=share)
+        train_reward_model(config, tmp_path / name, data=pairs, ratings=ratings)
+        feature_weights = json.loads((tmp_path / name / "reward_config.json").read_text())["prompt_similarity_dimension_weights"]
+        runs[name] = (_saved_tensors(tmp_path / name), feature_weights)
+    (last, last_features), (alone, alone_features), (averaged, averaged_features) = runs["last"], runs["last step averaged"], runs["averaged"]
+    assert last and last.keys() == alone.keys() == averaged.keys()
+    assert all(torch.equal(last[k], alone[k]) for k in last) and last_features == alone_features
+    assert any(not torch.equal(last[k], averaged[k]) for k in last) and last_features != averaged_features

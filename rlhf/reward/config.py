@@ -95,9 +95,10 @@ class RewardConfig:
     to another training prompt (rlhf.reward.data.add_off_prompt_pairs): they teach the model to read the prompt,
     which preferences inside one prompt never force. 0: only the exported pairs. Not with `listwise`."""
     average_weights_from: float = 0.0
-    """Pairwise: save the mean of the trainable weights over the steps after this share of training (0.5: the second
-    half; stochastic weight averaging), not the last step's, to damp the step-to-step noise of a small data set.
-    0: the last step's weights. A resumed run averages from where it resumed."""
+    """Save the mean of the trainable weights over the steps after this share of training (0.5: the second half;
+    stochastic weight averaging), not the last step's, to damp the step-to-step noise of a small data set; every
+    objective (regression and joint average the frozen-base feature weights too). 0: the last step's weights. A resumed
+    pairwise run averages from where it resumed."""
     prompt_similarity: Literal["off", "coverage", "mean"] = "off"
     """The reward is the cross-encoder's score + w · sim(prompt, reply), sim read off the frozen base (adapter
     off), w one learned weight (rlhf.reward.similarity): `coverage` the mean over prompt tokens of the best cosine with
@@ -182,8 +183,6 @@ def objective_problems(config: RewardConfig) -> list[str]:
             problems.append(f"dimension_weights {weights!r}: must sum to a positive number (they sum to {sum(weights.values()):g})")
         elif config.dimensions is not None and set(weights) - set(config.dimensions):
             problems.append(f"dimension_weights: {', '.join(sorted(set(weights) - set(config.dimensions)))} not among dimensions {config.dimensions}")
-    if config.average_weights_from and config.objective != "pairwise":
-        problems.append(f"average_weights_from: pairwise training only (objective {config.objective})")
     if config.regression_weight < 0:
         problems.append(f"regression_weight {config.regression_weight}: must not be negative")
     return problems

@@ -459,7 +459,7 @@ def fit(
     group (the adapter's step size would hardly move a single number; see SIMILARITY_LEARNING_RATE)."""
     from transformers import get_scheduler
 
-    from rlhf.reward.train import RewardTrainingError
+    from rlhf.reward.train import LateWeightMean, RewardTrainingError, trainable_named
 
     has_pairs, has_ratings = bool(encoded.chosen), bool(encoded.rated)
     batches_per_epoch = max(math.ceil(len(encoded.chosen) / config.batch_size), math.ceil(len(encoded.rated) / config.batch_size))
@@ -480,6 +480,9 @@ def fit(
     lam = config.regression_weight if config.objective == "joint" else 1.0
     history: list[dict[str, float]] = []
     window: dict[str, list[float]] = {}
+    # The feature weights are averaged with the adapter and the heads: the scalar reward reads all of them.
+    averaged = LateWeightMean(config.average_weights_from, total) if config.average_weights_from else None
+    extra = [("similarity_weights", similarity_weights)] if similarity_weights is not None else []
     model.train()
     for step in range(1, total + 1):
         for _ in range(config.gradient_accumulation_steps):
@@ -518,6 +521,8 @@ def fit(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if averaged is not None:
+            averaged.after_step(step, trainable_named(model) + extra)
         reporter.progress(step, total, f"step {step}/{total}")
         if step % max(config.logging_steps, 1) == 0 or step == total or step == 1:
             entry = {"step": step, **{k: float(np.mean(v)) for k, v in window.items()}, "learning_rate": scheduler.get_last_lr()[0]}
@@ -529,6 +534,8 @@ def fit(
             window = {}
         if reporter.should_stop():
             raise Cancelled(f"cancelled at step {step} ({config.objective} runs do not checkpoint: start again)")
+    if averaged is not None:
+        averaged.apply(trainable_named(model) + extra)
     return history
 
 

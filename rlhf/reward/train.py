@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -240,38 +240,61 @@ def _reporter_callback(reporter: Reporter):
     return ReporterCallback()
 
 
+class LateWeightMean:
+    """Stochastic weight averaging (Izmailov et al. 2018): the uniform mean of named tensors over the steps after
+    `start_fraction` of `total`; `apply` copies the mean into them (nothing happens without a late step)."""
+
+    def __init__(self, start_fraction: float, total: int) -> None:
+        self.start_fraction, self.total = start_fraction, total
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def after_step(self, step: int, named: Iterable[tuple[str, torch.Tensor]]) -> None:
+        if step <= self.start_fraction * self.total:
+            return
+        with torch.no_grad():
+            for name, tensor in named:
+                value = tensor.detach().to(torch.float32)
+                if name in self.sums:
+                    self.sums[name] += value
+                else:
+                    self.sums[name] = value.clone()
+        self.count += 1
+
+    def apply(self, named: Iterable[tuple[str, torch.Tensor]]) -> None:
+        if not self.count:
+            return
+        with torch.no_grad():
+            for name, tensor in named:
+                if name in self.sums:
+                    tensor.copy_((self.sums[name] / self.count).to(tensor.dtype))
+
+
+def trainable_named(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+
+
 def _weight_averaging_callback(start_fraction: float):
     """Averages the trainable weights over the steps after `start_fraction` of training; the mean replaces them at the end."""
     from transformers import TrainerCallback
 
     class WeightAveraging(TrainerCallback):
-        """Stochastic weight averaging (Izmailov et al. 2018): a uniform mean of the weights after each late step."""
+        """`LateWeightMean` driven by the Trainer's steps (its total known once training starts)."""
 
         def __init__(self) -> None:
-            self.sums: dict[str, torch.Tensor] = {}
-            self.count = 0
+            self.mean: LateWeightMean | None = None
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            if model is None or state.global_step <= start_fraction * state.max_steps:
+            if model is None:
                 return control
-            with torch.no_grad():
-                for name, parameter in model.named_parameters():
-                    if parameter.requires_grad:
-                        value = parameter.detach().to(torch.float32)
-                        if name in self.sums:
-                            self.sums[name] += value
-                        else:
-                            self.sums[name] = value.clone()
-            self.count += 1
+            if self.mean is None:
+                self.mean = LateWeightMean(start_fraction, state.max_steps)
+            self.mean.after_step(state.global_step, trainable_named(model))
             return control
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
-            if model is None or not self.count:
-                return control
-            with torch.no_grad():
-                for name, parameter in model.named_parameters():
-                    if name in self.sums:
-                        parameter.copy_((self.sums[name] / self.count).to(parameter.dtype))
+            if model is not None and self.mean is not None:
+                self.mean.apply(trainable_named(model))
             return control
 
     return WeightAveraging()
