@@ -99,3 +99,16 @@ def test_joint_training_saves_the_mean_of_its_late_steps(tiny_model_dir, tmp_pat
     assert last and last.keys() == alone.keys() == averaged.keys()
     assert all(torch.equal(last[k], alone[k]) for k in last) and last_features == alone_features
     assert any(not torch.equal(last[k], averaged[k]) for k in last) and last_features != averaged_features
+
+
+def test_pairwise_averages_its_feature_weight_with_the_adapter(tiny_model_dir, tmp_path):
+    """The pairwise feature weight lives outside the model (the Trainer's extra parameter): averaged too, so the saved
+    reward is one step's mean throughout, not an averaged adapter beside the last step's weight."""
+    import json
+
+    data = echo_preferences(tmp_path / "echo.jsonl")
+    weights = {}
+    for name, share in (("last", 0.0), ("last step averaged", 23.5 / 24), ("averaged", 0.5)):
+        train_reward_model(tiny_config(tiny_model_dir, prompt_similarity="mean", average_weights_from=share), tmp_path / name, data=data)
+        weights[name] = json.loads((tmp_path / name / "reward_config.json").read_text())["prompt_similarity_weight"]
+    assert weights["last"] == weights["last step averaged"] and weights["last"] != weights["averaged"]

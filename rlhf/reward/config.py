@@ -97,7 +97,7 @@ class RewardConfig:
     average_weights_from: float = 0.0
     """Save the mean of the trainable weights over the steps after this share of training (0.5: the second half;
     stochastic weight averaging), not the last step's, to damp the step-to-step noise of a small data set; every
-    objective (regression and joint average the frozen-base feature weights too). 0: the last step's weights. A resumed
+    objective, the frozen-base feature weights averaged with the adapter. 0: the last step's weights. A resumed
     pairwise run averages from where it resumed."""
     prompt_similarity: Literal["off", "coverage", "mean"] = "off"
     """The reward is the cross-encoder's score + w · sim(prompt, reply), sim read off the frozen base (adapter

@@ -274,8 +274,9 @@ def trainable_named(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
 
 
-def _weight_averaging_callback(start_fraction: float):
-    """Averages the trainable weights over the steps after `start_fraction` of training; the mean replaces them at the end."""
+def _weight_averaging_callback(start_fraction: float, extra: list[tuple[str, torch.Tensor]] | None = None):
+    """Averages the trainable weights (and the `extra` named tensors, trained outside the model) over the steps after
+    `start_fraction` of training; the mean replaces them at the end."""
     from transformers import TrainerCallback
 
     class WeightAveraging(TrainerCallback):
@@ -289,12 +290,12 @@ def _weight_averaging_callback(start_fraction: float):
                 return control
             if self.mean is None:
                 self.mean = LateWeightMean(start_fraction, state.max_steps)
-            self.mean.after_step(state.global_step, trainable_named(model))
+            self.mean.after_step(state.global_step, trainable_named(model) + list(extra or []))
             return control
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
             if model is not None and self.mean is not None:
-                self.mean.apply(trainable_named(model))
+                self.mean.apply(trainable_named(model) + list(extra or []))
             return control
 
     return WeightAveraging()
@@ -542,12 +543,15 @@ def _train(config, out_dir, data_path, checkpoints, *, engine, actor, resume, ov
 
     # 4. train
     callback = _reporter_callback(reporter)
-    callbacks = [callback] + ([_weight_averaging_callback(config.average_weights_from)] if config.average_weights_from else [])
+    callbacks = [callback]
     trainer_class = listwise_trainer_class() if config.listwise else _make_trainer_class()
     similarity_weight = None
     if kinds:
         similarity_weight = nn.Parameter(torch.tensor(_resumed_similarity_weights(resume_from, len(kinds)), dtype=torch.float32))
         callbacks.append(_similarity_weight_callback(similarity_weight))
+    if config.average_weights_from:  # the feature weights with the adapter: the saved reward reads both
+        extra = [("similarity_weight", similarity_weight)] if similarity_weight is not None else []
+        callbacks.append(_weight_averaging_callback(config.average_weights_from, extra))
     trainer = trainer_class(
         model=model,
         args=_trl_args(config, checkpoints, device),
